@@ -1,0 +1,1 @@
+"""The one-machine OVN cloud: real OVN/OVS daemons in network namespaces."""

@@ -1,0 +1,53 @@
+"""Shared fixtures: skips with a reason where the machine lacks root or namespaces."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ovn_underlay.lab import daemons
+
+
+def _netns_unavailable_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, OVS daemons)"
+    if shutil.which("ip") is None:
+        return "iproute2 ('ip') is not installed"
+    probe = f"oul-probe-{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, check=False)
+    if made.returncode != 0:
+        return f"cannot create network namespaces: {made.stderr.decode().strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
+    return None
+
+
+NETNS_SKIP_REASON = _netns_unavailable_reason()
+needs_netns = pytest.mark.skipif(NETNS_SKIP_REASON is not None,
+                                 reason=NETNS_SKIP_REASON or "")
+
+
+@pytest.fixture
+def ovsdb_factory(tmp_path: Path) -> Iterator[object]:
+    """Start real ovsdb-servers (no namespace) for a test; all stopped afterwards.
+
+    Usage: ``conn = ovsdb_factory("nb", daemons.NB_SCHEMA)`` returns "unix:/...sock".
+    """
+    if shutil.which("ovsdb-server") is None:
+        pytest.skip("ovsdb-server is not installed (make deps)")
+    started: list[daemons.Daemon] = []
+
+    def start(name: str, schema: Path) -> str:
+        daemon, conn = daemons.start_ovsdb_server(name, tmp_path / name, schema)
+        started.append(daemon)
+        return conn
+
+    yield start
+    for daemon in started:
+        pid = daemon.pid()
+        if pid is not None:
+            daemons.stop_pid(pid)
