@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ovn_underlay.lab import daemons
+from ovn_underlay.lab.topology import Lab, LabState
 
 
 def _netns_unavailable_reason() -> str | None:
@@ -51,3 +52,31 @@ def ovsdb_factory(tmp_path: Path) -> Iterator[object]:
         pid = daemon.pid()
         if pid is not None:
             daemons.stop_pid(pid)
+
+
+LAB_TOOLS = ("ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller", "ethtool")
+
+
+def skip_unless_lab_possible() -> None:
+    """Skip (with the reason) where the machine cannot run the lab at all."""
+    if NETNS_SKIP_REASON is not None:
+        pytest.skip(NETNS_SKIP_REASON)
+    missing = [t for t in LAB_TOOLS if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"lab programs missing: {', '.join(missing)} (make deps installs them)")
+
+
+@pytest.fixture(scope="session")
+def lab_rundir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory for the labs of this test session (short: socket paths)."""
+    return tmp_path_factory.mktemp("labs")
+
+
+@pytest.fixture(scope="session")
+def lab(lab_rundir: Path) -> Iterator[LabState]:
+    """One lab with 2 VMs shared by the session's end-to-end tests."""
+    skip_unless_lab_possible()
+    the_lab = Lab(f"s{os.getpid() % 10000}", lab_rundir)
+    state = the_lab.up(2)
+    yield state
+    the_lab.down()

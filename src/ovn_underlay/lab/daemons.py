@@ -38,19 +38,23 @@ class Daemon:
         return read_live_pid(self.pidfile)
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie does not (detached daemons are reparented to
+    an init that may be slow to reap them)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def read_live_pid(pidfile: Path) -> int | None:
-    """The pid written in ``pidfile`` if that process still exists."""
+    """The pid written in ``pidfile`` if that process still runs."""
     try:
         pid = int(pidfile.read_text().strip())
     except (OSError, ValueError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
+    return pid if alive(pid) else None
 
 
 def netns_argv(netns: str | None, argv: list[str]) -> list[str]:
@@ -77,12 +81,13 @@ def run(argv: list[str], netns: str | None = None, env: dict[str, str] | None = 
 
 
 def _start(name: str, argv: list[str], rundir: Path, netns: str | None,
-           env: dict[str, str]) -> Daemon:
+           env: dict[str, str], unixctl: bool = True) -> Daemon:
     pidfile = rundir / f"{name}.pid"
     logfile = rundir / f"{name}.log"
     ctl = rundir / f"{name}.ctl"
-    full = [*argv, f"--pidfile={pidfile}", f"--log-file={logfile}", f"--unixctl={ctl}",
-            "--detach", "--no-chdir"]
+    full = [*argv, f"--pidfile={pidfile}", f"--log-file={logfile}", "--detach", "--no-chdir"]
+    if unixctl:
+        full.append(f"--unixctl={ctl}")
     run(full, netns=netns, env={**os.environ, **env})
     daemon = Daemon(name, pidfile, logfile, ctl)
     if daemon.pid() is None:
@@ -132,7 +137,9 @@ def start_northd(name: str, rundir: Path, nb: str, sb: str, netns: str | None) -
 
 def start_controller(name: str, rundir: Path, ovs_db: str, netns: str | None) -> Daemon:
     """Start ovn-controller on the local Open_vSwitch database ``ovs_db``."""
-    return _start(name, ["ovn-controller", ovs_db], rundir, netns, ovs_env(rundir))
+    # ovn-controller has no --unixctl: its control socket follows OVN_RUNDIR.
+    return _start(name, ["ovn-controller", ovs_db], rundir, netns, ovs_env(rundir),
+                  unixctl=False)
 
 
 def wait_for_path(path: Path, timeout: float, what: str) -> None:
@@ -150,9 +157,7 @@ def stop_pid(pid: int, timeout: float = 5.0) -> None:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not alive(pid):
             return
         time.sleep(0.02)
     with contextlib.suppress(ProcessLookupError):

@@ -1,0 +1,54 @@
+# ovn-k8s-underlay: `make demo` and `make test` install what they need on a fresh
+# Debian 12 machine (Debian packages, then a venv) before they run.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+DEB_PACKAGES := openvswitch-switch ovn-central ovn-host iproute2 ethtool iputils-ping \
+	busybox-static containernetworking-plugins
+PYTEST_ARGS ?=
+
+.PHONY: all deps debian-deps venv demo test lint unit e2e clean lab-down
+
+all: test
+
+deps: debian-deps venv
+
+# Installs only the Debian packages that are missing (apt lists refreshed first).
+debian-deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" \
+	    || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo: deps
+	$(BIN)/ovn-k8s-underlay lab --name demo demo
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src
+
+unit: venv
+	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
+
+test: deps lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lab-down: venv
+	$(BIN)/ovn-k8s-underlay lab --name demo down
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
