@@ -1,0 +1,394 @@
+"""The CNI dispatcher (ovn_underlay.cni.runner): exit codes, stdout, plugin calls, logging."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ovn_underlay.cni.runner import Plugin, run, setup_logging
+from ovn_underlay.cni.spec import (
+    ERR_DECODE,
+    ERR_INCOMPATIBLE_VERSION,
+    ERR_INTERNAL,
+    ERR_INVALID_CONFIG,
+    ERR_INVALID_ENV,
+    ERR_POOL_EXHAUSTED,
+    SUPPORTED_VERSIONS,
+    CniError,
+    Interface,
+    IPConfig,
+    Request,
+    Result,
+    Route,
+)
+
+CONTAINER_ID = "c0ffee"
+OUR_RESULT = Result(
+    interfaces=(Interface("ovn-c0ffee", "0a:58:c0:00:02:09"),
+                Interface("eth0", "0a:58:c0:00:02:09", "/var/run/netns/pod")),
+    ips=(IPConfig("192.0.2.9/24", "192.0.2.1", 1),),
+    routes=(Route("0.0.0.0/0", "192.0.2.1"),),
+)
+PREV_040: dict[str, Any] = {
+    "cniVersion": "0.4.0",
+    "interfaces": [{"name": "lo", "sandbox": "/var/run/netns/pod"}],
+    "ips": [{"version": "4", "address": "127.0.0.1/8", "interface": 0}],
+    "dns": {"nameservers": ["10.96.0.10"]},
+}
+PREV_100: dict[str, Any] = {
+    "cniVersion": "1.0.0",
+    "interfaces": [{"name": "lo", "sandbox": "/var/run/netns/pod"}],
+    "ips": [{"address": "127.0.0.1/8", "interface": 0}],
+    "dns": {"nameservers": ["10.96.0.10"]},
+}
+
+
+class RecordingPlugin:
+    """A fake plugin that records its calls and can be told to fail."""
+
+    def __init__(self, fail_with: BaseException | None = None, chatty: bool = False) -> None:
+        self.calls: list[tuple[str, Request]] = []
+        self.fail_with = fail_with
+        self.chatty = chatty
+
+    def _record(self, method: str, req: Request) -> None:
+        self.calls.append((method, req))
+        if self.chatty:
+            print(f"plugin chatter during {method}")
+        if self.fail_with is not None:
+            raise self.fail_with
+
+    def add(self, req: Request) -> Result:
+        self._record("add", req)
+        return OUR_RESULT
+
+    def delete(self, req: Request) -> None:
+        self._record("delete", req)
+
+    def check(self, req: Request) -> None:
+        self._record("check", req)
+
+    def status(self, req: Request) -> None:
+        self._record("status", req)
+
+    def gc(self, req: Request) -> None:
+        self._record("gc", req)
+
+
+class Factory:
+    """Builds one RecordingPlugin and remembers every request it was called with."""
+
+    def __init__(self, plugin: RecordingPlugin | None = None) -> None:
+        self.plugin = plugin or RecordingPlugin()
+        self.requests: list[Request] = []
+
+    def __call__(self, req: Request) -> Plugin:
+        self.requests.append(req)
+        return self.plugin
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logger() -> Iterator[None]:
+    """run() configures the root logger; leave it as the test found it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+
+
+@pytest.fixture
+def netns(tmp_path: Path) -> str:
+    path = tmp_path / "netns"
+    path.touch()
+    return str(path)
+
+
+def make_env(command: str, netns: str = "", **overrides: str) -> dict[str, str]:
+    env = {"CNI_COMMAND": command, "CNI_CONTAINERID": CONTAINER_ID, "CNI_NETNS": netns,
+           "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin",
+           "CNI_ARGS": "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0"}
+    env.update(overrides)
+    return {key: value for key, value in env.items() if value}
+
+
+def make_config(**fields: Any) -> bytes:
+    config: dict[str, Any] = {"cniVersion": "1.1.0", "name": "underlay", "type": "ovn-underlay"}
+    config.update(fields)
+    return json.dumps({key: value for key, value in config.items() if value is not None}).encode()
+
+
+def invoke(factory: Factory, environ: dict[str, str], stdin: bytes) -> tuple[int, str]:
+    stdout = io.StringIO()
+    code = run(factory, environ, stdin, stdout)
+    return code, stdout.getvalue()
+
+
+# --- VERSION --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("stdin", "version"), [
+    (b"", "1.1.0"),
+    (b'{"cniVersion": "1.0.0"}', "1.0.0"),
+    (b'{"cniVersion": "0.3.1"}', "0.3.1"),
+    (b'{"cniVersion": "0.2.0"}', "1.1.0"),
+    (b"garbage", "1.1.0"),
+])
+def test_version(stdin: bytes, version: str) -> None:
+    factory = Factory()
+    code, out = invoke(factory, {"CNI_COMMAND": "VERSION"}, stdin)
+    assert code == 0
+    assert json.loads(out) == {"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)}
+    assert factory.requests == []
+
+
+# --- ADD ------------------------------------------------------------------------------------
+
+
+def test_add_prints_the_result_in_the_requested_version(netns: str) -> None:
+    factory = Factory()
+    code, out = invoke(factory, make_env("ADD", netns), make_config(cniVersion="0.3.1"))
+    assert code == 0
+    assert json.loads(out) == {
+        "cniVersion": "0.3.1",
+        "interfaces": [{"name": "ovn-c0ffee", "mac": "0a:58:c0:00:02:09"},
+                       {"name": "eth0", "mac": "0a:58:c0:00:02:09",
+                        "sandbox": "/var/run/netns/pod"}],
+        "ips": [{"version": "4", "address": "192.0.2.9/24", "gateway": "192.0.2.1",
+                 "interface": 1}],
+        "routes": [{"dst": "0.0.0.0/0", "gw": "192.0.2.1"}],
+    }
+    [(method, request)] = factory.plugin.calls
+    assert method == "add"
+    assert factory.requests == [request]
+    assert (request.container_id, request.ifname, request.netns) == (CONTAINER_ID, "eth0", netns)
+
+
+@pytest.mark.parametrize("prev", [PREV_040, PREV_100], ids=["0.4.0", "1.0.0"])
+def test_add_chained_merges_prev_result(netns: str, prev: dict[str, Any]) -> None:
+    version = prev["cniVersion"]
+    code, out = invoke(Factory(), make_env("ADD", netns),
+                       make_config(cniVersion=version, prevResult=prev))
+    assert code == 0
+    result = json.loads(out)
+    assert result["cniVersion"] == version
+    assert [iface["name"] for iface in result["interfaces"]] == ["lo", "ovn-c0ffee", "eth0"]
+    assert [(ip["address"], ip["interface"]) for ip in result["ips"]] == [
+        ("127.0.0.1/8", 0), ("192.0.2.9/24", 2)]
+    assert result["interfaces"][result["ips"][1]["interface"]]["name"] == "eth0"
+    assert all(("version" in ip) == (version == "0.4.0") for ip in result["ips"])
+    assert result["dns"] == {"nameservers": ["10.96.0.10"]}
+    assert result["routes"] == [{"dst": "0.0.0.0/0", "gw": "192.0.2.1"}]
+
+
+# --- the commands that print nothing --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("command", "method"), [("DEL", "delete"), ("CHECK", "check")])
+def test_del_and_check_print_nothing(netns: str, command: str, method: str) -> None:
+    factory = Factory()
+    code, out = invoke(factory, make_env(command, netns), make_config(prevResult=PREV_100))
+    assert (code, out) == (0, "")
+    assert [name for name, _ in factory.plugin.calls] == [method]
+
+
+def test_del_without_netns_reaches_the_plugin() -> None:
+    factory = Factory()
+    code, out = invoke(factory, make_env("DEL"), make_config())
+    assert (code, out) == (0, "")
+    assert factory.plugin.calls[0][1].netns == ""
+
+
+@pytest.mark.parametrize(("command", "method"), [("STATUS", "status"), ("GC", "gc")])
+def test_status_and_gc_print_nothing(command: str, method: str) -> None:
+    factory = Factory()
+    attachments = [{"containerID": CONTAINER_ID, "ifname": "eth0"}]
+    code, out = invoke(factory, {"CNI_COMMAND": command, "CNI_PATH": "/opt/cni/bin"},
+                       make_config(**{"cni.dev/valid-attachments": attachments}))
+    assert (code, out) == (0, "")
+    [(name, request)] = factory.plugin.calls
+    assert name == method
+    if command == "GC":
+        assert request.valid_attachments == ((CONTAINER_ID, "eth0"),)
+
+
+# --- bad requests never build the plugin ----------------------------------------------------
+
+
+BAD_REQUESTS = [
+    pytest.param({"CNI_COMMAND": ""}, make_config(), ERR_INVALID_ENV, id="no-command"),
+    pytest.param({"CNI_COMMAND": "FROB"}, make_config(), ERR_INVALID_ENV, id="unknown-command"),
+    pytest.param("ADD", b"{not json", ERR_DECODE, id="malformed-json"),
+    pytest.param("ADD", b"", ERR_DECODE, id="empty-stdin"),
+    pytest.param("ADD", make_config(cniVersion=None), ERR_INVALID_CONFIG, id="no-version"),
+    pytest.param("ADD", make_config(cniVersion=None, cniVersions=[]), ERR_INVALID_CONFIG,
+                 id="empty-cniVersions"),
+    pytest.param("ADD", make_config(cniVersion="0.2.0"), ERR_INCOMPATIBLE_VERSION,
+                 id="old-version"),
+    pytest.param("ADD", make_config(name=None), ERR_INVALID_CONFIG, id="no-name"),
+    pytest.param("ADD", make_config(type=None), ERR_INVALID_CONFIG, id="no-type"),
+    pytest.param({"CNI_CONTAINERID": ""}, make_config(), ERR_INVALID_ENV, id="no-containerid"),
+    pytest.param({"CNI_IFNAME": ""}, make_config(), ERR_INVALID_ENV, id="no-ifname"),
+    pytest.param({"CNI_NETNS": ""}, make_config(), ERR_INVALID_ENV, id="no-netns"),
+    pytest.param({"CNI_NETNS": "/nonexistent/netns"}, make_config(), ERR_INVALID_ENV,
+                 id="missing-netns"),
+    pytest.param({"CNI_IFNAME": "averyveryverylongname"}, make_config(), ERR_INVALID_ENV,
+                 id="long-ifname"),
+    pytest.param({"CNI_IFNAME": "eth 0"}, make_config(), ERR_INVALID_ENV, id="space-ifname"),
+    pytest.param({"CNI_CONTAINERID": "-x"}, make_config(), ERR_INVALID_ENV, id="bad-containerid"),
+    pytest.param({"CNI_ARGS": "K8S_POD_NAME"}, make_config(), ERR_INVALID_ENV, id="bad-args"),
+    pytest.param("ADD", make_config(prevResult={"ips": "x"}), ERR_DECODE, id="bad-prevResult"),
+    pytest.param({"CNI_COMMAND": "CHECK"}, make_config(cniVersion="0.3.1", prevResult=PREV_040),
+                 ERR_INCOMPATIBLE_VERSION, id="check-0.3.1"),
+    pytest.param({"CNI_COMMAND": "CHECK"}, make_config(), ERR_INVALID_CONFIG,
+                 id="check-no-prevResult"),
+    pytest.param({"CNI_COMMAND": "GC"}, make_config(cniVersion="1.0.0"),
+                 ERR_INCOMPATIBLE_VERSION, id="gc-1.0.0"),
+    pytest.param({"CNI_COMMAND": "STATUS"}, make_config(cniVersion="1.0.0"),
+                 ERR_INCOMPATIBLE_VERSION, id="status-1.0.0"),
+    pytest.param({"CNI_COMMAND": "GC"}, make_config(), ERR_INVALID_CONFIG,
+                 id="gc-no-attachments"),
+]
+
+
+@pytest.mark.parametrize(("env_change", "stdin", "code"), BAD_REQUESTS)
+def test_bad_request_is_an_error_on_stdout(netns: str, capsys: pytest.CaptureFixture[str],
+                                           env_change: str | dict[str, str], stdin: bytes,
+                                           code: int) -> None:
+    environ = (make_env(env_change, netns) if isinstance(env_change, str)
+               else make_env("ADD", netns, **env_change))
+    factory = Factory()
+    exit_code, out = invoke(factory, environ, stdin)
+    assert exit_code == 1
+    error = json.loads(out)  # stdout holds this one JSON document and nothing else
+    assert set(error) <= {"cniVersion", "code", "msg", "details"}
+    assert error["code"] == code
+    assert error["msg"]
+    assert error["cniVersion"] in SUPPORTED_VERSIONS
+    assert factory.requests == []
+    assert factory.plugin.calls == []
+    assert capsys.readouterr().out == ""
+
+
+def test_error_carries_the_configured_version(netns: str) -> None:
+    code, out = invoke(Factory(), make_env("ADD", netns, CNI_IFNAME=""),
+                       make_config(cniVersion="0.4.0"))
+    assert code == 1
+    assert json.loads(out)["cniVersion"] == "0.4.0"
+
+
+def test_error_without_a_usable_version_says_latest(netns: str) -> None:
+    code, out = invoke(Factory(), make_env("ADD", netns), b"{")
+    assert code == 1
+    assert json.loads(out)["cniVersion"] == "1.1.0"
+
+
+# --- plugin failures ------------------------------------------------------------------------
+
+
+def test_plugin_cni_error_is_passed_through(netns: str) -> None:
+    failure = CniError(ERR_POOL_EXHAUSTED, "no free port in the pool", "node worker-3: 0 of 64")
+    code, out = invoke(Factory(RecordingPlugin(fail_with=failure)), make_env("ADD", netns),
+                       make_config(cniVersion="1.0.0"))
+    assert code == 1
+    assert json.loads(out) == {"cniVersion": "1.0.0", "code": ERR_POOL_EXHAUSTED,
+                               "msg": "no free port in the pool",
+                               "details": "node worker-3: 0 of 64"}
+
+
+@pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK"])
+def test_unexpected_exception_is_internal_error(netns: str, capsys: pytest.CaptureFixture[str],
+                                                command: str) -> None:
+    plugin = RecordingPlugin(fail_with=RuntimeError("ovsdb went away"))
+    code, out = invoke(Factory(plugin), make_env(command, netns), make_config(prevResult=PREV_100))
+    assert code == 1
+    assert json.loads(out) == {"cniVersion": "1.1.0", "code": ERR_INTERNAL,
+                               "msg": "internal error", "details": "ovsdb went away"}
+    captured = capsys.readouterr()
+    assert "Traceback" in captured.err
+    assert "RuntimeError: ovsdb went away" in captured.err
+    assert captured.out == ""
+
+
+def test_exception_without_text_names_its_type(netns: str) -> None:
+    code, out = invoke(Factory(RecordingPlugin(fail_with=KeyError())), make_env("ADD", netns),
+                       make_config())
+    assert code == 1
+    assert json.loads(out)["details"] == "KeyError"
+
+
+def test_factory_failure_is_internal_error(netns: str) -> None:
+    def broken_factory(req: Request) -> Plugin:
+        raise OSError("cannot reach the node agent")
+
+    stdout = io.StringIO()
+    assert run(broken_factory, make_env("ADD", netns), make_config(), stdout) == 1
+    assert json.loads(stdout.getvalue())["code"] == ERR_INTERNAL
+
+
+def test_plugin_prints_go_to_stderr(netns: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = invoke(Factory(RecordingPlugin(chatty=True)), make_env("ADD", netns),
+                       make_config())
+    assert code == 0
+    assert json.loads(out)["cniVersion"] == "1.1.0"
+    captured = capsys.readouterr()
+    assert "plugin chatter during add" in captured.err
+    assert captured.out == ""
+
+
+# --- logging --------------------------------------------------------------------------------
+
+
+def test_logs_go_to_stderr_not_stdout(netns: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = invoke(Factory(), make_env("ADD", netns), make_config())
+    assert code == 0
+    json.loads(out)
+    captured = capsys.readouterr()
+    assert "CNI ADD" in captured.err
+    assert captured.out == ""
+
+
+def test_logs_go_to_log_file(netns: str, tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    log_file = tmp_path / "cni.log"
+    code, _ = invoke(Factory(), make_env("ADD", netns),
+                     make_config(logFile=str(log_file), logLevel="debug"))
+    assert code == 0
+    assert f"container={CONTAINER_ID}" in log_file.read_text()
+    assert logging.getLogger().level == logging.DEBUG
+    assert capsys.readouterr().err == ""
+
+
+def test_errors_before_validation_reach_the_log_file(tmp_path: Path) -> None:
+    log_file = tmp_path / "cni.log"
+    code, _ = invoke(Factory(), {"CNI_COMMAND": "ADD"}, make_config(logFile=str(log_file)))
+    assert code == 1
+    assert "CNI_CONTAINERID" in log_file.read_text()
+
+
+def test_setup_logging_replaces_its_own_handler(tmp_path: Path) -> None:
+    root = logging.getLogger()
+    before = len(root.handlers)
+    setup_logging({})
+    setup_logging({"logFile": str(tmp_path / "a.log"), "logLevel": "WARNING"})
+    assert len(root.handlers) == before + 1
+    assert isinstance(root.handlers[-1], logging.FileHandler)
+    assert root.level == logging.WARNING
+
+
+def test_setup_logging_falls_back_on_bad_settings(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    setup_logging({"logFile": str(tmp_path / "missing-dir" / "cni.log"), "logLevel": "chatty"})
+    assert logging.getLogger().level == logging.INFO
+    err = capsys.readouterr().err
+    assert "cannot open logFile" in err
+    assert "unknown logLevel 'chatty'" in err
