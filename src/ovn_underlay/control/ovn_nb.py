@@ -1,0 +1,647 @@
+"""The control plane on the OVN Northbound database, through ovsdbapp.
+
+Rows made here, and how they are named (``<switch>`` is the node's switch):
+
+* ``rtr-<switch>``: the router port, MAC ``0a:58:<gateway IP bytes>``, network
+  ``<gateway>/<prefix>``;
+* ``stor-<switch>``: the switch port of type ``router`` peering with it;
+* ``<switch>-mgmt``: the management port (VLAN ``mgmt_tag``, second host address);
+* ``<switch>-p<tag>``: the pool ports, children of the VM's port with VLAN ``<tag>``.
+
+Every such row carries ``ovn-underlay:role`` in its external_ids (and the
+ports ``ovn-underlay:switch``); the switch also records its subnet, router and
+parent port, and a router carries ``ovn-underlay:role=router`` only if it was
+created here, which is what lets :meth:`OvnNbControlPlane.destroy_node_network`
+remove exactly what was made and keep a router that existed before.
+
+Reads come from the IDL's in-memory replica of the tables (taken under the
+connection lock); each change is one OVSDB transaction, so a failed request
+writes nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ovs import jsonrpc, poller, stream
+from ovsdbapp import exceptions as ovsdb_exceptions
+from ovsdbapp.backend.ovs_idl import connection as ovs_connection
+from ovsdbapp.backend.ovs_idl import idlutils
+from ovsdbapp.schema.ovn_northbound import impl_idl
+
+from ovn_underlay.control.base import (
+    DEFAULT_MGMT_TAG,
+    ChildPort,
+    Conflict,
+    ControlPlane,
+    ControlPlaneError,
+    ControlPlaneUnavailable,
+    NodeNetwork,
+    check_request,
+    find_overlap,
+    gateway_ip,
+    mac_for_ip,
+    mgmt_ip,
+    parse_subnet,
+    plan_pool,
+)
+
+SCHEMA = "OVN_Northbound"
+TABLES = ("Logical_Switch", "Logical_Switch_Port", "Logical_Router", "Logical_Router_Port")
+
+PREFIX = "ovn-underlay:"
+KEY_ROLE = PREFIX + "role"
+KEY_SWITCH = PREFIX + "switch"
+KEY_SUBNET = PREFIX + "subnet"
+KEY_ROUTER = PREFIX + "router"
+KEY_PARENT = PREFIX + "parent"
+KEY_CLUSTER_SUBNET = PREFIX + "cluster-subnet"
+KEY_POD_NAMESPACE = PREFIX + "pod-namespace"
+KEY_POD_NAME = PREFIX + "pod-name"
+KEY_CONTAINER_ID = PREFIX + "container-id"
+OWNER_KEYS = (KEY_POD_NAMESPACE, KEY_POD_NAME, KEY_CONTAINER_ID)
+
+ROLE_SWITCH = "node-switch"
+ROLE_ROUTER = "router"
+ROLE_GATEWAY = "gateway"
+ROLE_ROUTER_PORT = "router-port"
+ROLE_MGMT = "mgmt"
+ROLE_POOL = "pool"
+
+_LSP = "Logical_Switch_Port"
+_T = TypeVar("_T")
+
+
+def router_port_name(switch: str) -> str:
+    """The router port of ``switch``'s gateway."""
+    return f"rtr-{switch}"
+
+
+def switch_router_port_name(switch: str) -> str:
+    """The switch port (type router) that peers with the router port."""
+    return f"stor-{switch}"
+
+
+def mgmt_port_name(switch: str) -> str:
+    """The node's management port."""
+    return f"{switch}-mgmt"
+
+
+def pool_port_name(switch: str, tag: int) -> str:
+    """The pool port of ``switch`` with VLAN ``tag``."""
+    return f"{switch}-p{tag}"
+
+
+def address_ips(addresses: Iterable[str]) -> set[str]:
+    """The IPv4 addresses in OVN ``addresses`` entries ("MAC IP..."; "router" etc. have none)."""
+    ips: set[str] = set()
+    for entry in addresses:
+        for token in entry.split()[1:]:
+            if token.count(".") == 3:
+                ips.add(token.split("/")[0])
+    return ips
+
+
+@dataclass(frozen=True)
+class _Port:
+    """A Logical_Switch_Port as plain data."""
+
+    name: str
+    parent: str | None
+    tag: int | None
+    addresses: tuple[str, ...]
+    external_ids: Mapping[str, str]
+
+    @property
+    def role(self) -> str | None:
+        return self.external_ids.get(KEY_ROLE)
+
+    def child(self) -> ChildPort:
+        """This port as a ChildPort (it must carry a "MAC IP" address and a tag)."""
+        fields = self.addresses[0].split() if self.addresses else []
+        if len(fields) < 2 or self.tag is None:
+            raise ControlPlaneError(f"port {self.name} has no 'MAC IP' address or no VLAN tag")
+        return ChildPort(self.name, fields[0], fields[1], self.tag)
+
+
+@dataclass(frozen=True)
+class _Switch:
+    """A Logical_Switch with its ports, as plain data."""
+
+    uuid: uuid.UUID
+    name: str
+    external_ids: Mapping[str, str]
+    ports: tuple[_Port, ...]
+
+    @property
+    def ours(self) -> bool:
+        ids = self.external_ids
+        return (ids.get(KEY_ROLE) == ROLE_SWITCH
+                and all(k in ids for k in (KEY_SUBNET, KEY_ROUTER, KEY_PARENT)))
+
+
+@dataclass(frozen=True)
+class _RouterPort:
+    """A Logical_Router_Port as plain data."""
+
+    uuid: uuid.UUID
+    name: str
+    mac: str
+    networks: tuple[str, ...]
+    external_ids: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class _Router:
+    """A Logical_Router with its ports, as plain data."""
+
+    uuid: uuid.UUID
+    name: str
+    external_ids: Mapping[str, str]
+    ports: tuple[_RouterPort, ...]
+
+
+@dataclass(frozen=True)
+class _CreateView:
+    """What create_node_network needs to know of the NB, read at once."""
+
+    switch: _Switch | None
+    gateway: _RouterPort | None
+    router: _Router | None
+    parent: _Port | None
+    parent_tags: Mapping[int, str]
+    other_subnets: tuple[tuple[str, str], ...]
+
+
+def _optional(value: list[Any]) -> Any:
+    """The value of an optional OVSDB column (the IDL gives a 0- or 1-element list)."""
+    return value[0] if value else None
+
+
+def _read_port(row: Any) -> _Port:
+    tag = _optional(row.tag)
+    if tag is None:
+        tag = _optional(row.tag_request)
+    return _Port(str(row.name), _optional(row.parent_name), tag, tuple(row.addresses),
+                 dict(row.external_ids))
+
+
+def _read_switch(row: Any) -> _Switch:
+    return _Switch(row.uuid, str(row.name), dict(row.external_ids),
+                   tuple(_read_port(p) for p in row.ports))
+
+
+def _read_router_port(row: Any) -> _RouterPort:
+    return _RouterPort(row.uuid, str(row.name), str(row.mac), tuple(row.networks),
+                       dict(row.external_ids))
+
+
+def _read_router(row: Any) -> _Router:
+    return _Router(row.uuid, str(row.name), dict(row.external_ids),
+                   tuple(_read_router_port(p) for p in row.ports))
+
+
+def _node_network(switch: _Switch, gateway: _RouterPort | None) -> NodeNetwork:
+    """The NodeNetwork stored as ``switch`` (one of ours) and its router port."""
+    ids = switch.external_ids
+    subnet = ids[KEY_SUBNET]
+    if gateway is not None and gateway.networks:
+        gw_ip, gw_mac = gateway.networks[0].split("/")[0], gateway.mac
+    else:
+        gw_ip = gateway_ip(subnet)
+        gw_mac = mac_for_ip(gw_ip)
+    pool = sorted((p.child() for p in switch.ports if p.role == ROLE_POOL), key=lambda c: c.tag)
+    mgmt = next((p.child() for p in switch.ports if p.role == ROLE_MGMT), None)
+    return NodeNetwork(switch=switch.name, subnet=subnet, gateway_ip=gw_ip, gateway_mac=gw_mac,
+                       router=ids[KEY_ROUTER], parent=ids[KEY_PARENT], mgmt=mgmt,
+                       ports=tuple(pool))
+
+
+def _child(name: str, ip: str, tag: int) -> ChildPort:
+    return ChildPort(name, mac_for_ip(ip), ip, tag)
+
+
+def _plan_network(switch: str, subnet: str, router: str, parent: str, pool_size: int,
+                  mgmt_tag: int | None, parent_tags: Collection[int]) -> NodeNetwork:
+    """The NodeNetwork to create: gateway, management port and pool, all addressed."""
+    gw = gateway_ip(subnet)
+    reserved_ips = {gw}
+    reserved_tags = set(parent_tags)
+    mgmt = None
+    if mgmt_tag is not None:
+        mgmt = _child(mgmt_port_name(switch), mgmt_ip(subnet), mgmt_tag)
+        reserved_ips.add(mgmt.ip)
+        reserved_tags.add(mgmt_tag)
+    pool = tuple(_child(pool_port_name(switch, tag), ip, tag)
+                 for ip, tag in plan_pool(subnet, pool_size, reserved_ips, reserved_tags))
+    return NodeNetwork(switch=switch, subnet=subnet, gateway_ip=gw, gateway_mac=mac_for_ip(gw),
+                       router=router, parent=parent, mgmt=mgmt, ports=pool)
+
+
+def _check_against(view: _CreateView, subnet: str, router: str, parent: str,
+                   mgmt_tag: int | None, create_router: bool) -> None:
+    """Raise unless a new node network fits next to what the NB holds."""
+    if view.parent is None:
+        raise ControlPlaneError(f"parent port {parent} not found")
+    if view.parent.parent is not None:
+        raise ControlPlaneError(f"parent port {parent} is itself a child of "
+                                f"{view.parent.parent}")
+    if view.router is None and not create_router:
+        raise ControlPlaneError(f"router {router} does not exist")
+    others = [(f"logical switch {name}", net) for name, net in view.other_subnets]
+    if view.router is not None:
+        others += [(f"router port {p.name} of router {router}", net)
+                   for p in view.router.ports for net in p.networks]
+    overlap = find_overlap(subnet, others)
+    if overlap is not None:
+        raise Conflict(f"subnet {subnet} overlaps {overlap[1]} of {overlap[0]}")
+    if mgmt_tag is not None and mgmt_tag in view.parent_tags:
+        raise Conflict(f"management VLAN tag {mgmt_tag} is already used on parent port "
+                       f"{parent} by port {view.parent_tags[mgmt_tag]}")
+
+
+def _check_same(switch: _Switch, subnet: str, router: str, parent: str) -> None:
+    """Raise Conflict unless the existing ``switch`` is our node network as requested."""
+    if not switch.ours:
+        raise Conflict(f"logical switch {switch.name} already exists and was not created "
+                       "by ovn-underlay")
+    wanted = {KEY_SUBNET: subnet, KEY_ROUTER: router, KEY_PARENT: parent}
+    differs = [f"{key.removeprefix(PREFIX)} {switch.external_ids[key]} (not {value})"
+               for key, value in wanted.items() if switch.external_ids[key] != value]
+    if differs:
+        raise Conflict(f"node network {switch.name} already exists with " + ", ".join(differs))
+
+
+def _in_sync(idl: Any) -> bool:
+    """Whether the IDL is connected and its replica follows the server.
+
+    python-ovs has no public accessor for the session state; its ``_session``
+    is the one place that knows, right away, that the connection dropped.
+    """
+    return bool(idl.state == idl.IDL_S_MONITORING and idl._session.is_connected())
+
+
+def _ms_left(deadline: float) -> int:
+    return max(int((deadline - time.monotonic()) * 1000), 0)
+
+
+def _wait_for_rpc(rpc: Any, deadline: float) -> int:
+    """Wait for ``rpc`` to make progress; errno.ETIMEDOUT once ``deadline`` passed."""
+    left = _ms_left(deadline)
+    if left == 0:
+        return errno.ETIMEDOUT
+    rpc.run()
+    waiter = poller.Poller()
+    rpc.wait(waiter)
+    rpc.recv_wait(waiter)
+    waiter.timer_wait(left)
+    waiter.block()
+    return 0
+
+
+def _fetch_schema_from(target: str, deadline: float) -> Any:
+    """The NB schema (JSON) from one ovsdb-server, or OSError; never past ``deadline``."""
+    error, strm = stream.Stream.open_block(stream.Stream.open(target), _ms_left(deadline))
+    if error:
+        raise OSError(error, os.strerror(error))
+    rpc = jsonrpc.Connection(strm)
+    try:
+        request = jsonrpc.Message.create_request("get_schema", [SCHEMA])
+        error = rpc.send(request)
+        while not error:
+            error, reply = rpc.recv()
+            if error == errno.EAGAIN:
+                error = _wait_for_rpc(rpc, deadline)
+            elif reply is not None and reply.id == request.id:
+                if reply.error:
+                    raise ControlPlaneError(f"{target} does not serve {SCHEMA}: {reply.error}")
+                return reply.result
+        raise OSError(error, os.strerror(error))
+    finally:
+        rpc.close()
+
+
+def _fetch_schema(remote: str, deadline: float) -> Any:
+    """The NB schema from the first of ``remote``'s comma-separated servers that answers.
+
+    Done here rather than by ovsdbapp so that it cannot block past ``deadline``
+    (a server that accepts but does not answer, a black-holed address).
+    """
+    failures: list[str] = []
+    for target in idlutils.parse_connection(remote):
+        try:
+            return _fetch_schema_from(target, deadline)
+        except OSError as exc:
+            failures.append(f"{target}: {exc.strerror or exc}")
+    raise ControlPlaneUnavailable(f"cannot reach OVN NB at {remote}: {'; '.join(failures)}")
+
+
+class _NbApi(impl_idl.OvnNbApiIdlImpl):  # type: ignore[misc]
+    """The ovsdbapp NB API bound to a connection of its own.
+
+    ovsdbapp keeps an API class's connection in a class attribute (the first
+    instance's connection would be silently shared by all later instances);
+    this keeps it per instance.
+    """
+
+    @property
+    def ovsdb_connection(self) -> Any:
+        return self._own_connection
+
+    @ovsdb_connection.setter
+    def ovsdb_connection(self, connection: Any) -> None:
+        self._own_connection = connection
+
+
+def _connect(remote: str, timeout: float) -> Any:
+    """An ovsdbapp NB API connected to ``remote`` with the tables we use, within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    helper = idlutils.create_schema_helper(_fetch_schema(remote, deadline))
+    idl = ovs_connection.OvsdbIdl.from_server(remote, SCHEMA, helper=helper,
+                                              helper_tables=TABLES)
+    unavailable = ControlPlaneUnavailable(f"cannot connect to OVN NB at {remote} within "
+                                          f"{timeout:g}s")
+    left = deadline - time.monotonic()
+    if left <= 0:
+        idl.close()
+        raise unavailable
+    try:
+        api = _NbApi(ovs_connection.Connection(idl, left))
+    except ovsdb_exceptions.OvsdbConnectionUnavailable as exc:
+        idl.close()
+        raise unavailable from exc
+    api.ovsdb_connection.timeout = timeout
+    return api
+
+
+class OvnNbControlPlane(ControlPlane):
+    """Node networks as rows of the OVN Northbound database."""
+
+    def __init__(self, connection: str, timeout: float = 10.0) -> None:
+        """Connect to the NB at ``connection`` ("unix:/path", "tcp:host:6641", ...).
+
+        Raises ControlPlaneUnavailable if it does not answer within ``timeout``
+        seconds, which also bounds every later request.
+        """
+        self._remote = connection
+        self._timeout = timeout
+        self._api = _connect(connection, timeout)
+
+    # --- the interface ---------------------------------------------------------------
+
+    def create_node_network(self, switch: str, subnet: str, router: str, parent: str,
+                            pool_size: int, mgmt_tag: int | None = DEFAULT_MGMT_TAG,
+                            create_router: bool = True,
+                            cluster_subnet: str | None = None) -> NodeNetwork:
+        """Create switch, router attachment, management port and pool in one transaction."""
+        subnet = check_request(switch, subnet, router, parent, pool_size, mgmt_tag,
+                               cluster_subnet)
+        view = self._read(lambda: self._create_view(switch, router, parent))
+        if view.switch is not None:
+            _check_same(view.switch, subnet, router, parent)
+            return _node_network(view.switch, view.gateway)
+        _check_against(view, subnet, router, parent, mgmt_tag, create_router)
+        net = _plan_network(switch, subnet, router, parent, pool_size, mgmt_tag,
+                            view.parent_tags.keys())
+        children = [net.mgmt] if net.mgmt is not None else []
+        self._check_names_free([switch_router_port_name(switch),
+                                *(c.name for c in (*children, *net.ports))],
+                               [router_port_name(switch)])
+        commands = self._network_commands(net, view.router, cluster_subnet)
+        self._commit(commands, f"create node network {switch}")
+        return net
+
+    def add_pool_ports(self, switch: str, count: int) -> tuple[ChildPort, ...]:
+        """Add ``count`` pool ports on the lowest free addresses and VLAN tags."""
+        sw, parent_tags = self._read(lambda: self._pool_view(switch))
+        subnet = sw.external_ids[KEY_SUBNET]
+        used_ips = {gateway_ip(subnet)}.union(*(address_ips(p.addresses) for p in sw.ports))
+        ports = tuple(_child(pool_port_name(switch, tag), ip, tag)
+                      for ip, tag in plan_pool(subnet, count, used_ips, parent_tags.keys()))
+        self._check_names_free([p.name for p in ports], [])
+        commands: list[Any] = []
+        for port in ports:
+            commands += self._child_commands(sw.uuid, sw.external_ids[KEY_PARENT], port,
+                                             ROLE_POOL, switch)
+        self._commit(commands, f"add {count} pool ports to {switch}")
+        return ports
+
+    def delete_pool_ports(self, switch: str, names: Iterable[str]) -> None:
+        """Delete the named pool ports of ``switch``; names not on it are ignored."""
+        wanted = set(names)
+        sw = self._read(lambda: self._find_switch(switch))
+        if sw is None:
+            return
+        victims = sorted(p.name for p in sw.ports if p.name in wanted)
+        foreign = [p.name for p in sw.ports if p.name in wanted and p.role != ROLE_POOL]
+        if foreign:
+            raise ControlPlaneError(f"not deleting {', '.join(sorted(foreign))}: not pool "
+                                    f"ports of {switch}")
+        self._commit([self._api.lsp_del(name, switch=sw.uuid, if_exists=True)
+                      for name in victims], f"delete pool ports of {switch}")
+
+    def get_node_network(self, switch: str) -> NodeNetwork | None:
+        """The node network of ``switch`` as the NB holds it (None if there is no switch)."""
+        sw, gateway = self._read(lambda: (self._find_switch(switch),
+                                          self._find_router_port(router_port_name(switch))))
+        if sw is None:
+            return None
+        if not sw.ours:
+            raise Conflict(f"logical switch {switch} was not created by ovn-underlay")
+        return _node_network(sw, gateway)
+
+    def destroy_node_network(self, switch: str) -> None:
+        """Delete the switch (and its ports), the router port, and the router if ours and idle."""
+        sw, gateway, router = self._read(lambda: self._destroy_view(switch))
+        if sw is not None and not sw.ours:
+            raise Conflict(f"logical switch {switch} was not created by ovn-underlay; "
+                           "not deleting it")
+        commands: list[Any] = []
+        if sw is not None:
+            commands.append(self._api.ls_del(sw.uuid, if_exists=True))
+        if gateway is not None and router is not None:
+            commands.append(self._api.lrp_del(gateway.uuid, router=router.uuid, if_exists=True))
+            if (router.external_ids.get(KEY_ROLE) == ROLE_ROUTER
+                    and all(p.uuid == gateway.uuid for p in router.ports)):
+                commands.append(self._api.lr_del(router.uuid, if_exists=True))
+        self._commit(commands, f"destroy node network {switch}")
+
+    def set_port_owner(self, port: str, pod_namespace: str, pod_name: str,
+                       container_id: str) -> None:
+        """Record the pod using ``port`` in its external_ids (ovn-underlay:pod-*)."""
+        lsp = self._read(lambda: self._find_port(port))
+        if lsp is None:
+            raise ControlPlaneError(f"port {port} not found")
+        if KEY_SWITCH not in lsp.external_ids:
+            raise Conflict(f"port {port} is not managed by ovn-underlay")
+        owner = {KEY_POD_NAMESPACE: pod_namespace, KEY_POD_NAME: pod_name,
+                 KEY_CONTAINER_ID: container_id}
+        if all(lsp.external_ids.get(k) == v for k, v in owner.items()):
+            return
+        self._commit([self._api.db_set(_LSP, port, ("external_ids", owner), if_exists=False)],
+                     f"set the owner of port {port}")
+
+    def clear_port_owner(self, port: str) -> None:
+        """Remove the pod keys from ``port``'s external_ids; idempotent."""
+        lsp = self._read(lambda: self._find_port(port))
+        if lsp is None or not any(k in lsp.external_ids for k in OWNER_KEYS):
+            return
+        self._commit([self._api.db_remove(_LSP, port, "external_ids", *OWNER_KEYS,
+                                          if_exists=True)],
+                     f"clear the owner of port {port}")
+
+    def close(self) -> None:
+        """Stop the connection's thread and close the connection; idempotent."""
+        self._api.ovsdb_connection.stop(self._timeout)
+
+    # --- reads (run under the connection lock) ----------------------------------------
+
+    def _read(self, reader: Callable[[], _T]) -> _T:
+        """Run ``reader`` on the IDL replica, once it is connected (within the timeout)."""
+        idl = self._api.idl
+        deadline = time.monotonic() + self._timeout
+        while not _in_sync(idl):
+            if time.monotonic() > deadline:
+                raise ControlPlaneUnavailable(f"not connected to OVN NB at {self._remote} "
+                                              f"(waited {self._timeout:g}s)")
+            time.sleep(0.05)
+        with self._api.ovsdb_connection.lock:
+            return reader()
+
+    def _row(self, table: str, name: str) -> Any:
+        return idlutils.row_by_value(self._api.idl, table, "name", name, None)
+
+    def _find_switch(self, name: str) -> _Switch | None:
+        row = self._row("Logical_Switch", name)
+        return None if row is None else _read_switch(row)
+
+    def _find_port(self, name: str) -> _Port | None:
+        row = self._row(_LSP, name)
+        return None if row is None else _read_port(row)
+
+    def _find_router(self, name: str) -> _Router | None:
+        row = self._row("Logical_Router", name)
+        return None if row is None else _read_router(row)
+
+    def _find_router_port(self, name: str) -> _RouterPort | None:
+        row = self._row("Logical_Router_Port", name)
+        return None if row is None else _read_router_port(row)
+
+    def _parent_tags(self, parent: str) -> dict[int, str]:
+        """VLAN tag -> name of every child port of ``parent``."""
+        tags: dict[int, str] = {}
+        for row in self._api.tables[_LSP].rows.values():
+            if _optional(row.parent_name) == parent:
+                port = _read_port(row)
+                if port.tag is not None:
+                    tags[port.tag] = port.name
+        return tags
+
+    def _create_view(self, switch: str, router: str, parent: str) -> _CreateView:
+        others = tuple((str(r.name), str(r.other_config["subnet"]))
+                       for r in self._api.tables["Logical_Switch"].rows.values()
+                       if "subnet" in r.other_config and r.name != switch)
+        return _CreateView(switch=self._find_switch(switch),
+                           gateway=self._find_router_port(router_port_name(switch)),
+                           router=self._find_router(router), parent=self._find_port(parent),
+                           parent_tags=self._parent_tags(parent), other_subnets=others)
+
+    def _pool_view(self, switch: str) -> tuple[_Switch, dict[int, str]]:
+        sw = self._find_switch(switch)
+        if sw is None or not sw.ours:
+            raise ControlPlaneError(f"no node network {switch} (made by ovn-underlay)")
+        return sw, self._parent_tags(sw.external_ids[KEY_PARENT])
+
+    def _destroy_view(self, switch: str
+                      ) -> tuple[_Switch | None, _RouterPort | None, _Router | None]:
+        sw = self._find_switch(switch)
+        row = self._row("Logical_Router_Port", router_port_name(switch))
+        if row is None or row.external_ids.get(KEY_SWITCH) != switch:
+            return sw, None, None
+        router = next((r for r in self._api.tables["Logical_Router"].rows.values()
+                       if any(p.uuid == row.uuid for p in r.ports)), None)
+        return sw, _read_router_port(row), None if router is None else _read_router(router)
+
+    def _check_names_free(self, switch_ports: Iterable[str], router_ports: Iterable[str]) -> None:
+        """Raise Conflict if any of these port names is taken."""
+        def taken() -> list[str]:
+            return ([n for n in switch_ports if self._row(_LSP, n) is not None]
+                    + [n for n in router_ports
+                       if self._row("Logical_Router_Port", n) is not None])
+        names = self._read(taken)
+        if names:
+            raise Conflict(f"port names already taken: {', '.join(names)}")
+
+    # --- writes -----------------------------------------------------------------------
+
+    def _network_commands(self, net: NodeNetwork, router: _Router | None,
+                          cluster_subnet: str | None) -> list[Any]:
+        """The commands creating ``net`` (and its router when ``router`` is None)."""
+        api = self._api
+        commands: list[Any] = []
+        router_ref: Any = net.router if router is None else router.uuid
+        if router is None:
+            router_ref = api.lr_add(net.router, may_exist=True,
+                                    external_ids={KEY_ROLE: ROLE_ROUTER})
+            commands.append(router_ref)
+        prefix = parse_subnet(net.subnet).prefixlen
+        commands.append(api.lrp_add(router_ref, router_port_name(net.switch), net.gateway_mac,
+                                    [f"{net.gateway_ip}/{prefix}"],
+                                    external_ids={KEY_ROLE: ROLE_GATEWAY,
+                                                  KEY_SWITCH: net.switch}))
+        switch_ids = {KEY_ROLE: ROLE_SWITCH, KEY_SUBNET: net.subnet, KEY_ROUTER: net.router,
+                      KEY_PARENT: net.parent}
+        if cluster_subnet is not None:
+            switch_ids[KEY_CLUSTER_SUBNET] = cluster_subnet
+        excluded = [net.gateway_ip] + ([net.mgmt.ip] if net.mgmt is not None else [])
+        ls = api.ls_add(net.switch, other_config={"subnet": net.subnet,
+                                                  "exclude_ips": " ".join(excluded)},
+                        external_ids=switch_ids)
+        commands.append(ls)
+        commands.append(api.lsp_add(ls, switch_router_port_name(net.switch), type="router",
+                                    addresses=["router"],
+                                    options={"router-port": router_port_name(net.switch)},
+                                    external_ids={KEY_ROLE: ROLE_ROUTER_PORT,
+                                                  KEY_SWITCH: net.switch}))
+        if net.mgmt is not None:
+            commands += self._child_commands(ls, net.parent, net.mgmt, ROLE_MGMT, net.switch)
+        for port in net.ports:
+            commands += self._child_commands(ls, net.parent, port, ROLE_POOL, net.switch)
+        return commands
+
+    def _child_commands(self, switch_ref: Any, parent: str, port: ChildPort, role: str,
+                        switch: str) -> list[Any]:
+        """Commands adding ``port`` as a child of ``parent`` on the switch ``switch_ref``.
+
+        Both tag_request and tag are set: ovn-northd keeps a requested tag as
+        the tag, and the tag is right even before northd has seen the port.
+        """
+        address = f"{port.mac} {port.ip}"
+        lsp = self._api.lsp_add(switch_ref, port.name, parent_name=parent, tag=port.tag,
+                                addresses=[address], port_security=[address],
+                                external_ids={KEY_ROLE: role, KEY_SWITCH: switch})
+        return [lsp, self._api.db_set(_LSP, lsp, ("tag", port.tag), if_exists=False)]
+
+    def _commit(self, commands: list[Any], action: str) -> None:
+        """Run ``commands`` as one transaction; map failures to ControlPlaneError."""
+        if not commands:
+            return
+        try:
+            with self._api.transaction(check_error=True, log_errors=False) as txn:
+                for command in commands:
+                    txn.add(command)
+        except ovsdb_exceptions.TimeoutException as exc:
+            raise ControlPlaneUnavailable(f"{action}: OVN NB at {self._remote} did not answer "
+                                          f"within {self._timeout:g}s") from exc
+        except RuntimeError as exc:
+            if not _in_sync(self._api.idl):
+                raise ControlPlaneUnavailable(f"{action}: lost connection to OVN NB at "
+                                              f"{self._remote}") from exc
+            raise ControlPlaneError(f"{action} failed in OVN NB at {self._remote}: "
+                                    f"{exc}") from exc
