@@ -1,0 +1,376 @@
+"""Pod links: a veth pair between the node (the VM) and a pod's network namespace.
+
+The host end stays in the caller's network namespace (the node's) under a name
+derived from the container id (:func:`host_ifname`), ready to become an OVS
+access port; the pod end is created directly inside the pod's namespace under
+its final name (``eth0``), so it never collides with the node's own interfaces.
+
+Every function that touches a pod's namespace takes it by *path* (a bind mount
+such as ``/var/run/netns/NAME`` or ``/proc/PID/ns/net``) and works in it from a
+short-lived thread (:mod:`ovn_underlay.node.nsenter`): the process stays where
+it is.  IPv4 only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import hashlib
+import ipaddress
+import os
+import re
+import socket
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from ovn_underlay.node import nsenter
+
+IFNAMSIZ = 16
+IFF_UP = 0x1
+RT_SCOPE_UNIVERSE = 0
+RT_TABLE_MAIN = 254
+SIOCETHTOOL = 0x8946
+ETHTOOL_GTXCSUM = 0x16
+ETHTOOL_STXCSUM = 0x17
+_IFREQ_SIZE = 40
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_BAD_IFNAME_CHARS = frozenset("/: \t\n")
+
+
+@dataclass(frozen=True)
+class PodLinkState:
+    """What a pod's interface looks like from inside its namespace."""
+
+    ifname: str
+    mac: str
+    mtu: int
+    addresses: tuple[str, ...]
+    """Global-scope addresses as "ip/prefix" (IPv6 link-local ones left out)."""
+    default_gateway: str | None
+    """Gateway of the main table's IPv4 default route through this interface."""
+    up: bool
+
+
+class LinkError(Exception):
+    """A pod link could not be made, inspected or removed."""
+
+
+class NetnsNotFound(LinkError):
+    """The network namespace path is missing or is not a network namespace."""
+
+
+@dataclass(frozen=True)
+class _PodSpec:
+    """Validated arguments of :func:`plumb_pod`."""
+
+    ifname: str
+    host_if: str
+    mac: str
+    address: ipaddress.IPv4Interface
+    gateway: ipaddress.IPv4Address
+    mtu: int
+
+
+class _EthtoolValue(ctypes.Structure):
+    """``struct ethtool_value`` of <linux/ethtool.h>."""
+
+    _fields_ = (("cmd", ctypes.c_uint32), ("data", ctypes.c_uint32))
+
+
+def host_ifname(container_id: str, ifname: str) -> str:
+    """The node-side veth name of a pod interface: "oul" + 12 hex digits (15 chars).
+
+    Deterministic, so that DEL finds the link from the container id and
+    interface name alone.  Linux interface names cannot contain ':', so the
+    hashed "container_id:ifname" string is unambiguous.
+    """
+    digest = hashlib.sha256(f"{container_id}:{ifname}".encode()).hexdigest()
+    return "oul" + digest[:12]
+
+
+def plumb_pod(netns_path: str, ifname: str, host_if: str, mac: str, ip_cidr: str,
+              gateway: str, mtu: int, tx_offload_off: bool) -> None:
+    """Connect the pod namespace at ``netns_path`` to the node with a veth pair.
+
+    The pod end is ``ifname`` with ``mac``, ``mtu`` (0: the kernel's default,
+    1500), the address ``ip_cidr`` and a default route via ``gateway``; the
+    host end ``host_if`` stays in the caller's namespace with the same MTU.
+    Both ends end up up.  With ``tx_offload_off`` TX checksum offload is
+    disabled on both ends (required behind OVS's userspace datapath, which does
+    not fill in partial checksums).
+
+    A retried call (the namespace already has ``ifname`` with ``mac``, fully
+    configured, and the host end is up) succeeds without changing anything; an
+    incomplete pair left by an interrupted call is removed and made again;
+    ``ifname`` with another MAC raises LinkError.  A leftover veth named
+    ``host_if`` is replaced.  On any failure after the veth was made it is
+    deleted again before LinkError is raised; NetnsNotFound if the namespace
+    does not exist.
+    """
+    spec = _validate(ifname, host_if, mac, ip_cidr, gateway, mtu)
+    with _netns(netns_path) as ns, _netlink() as ipr:
+        existing = nsenter.run_in_netns(ns, _inspect, ifname)
+        if existing is not None:
+            if existing.mac != spec.mac:
+                raise LinkError(f"{netns_path} already has {ifname} with MAC {existing.mac}, "
+                                f"not {spec.mac}")
+            if _is_complete(existing, spec) and _is_up(_get_link(ipr, host_if)):
+                return
+            nsenter.run_in_netns(ns, _remove_pod_veth, ifname)
+        _remove_veth(ipr, host_if)
+        _create_veth(ipr, spec, ns, netns_path)
+        try:
+            nsenter.run_in_netns(ns, _configure_pod_end, spec, tx_offload_off)
+            _configure_host_end(ipr, host_if, tx_offload_off)
+        except Exception as exc:
+            _undo(ipr, host_if, exc)
+            if isinstance(exc, LinkError):
+                raise
+            raise LinkError(f"plumbing {ifname} in {netns_path} failed: {exc}") from exc
+
+
+def unplumb_pod(host_if: str, netns_path: str | None, ifname: str) -> None:
+    """Remove a pod's veth pair; nothing to remove is not an error.
+
+    The pair goes away with its host end ``host_if`` in the caller's
+    namespace.  If that end is already gone, a veth named ``ifname`` in the
+    namespace at ``netns_path`` is removed instead (a missing namespace is
+    fine).  Only veth interfaces are ever deleted.
+    """
+    with _netlink() as ipr:
+        if _remove_veth(ipr, host_if):
+            return
+    if netns_path is None:
+        return
+    with contextlib.suppress(NetnsNotFound), _netns(netns_path) as ns:
+        nsenter.run_in_netns(ns, _remove_pod_veth, ifname)
+
+
+def inspect_pod(netns_path: str, ifname: str) -> PodLinkState | None:
+    """The state of ``ifname`` inside the namespace at ``netns_path``, None if absent."""
+    with _netns(netns_path) as ns:
+        return nsenter.run_in_netns(ns, _inspect, ifname)
+
+
+def set_tx_offload(ifname: str, enabled: bool, netns_path: str | None = None) -> None:
+    """Turn TX checksum offload of ``ifname`` on or off (``ethtool -K IF tx on|off``).
+
+    Works in the caller's namespace, or in the one at ``netns_path``.  The
+    kernel also drops the features that depend on it (TSO, ...) when it is off.
+    """
+    if netns_path is None:
+        _ethtool_set_tx_csum(ifname, enabled)
+        return
+    with _netns(netns_path) as ns:
+        nsenter.run_in_netns(ns, _ethtool_set_tx_csum, ifname, enabled)
+
+
+def _validate(ifname: str, host_if: str, mac: str, ip_cidr: str, gateway: str,
+              mtu: int) -> _PodSpec:
+    """Check plumb_pod's arguments before anything is made; LinkError if one is bad."""
+    for name in (ifname, host_if):
+        _check_ifname(name)
+    mac = mac.lower()
+    if not _MAC_RE.match(mac) or int(mac[:2], 16) & 1:
+        raise LinkError(f"{mac!r} is not a unicast MAC address (xx:xx:xx:xx:xx:xx)")
+    try:
+        address = ipaddress.IPv4Interface(ip_cidr)
+        gw = ipaddress.IPv4Address(gateway)
+    except ValueError as exc:
+        raise LinkError(f"bad IPv4 address for the pod: {exc}") from exc
+    if "/" not in ip_cidr:
+        raise LinkError(f"{ip_cidr!r} has no prefix length (expected ip/prefix)")
+    if mtu != 0 and not 68 <= mtu <= 65535:
+        raise LinkError(f"MTU {mtu} is outside 68..65535 (or 0 for the default)")
+    return _PodSpec(ifname, host_if, mac, address, gw, mtu)
+
+
+def _check_ifname(name: str) -> None:
+    """Raise LinkError unless ``name`` is a valid Linux interface name."""
+    if (not 0 < len(name) < IFNAMSIZ or name in (".", "..")
+            or _BAD_IFNAME_CHARS.intersection(name)):
+        raise LinkError(f"{name!r} is not a valid interface name (1-15 chars, no '/', ':' "
+                        "or spaces)")
+
+
+@contextlib.contextmanager
+def _netns(path: str) -> Iterator[int]:
+    """nsenter.open_netns, raising NetnsNotFound instead of NetnsUnavailable."""
+    try:
+        with nsenter.open_netns(path) as fd:
+            yield fd
+    except nsenter.NetnsUnavailable as exc:
+        raise NetnsNotFound(exc.strerror or str(exc)) from exc
+
+
+@contextlib.contextmanager
+def _netlink() -> Iterator[Any]:
+    """An rtnetlink socket in the calling thread's namespace, without multicast groups."""
+    try:
+        ipr = IPRoute(groups=0)
+    except OSError as exc:
+        raise LinkError(f"cannot open rtnetlink: {exc}") from exc
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def _nl(what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run one netlink request; turn its failure into LinkError("{what}: reason")."""
+    try:
+        return call(*args, **kwargs)
+    except NetlinkError as exc:
+        raise LinkError(f"{what}: {_strerror(exc.code)}") from exc
+    except OSError as exc:
+        raise LinkError(f"{what}: {exc}") from exc
+
+
+def _strerror(code: int) -> str:
+    """errno ``code`` as text (netlink error codes are errnos)."""
+    return f"{errno.errorcode.get(code, code)} ({os.strerror(code)})"
+
+
+def _get_link(ipr: Any, ifname: str) -> Any | None:
+    """The RTM_NEWLINK message of ``ifname`` in ``ipr``'s namespace, None if absent."""
+    try:
+        return ipr.link("get", ifname=ifname)[0]
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return None
+        raise LinkError(f"looking up {ifname}: {_strerror(exc.code)}") from exc
+
+
+def _link_kind(msg: Any) -> str | None:
+    """The rtnl_link kind ("veth", ...) of a link message."""
+    info = msg.get_attr("IFLA_LINKINFO")
+    return None if info is None else info.get_attr("IFLA_INFO_KIND")
+
+
+def _create_veth(ipr: Any, spec: _PodSpec, ns_fd: int, netns_path: str) -> None:
+    """Create the pair: ``host_if`` here, ``ifname`` directly in the namespace ``ns_fd``."""
+    mtu = {"mtu": spec.mtu} if spec.mtu else {}
+    peer = {"ifname": spec.ifname, "net_ns_fd": ns_fd, "address": spec.mac, **mtu}
+    _nl(f"creating veth {spec.host_if} <-> {spec.ifname}@{netns_path}",
+        ipr.link, "add", ifname=spec.host_if, kind="veth", peer=peer, **mtu)
+
+
+def _is_complete(state: PodLinkState, spec: _PodSpec) -> bool:
+    """Whether the pod end ``state`` is configured as ``spec`` asks (up, address, route)."""
+    return (state.up and str(spec.address) in state.addresses
+            and state.default_gateway == str(spec.gateway)
+            and spec.mtu in (0, state.mtu))
+
+
+def _is_up(msg: Any | None) -> bool:
+    """Whether a link message exists and says the link is administratively up."""
+    return msg is not None and bool(msg["flags"] & IFF_UP)
+
+
+def _undo(ipr: Any, host_if: str, exc: Exception) -> None:
+    """Delete the veth made by a failing plumb_pod; note on ``exc`` if that fails too."""
+    try:
+        _remove_veth(ipr, host_if)
+    except LinkError as cleanup:
+        exc.add_note(f"removing {host_if} again failed too: {cleanup}")
+
+
+def _configure_pod_end(spec: _PodSpec, tx_offload_off: bool) -> None:
+    """In the pod's namespace: offload, address, up, default route."""
+    with _netlink() as ipr:
+        index = _nl(f"looking up {spec.ifname}", ipr.link_lookup, ifname=spec.ifname)[0]
+        if tx_offload_off:
+            _ethtool_set_tx_csum(spec.ifname, False)
+        _nl(f"adding {spec.address} to {spec.ifname}", ipr.addr, "add", index=index,
+            address=str(spec.address.ip), prefixlen=spec.address.network.prefixlen)
+        _nl(f"setting {spec.ifname} up", ipr.link, "set", index=index, state="up")
+        _nl(f"adding the default route via {spec.gateway} (is it inside "
+            f"{spec.address.network}?)", ipr.route, "add", gateway=str(spec.gateway),
+            oif=index)
+
+
+def _configure_host_end(ipr: Any, host_if: str, tx_offload_off: bool) -> None:
+    """In the node's namespace: offload off if asked, then up."""
+    if tx_offload_off:
+        _ethtool_set_tx_csum(host_if, False)
+    _nl(f"setting {host_if} up", ipr.link, "set", ifname=host_if, state="up")
+
+
+def _remove_veth(ipr: Any, name: str) -> bool:
+    """Delete the veth ``name`` (and so its peer) if it exists; True if one was deleted.
+
+    Refuses (LinkError) to delete an interface of another kind.
+    """
+    msg = _get_link(ipr, name)
+    if msg is None:
+        return False
+    kind = _link_kind(msg)
+    if kind != "veth":
+        raise LinkError(f"{name} exists and is a {kind or 'physical'} interface, not a veth; "
+                        "leaving it alone")
+    try:
+        ipr.link("del", index=msg["index"])
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return False
+        raise LinkError(f"deleting {name}: {_strerror(exc.code)}") from exc
+    return True
+
+
+def _remove_pod_veth(ifname: str) -> None:
+    """Delete the veth ``ifname`` in the current thread's namespace, if there."""
+    with _netlink() as ipr:
+        _remove_veth(ipr, ifname)
+
+
+def _inspect(ifname: str) -> PodLinkState | None:
+    """PodLinkState of ``ifname`` in the current thread's namespace."""
+    with _netlink() as ipr:
+        msg = _get_link(ipr, ifname)
+        if msg is None:
+            return None
+        index = msg["index"]
+        addresses = tuple(
+            f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+            for a in _nl(f"listing addresses of {ifname}", ipr.addr, "dump", index=index)
+            if a["scope"] == RT_SCOPE_UNIVERSE)
+        gateways = [
+            r.get_attr("RTA_GATEWAY")
+            for r in _nl("listing routes", ipr.route, "dump", family=socket.AF_INET)
+            if r["dst_len"] == 0 and r.get_attr("RTA_OIF") == index
+            and r.get_attr("RTA_TABLE") == RT_TABLE_MAIN and r.get_attr("RTA_GATEWAY")]
+    return PodLinkState(ifname=ifname, mac=str(msg.get_attr("IFLA_ADDRESS")),
+                        mtu=int(msg.get_attr("IFLA_MTU")), addresses=addresses,
+                        default_gateway=gateways[0] if gateways else None,
+                        up=_is_up(msg))
+
+
+def tx_offload_enabled(ifname: str) -> bool:
+    """Whether TX checksum offload is on for ``ifname`` (``ethtool -k IF``), here."""
+    return bool(_ethtool(ifname, ETHTOOL_GTXCSUM, 0, "reading TX checksum offload"))
+
+
+def _ethtool_set_tx_csum(ifname: str, enabled: bool) -> None:
+    """SIOCETHTOOL/ETHTOOL_STXCSUM on ``ifname`` in the current thread's namespace."""
+    state = "on" if enabled else "off"
+    _ethtool(ifname, ETHTOOL_STXCSUM, int(enabled), f"turning TX checksum offload {state}")
+
+
+def _ethtool(ifname: str, cmd: int, data: int, what: str) -> int:
+    """One ``struct ethtool_value`` SIOCETHTOOL request; returns the value's data."""
+    value = _EthtoolValue(cmd, data)
+    ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(value)).ljust(_IFREQ_SIZE,
+                                                                               b"\0")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
+        except OSError as exc:
+            raise LinkError(f"{what} on {ifname}: {_strerror(exc.errno or 0)}") from exc
+    return int(value.data)
