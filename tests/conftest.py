@@ -7,10 +7,12 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ovn_underlay.lab import daemons
+from ovn_underlay.lab import daemons, netns
+from ovn_underlay.lab.cluster import CniRuntime, Node
 from ovn_underlay.lab.topology import Lab, LabState
 
 
@@ -80,3 +82,53 @@ def lab(lab_rundir: Path) -> Iterator[LabState]:
     state = the_lab.up(2)
     yield state
     the_lab.down()
+
+
+@pytest.fixture(scope="session")
+def nodes(lab: LabState) -> tuple[Node, Node]:
+    """Both lab VMs initialised as nodes: vm1 with a pool of 24 ports, vm2 with 6."""
+    first, second = Node(lab, lab.vms[0]), Node(lab, lab.vms[1])
+    for node, size in ((first, 24), (second, 6)):
+        node.init()
+        node.setup_switch(pool_size=size)
+    return first, second
+
+
+class PodFactory:
+    """Pods made through CNI ADD in a test; all deleted (CNI DEL) when it ends."""
+
+    def __init__(self) -> None:
+        self.made: list[tuple[CniRuntime, str, str, str]] = []
+        self.counter = 0
+
+    def netns(self, node: Node) -> tuple[str, str]:
+        """A fresh pod namespace and container id on ``node``."""
+        self.counter += 1
+        name = f"t{os.getpid() % 10000}x{self.counter}"
+        return node.pod_netns(name), f"ctr{name}"
+
+    def add(self, node: Node, runtime: CniRuntime | None = None,
+            ifname: str = "eth0") -> tuple[str, str, dict[str, Any]]:
+        """ADD a new pod; returns (netns path, container id, result)."""
+        runtime = runtime or CniRuntime(node)
+        path, cid = self.netns(node)
+        self.track(runtime, cid, path, ifname)
+        return path, cid, runtime.add(cid, path, ("default", cid), ifname)
+
+    def track(self, runtime: CniRuntime, cid: str, path: str, ifname: str = "eth0") -> None:
+        """Make sure ``cid`` is deleted at the end of the test."""
+        self.made.append((runtime, cid, path, ifname))
+
+    def cleanup(self) -> None:
+        """DEL every pod and remove its namespace."""
+        for runtime, cid, path, ifname in self.made:
+            runtime.delete(cid, path, ifname)
+            netns.destroy(path.rsplit("/", 1)[1])
+
+
+@pytest.fixture
+def pods() -> Iterator[PodFactory]:
+    """Per-test pods, removed afterwards even when the test fails."""
+    factory = PodFactory()
+    yield factory
+    factory.cleanup()

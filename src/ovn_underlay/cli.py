@@ -3,80 +3,34 @@
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ovn_underlay import __version__
-
-if TYPE_CHECKING:
-    from ovn_underlay.lab.topology import Lab
+from ovn_underlay.config import DEFAULT_MGMT_TAG, DEFAULT_OVSDB
 
 Handler = Callable[[argparse.Namespace], int]
+if TYPE_CHECKING:
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
-def _lab(args: argparse.Namespace) -> Lab:
-    from ovn_underlay.lab.topology import Lab
+def _handler(spec: str) -> Handler:
+    """A lazily imported handler ``module:function`` under ovn_underlay.commands."""
+    module, func = spec.split(":")
 
-    return Lab(args.name, Path(args.rundir))
+    def call(args: argparse.Namespace) -> int:
+        handler: Handler = getattr(importlib.import_module(f"ovn_underlay.commands.{module}"),
+                                   func)
+        return handler(args)
 
-
-def cmd_lab_up(args: argparse.Namespace) -> int:
-    """``lab up``: start the lab (no-op when healthy)."""
-    from ovn_underlay.lab.topology import require_tools
-
-    require_tools()
-    state = _lab(args).up(args.vms)
-    print(f"lab {state.name!r} is up: {len(state.vms)} VMs")
-    print(f"  NB: {state.nb}\n  SB: {state.sb}")
-    for vm in state.vms:
-        print(f"  {vm.name}: netns {vm.netns}, port {vm.port}, {vm.ip}, OVS {vm.ovsdb}")
-    return 0
+    return call
 
 
-def cmd_lab_down(args: argparse.Namespace) -> int:
-    """``lab down``: remove everything the lab made."""
-    removed = _lab(args).down()
-    print("\n".join(f"removed {r}" for r in removed) or f"lab {args.name!r} was not up")
-    return 0
-
-
-def cmd_lab_status(args: argparse.Namespace) -> int:
-    """``lab status``: what runs, as text or JSON; exit 1 when not up."""
-    status = _lab(args).status()
-    if args.json:
-        print(json.dumps(status, indent=2))
-        return 0 if status["up"] else 1
-    if "phase" not in status:
-        print(f"lab {args.name!r} is not up (run dir {status['rundir']})")
-        return 1
-    print(f"lab {status['name']!r}: {'up' if status['up'] else 'NOT HEALTHY'}")
-    for problem in status["problems"]:
-        print(f"  problem: {problem}")
-    print(f"  NB: {status['nb']}\n  SB: {status['sb']}\n  chassis: {status['chassis']}")
-    for owner, pids in status["pids"].items():
-        running = ", ".join(f"{n}={p or 'DEAD'}" for n, p in pids.items())
-        print(f"  {owner}: {running}")
-    for vm in status["vms"]:
-        print(f"  {vm['name']}: netns {vm['netns']}, port {vm['port']} {vm['mac']} "
-              f"{vm['ip']}, OVS {vm['ovsdb']}")
-    return 0 if status["up"] else 1
-
-
-def cmd_lab_demo(args: argparse.Namespace) -> int:
-    """``lab demo``: up, connectivity matrix, down."""
-    from ovn_underlay.lab.demo import run_demo
-    from ovn_underlay.lab.topology import require_tools
-
-    require_tools()
-    return run_demo(_lab(args), args.vms, keep=args.keep)
-
-
-def _add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_lab(sub: SubParsers) -> None:
     lab = sub.add_parser(
         "lab", help="an emulated OVN cloud on this machine (for demos and tests)",
         description="A hypervisor and N VMs as network namespaces, with real OVN NB/SB, "
@@ -90,16 +44,101 @@ def _add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verbs = lab.add_subparsers(dest="verb", required=True, metavar="VERB")
     up = verbs.add_parser("up", help="start the lab; a no-op when it is already healthy")
     up.add_argument("--vms", type=int, default=2, help="number of VMs (default: %(default)s)")
-    up.set_defaults(func=cmd_lab_up)
+    up.set_defaults(func=_handler("lab:cmd_lab_up"))
     verbs.add_parser("down", help="stop and remove everything the lab made"
-                     ).set_defaults(func=cmd_lab_down)
+                     ).set_defaults(func=_handler("lab:cmd_lab_down"))
     status = verbs.add_parser("status", help="what runs: pids, sockets, NB/SB connections")
     status.add_argument("--json", action="store_true", help="print JSON")
-    status.set_defaults(func=cmd_lab_status)
-    demo = verbs.add_parser("demo", help="up, VM-to-VM checks through OVN, down")
+    status.set_defaults(func=_handler("lab:cmd_lab_status"))
+    demo = verbs.add_parser("demo", help="up, node setup, pods, connectivity matrix, down")
     demo.add_argument("--vms", type=int, default=2, help="number of VMs (default: %(default)s)")
     demo.add_argument("--keep", action="store_true", help="leave the lab running")
-    demo.set_defaults(func=cmd_lab_demo)
+    demo.set_defaults(func=_handler("lab:cmd_lab_demo"))
+
+
+def _add_node_init(sub: SubParsers) -> None:
+    p = sub.add_parser(
+        "node-init", help="prepare this node: settings, br-int, uplink (idempotent)",
+        description="Record the node's settings in the local Open_vSwitch external_ids, "
+                    "create br-int and put the uplink NIC in place. Options not given keep "
+                    "their recorded value. Each change is printed; --dry-run only prints.")
+    p.add_argument("--backend", choices=["ovn"], help="control plane (default: ovn)")
+    p.add_argument("--nb", help="OVN Northbound connection, e.g. tcp:HOST:6641 or unix:PATH")
+    p.add_argument("--parent", help="this VM's own logical port (pods' ports are its "
+                   "children)")
+    p.add_argument("--bridge", help="integration bridge (default: br-int)")
+    p.add_argument("--datapath", choices=["auto", "system", "netdev"],
+                   help="OVS datapath; auto = system if the kernel module is loaded")
+    p.add_argument("--uplink", help="NIC on the VMs' OVN network (default: eth1)")
+    p.add_argument("--uplink-mode", choices=["ovs", "linux-bridge"],
+                   help="ovs (default): NIC inside OVS; linux-bridge: the seed's breth1, "
+                   "needs bridge vlan_filtering")
+    p.add_argument("--state-dir", help="where the pool lives (default: /var/lib/ovn-underlay)")
+    p.add_argument("--mtu", type=int, help="pod MTU (default: the uplink's)")
+    p.add_argument("--cluster-subnet", help="all pods' addresses, routed via the router "
+                   "from the management port, e.g. 10.128.0.0/14")
+    p.add_argument("--mgmt-tag", type=int, help=f"VLAN of the management port (default: "
+                   f"{DEFAULT_MGMT_TAG})")
+    p.add_argument("--dry-run", action="store_true", help="print the changes, make none")
+    p.add_argument("--install-cni", action="store_true",
+                   help="link the ovn-underlay CNI plugin into --cni-bin-dir and write its "
+                   "conflist into --cni-conf-dir")
+    p.add_argument("--cni-bin-dir", default="/opt/cni/bin", help="(default: %(default)s)")
+    p.add_argument("--cni-conf-dir", default="/etc/cni/net.d", help="(default: %(default)s)")
+    p.add_argument("--cni-version", default="1.0.0",
+                   help="cniVersion of the conflist (the plugin speaks 0.3.1-1.1.0; "
+                   "default: %(default)s, which every current runtime accepts)")
+    p.add_argument("--cni-log-file", help="the plugin's log file (default: stderr)")
+    p.set_defaults(func=_handler("node:cmd_node_init"))
+
+
+def _add_node_commands(sub: SubParsers) -> None:
+    _add_node_init(sub)
+    show = sub.add_parser("config", help="the node's settings").add_subparsers(
+        dest="verb", required=True, metavar="VERB").add_parser(
+        "show", help="print the node's settings (no secrets are stored)")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(func=_handler("node:cmd_config_show"))
+    setup = sub.add_parser(
+        "lswitch-setup", help="create this node's switch, router port, pool and mgmt port",
+        description="Create the logical switch SWITCH with SUBNET, attach it to ROUTER "
+                    "(created if missing), pre-create the pool of child ports of this VM's "
+                    "port and the node's management port. All or nothing.")
+    setup.add_argument("switch", metavar="SWITCH")
+    setup.add_argument("subnet", metavar="SUBNET", help="e.g. 10.128.1.0/24")
+    setup.add_argument("router", metavar="ROUTER")
+    setup.add_argument("--pool-size", type=int,
+                       help="ports to pre-create (default: one per free address)")
+    setup.add_argument("--no-create-router", action="store_true",
+                       help="fail if ROUTER does not exist instead of creating it")
+    setup.set_defaults(func=_handler("node:cmd_lswitch_setup"))
+    destroy = sub.add_parser("lswitch-destroy", help="remove what lswitch-setup made")
+    destroy.add_argument("switch", metavar="SWITCH")
+    destroy.add_argument("--force", action="store_true",
+                         help="also detach pods that still hold ports")
+    destroy.set_defaults(func=_handler("node:cmd_lswitch_destroy"))
+    pool = sub.add_parser("pool", help="the node's port pool").add_subparsers(
+        dest="verb", required=True, metavar="VERB").add_parser(
+        "show", help="every port of the pool, free or held by which pod")
+    pool.add_argument("--json", action="store_true", help="print JSON")
+    pool.set_defaults(func=_handler("node:cmd_pool_show"))
+
+
+def _add_kubelet_verbs(sub: SubParsers) -> None:
+    sub.add_parser("init", help="kubelet exec plugin: check the node is ready for pods"
+                   ).set_defaults(func=_handler("kubelet:cmd_init"))
+    for verb, text in (("setup", "attach a pod's eth0"),
+                       ("status", "print {\"ip\": ...} of a pod"),
+                       ("teardown", "detach a pod's eth0")):
+        p = sub.add_parser(verb, help=f"kubelet exec plugin: {text}")
+        p.add_argument("namespace", metavar="NAMESPACE")
+        p.add_argument("pod", metavar="POD")
+        p.add_argument("container_id", metavar="CONTAINER_ID")
+        p.add_argument("--netns", help="the container's netns path (default: ask the engine)")
+        p.add_argument("--engine-socket", default=os.environ.get(
+            "OVN_UNDERLAY_ENGINE_SOCKET", "/var/run/docker.sock"),
+            help="Docker-compatible engine API socket (default: %(default)s)")
+        p.set_defaults(func=_handler(f"kubelet:cmd_{verb}"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,11 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ovn-k8s-underlay",
         description="Kubernetes pods on OVN logical ports that are children of their VM's "
-                    "port: node setup, per-node switches and port pools, and the lab.")
+                    "port: node setup, per-node switches and port pools, the seed's kubelet "
+                    "verbs, and a one-machine lab.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    parser.add_argument("--ovsdb", default=os.environ.get("OVN_UNDERLAY_OVSDB", DEFAULT_OVSDB),
+                        help="the node's local Open_vSwitch database (default: %(default)s; "
+                        "env OVN_UNDERLAY_OVSDB)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_lab_parser(sub)
+    _add_node_commands(sub)
+    _add_kubelet_verbs(sub)
+    _add_lab(sub)
     return parser
 
 
@@ -125,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. piped into head: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         if args.verbose:
             raise

@@ -1,33 +1,99 @@
-"""The demo: bring a lab up, show connectivity through OVN, tear it down."""
+"""The demo: a lab, two nodes with two pods each, a connectivity matrix, teardown.
+
+Every step goes through the entry points a user or a runtime uses: the
+``ovn-k8s-underlay`` command inside each VM, and the installed CNI plugin
+executed as a container runtime executes it.
+"""
 
 from __future__ import annotations
 
-import sys
+import itertools
 import time
 
-from ovn_underlay.lab import probe
+from ovn_underlay.lab import netns, probe
+from ovn_underlay.lab.cluster import CniRuntime, Node, pod_ip
 from ovn_underlay.lab.topology import Lab, LabState
 
+PODS_PER_NODE = 2
 
-def vm_matrix(state: LabState) -> list[probe.Check]:
-    """Ping and TCP between every ordered pair of VMs."""
-    ends = [probe.Endpoint(vm.name, vm.netns, vm.ip) for vm in state.vms]
-    return [probe.check("vm-vm", a, b) for a in ends for b in ends if a != b]
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def matrix(pods: list[tuple[Node, probe.Endpoint]], nodes: list[probe.Endpoint]
+           ) -> list[probe.Check]:
+    """Pod-pod on one VM and across VMs, node to pods and pods to node, both ways."""
+    checks = []
+    for (na, a), (nb, b) in itertools.permutations(pods, 2):
+        kind = "pod-pod same VM" if na is nb else "pod-pod across VMs"
+        checks.append(probe.check(kind, a, b))
+    for node in nodes:
+        for _, pod in pods:
+            checks.append(probe.check("node-pod", node, pod))
+            checks.append(probe.check("pod-node", pod, node))
+    return checks
+
+
+def container_id(pod: str) -> str:
+    """The demo's container id of a pod."""
+    return pod.replace("-", "")
+
+
+def start_pods(state: LabState) -> tuple[list[tuple[Node, probe.Endpoint]],
+                                         list[probe.Endpoint]]:
+    """node-init and lswitch-setup on every VM, then pods added through CNI."""
+    pods, nodes = [], []
+    for vm in state.vms:
+        node = Node(state, vm)
+        node.init()
+        node.setup_switch()
+        cfg = node.config()
+        _say(f"{vm.name}: node-init done, switch {node.switch} {node.subnet} via "
+             f"{cfg['gateway_ip']}, management port {cfg['mgmt_ip']}")
+        nodes.append(probe.Endpoint(f"node {vm.name}", vm.netns, cfg["mgmt_ip"]))
+        runtime = CniRuntime(node)
+        for letter in "ab"[:PODS_PER_NODE]:
+            name = f"pod-{vm.name}-{letter}"
+            netns_path = node.pod_netns(letter)
+            started = time.monotonic()
+            result = runtime.add(container_id(name), netns_path, ("default", name))
+            ip = pod_ip(result)
+            _say(f"  CNI ADD {name}: {ip} in {(time.monotonic() - started) * 1000:.0f} ms")
+            pods.append((node, probe.Endpoint(name, netns_path.rsplit("/", 1)[1], ip)))
+    return pods, nodes
+
+
+def teardown(pods: list[tuple[Node, probe.Endpoint]], container_ids: dict[str, str]) -> bool:
+    """CNI DEL of every pod, then lswitch-destroy on every node; True when all worked."""
+    ok = True
+    for node, pod in pods:
+        reply = CniRuntime(node).delete(container_ids[pod.label], netns.path(pod.netns))
+        ok &= reply.code == 0
+    for node in {id(n): n for n, _ in pods}.values():
+        ok &= node.cli("lswitch-destroy", node.switch, check=False).returncode == 0
+    _say(f"teardown: {len(pods)} pods deleted through CNI, switches destroyed: "
+         f"{'ok' if ok else 'FAILED'}")
+    return ok
 
 
 def run_demo(lab: Lab, vms: int = 2, keep: bool = False) -> int:
     """Run the demo on ``lab``; 0 when every check is green."""
     started = time.monotonic()
-    print(f"bringing lab {lab.name!r} up with {vms} VMs ...", flush=True)
+    _say(f"bringing lab {lab.name!r} up with {vms} VMs ...")
     state = lab.up(vms)
     try:
-        print(f"lab up in {time.monotonic() - started:.1f}s: NB {state.nb}", flush=True)
-        checks = vm_matrix(state)
-        print(probe.render(checks), flush=True)
-        return 0 if all(c.ok for c in checks) else 1
+        _say(f"lab up in {time.monotonic() - started:.1f}s: NB {state.nb}")
+        vm_ends = [probe.Endpoint(vm.name, vm.netns, vm.ip) for vm in state.vms]
+        vm_checks = [probe.check("vm-vm", a, b) for a, b in itertools.permutations(vm_ends, 2)]
+        pods, nodes = start_pods(state)
+        checks = vm_checks + matrix(pods, nodes)
+        _say(probe.render(checks))
+        torn_down = keep or teardown(pods, {p.label: container_id(p.label) for _, p in pods})
+        return 0 if all(c.ok for c in checks) and torn_down else 1
     finally:
         if keep:
-            print("lab left running (--keep); 'ovn-k8s-underlay lab down' removes it")
+            _say("lab left running (--keep); 'ovn-k8s-underlay lab down' removes it")
         else:
             lab.down()
-            print("lab down: nothing left running", file=sys.stderr)
+            _say("lab down: nothing left running")

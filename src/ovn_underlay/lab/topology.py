@@ -269,11 +269,12 @@ class Lab:
         return removed
 
     def _own_namespaces(self) -> list[str]:
+        """The hypervisor's, the VMs' and the pods' (``<lab>-vm<i>-<pod>``) namespaces."""
         prefix = f"{self.name}-"
         own = []
         for ns in netns.listed(prefix):
             rest = ns[len(prefix):]
-            if rest == "hv" or (rest.startswith("vm") and rest[2:].isdigit()):
+            if rest == "hv" or (rest.startswith("vm") and rest[2:].split("-")[0].isdigit()):
                 own.append(ns)
         return own
 

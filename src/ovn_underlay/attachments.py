@@ -1,0 +1,221 @@
+"""Pod attachments: the work behind ADD, DEL, CHECK and GC, for any front end.
+
+An attachment is (container id, interface name).  ADD takes a port from the
+node's pool, plumbs a veth into the pod's namespace with the port's MAC, IP,
+MTU and default route, plugs the host end into br-int as an access port with
+the port's VLAN tag, records the pod on the logical port, and returns only once
+the pod's gateway answers ARP.  Each step registers its undo; a failure undoes
+them all in reverse order and leaves the port free.  DEL walks the same steps
+backwards and is idempotent; a crash at any point leaves a pool record from
+which a retried ADD, a DEL or a GC finishes the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Interface
+
+from ovn_underlay.config import NodeConfig
+from ovn_underlay.control.base import ControlPlane
+from ovn_underlay.node import arp, links
+from ovn_underlay.node.ovs import Ovs
+from ovn_underlay.pool import Allocation, Attachment, Pool, PoolPort
+
+LOG = logging.getLogger(__name__)
+EXT_CONTAINER = "ovn-underlay:container-id"
+EXT_IFNAME = "ovn-underlay:ifname"
+EXT_NETNS = "ovn-underlay:netns"
+EXT_POD_NAMESPACE = "ovn-underlay:pod-namespace"
+EXT_POD_NAME = "ovn-underlay:pod-name"
+
+
+class AttachError(Exception):
+    """An attachment could not be made or is not as it should be."""
+
+
+class NotReady(AttachError):
+    """The pod's interface was made but its gateway did not answer in time."""
+
+
+class UnknownAttachment(AttachError):
+    """No attachment exists for this container and interface."""
+
+
+@dataclass(frozen=True)
+class Attached:
+    """What a pod got: its port and the interfaces on both ends."""
+
+    port: PoolPort
+    host_if: str
+    ifname: str
+    netns: str
+    mtu: int
+
+    @property
+    def ip_cidr(self) -> str:
+        """The pod's address with the node subnet's prefix."""
+        return f"{self.port.ip}/{self.port.prefixlen}"
+
+
+ControlFactory = Callable[[], ControlPlane]
+
+
+class Attacher:
+    """ADD/DEL/CHECK/GC of pod attachments on one node."""
+
+    def __init__(self, cfg: NodeConfig, ovs: Ovs, pool: Pool, control: ControlFactory,
+                 readiness_timeout: float = 5.0) -> None:
+        self.cfg = cfg
+        self.ovs = ovs
+        self.pool = pool
+        self._control_factory = control
+        self._control: ControlPlane | None = None
+        self.readiness_timeout = readiness_timeout
+
+    @property
+    def control(self) -> ControlPlane:
+        """The control plane, connected on first use (only ADD/DEL need it)."""
+        if self._control is None:
+            self._control = self._control_factory()
+        return self._control
+
+    def close(self) -> None:
+        """Release connections held by this attacher."""
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+
+    @property
+    def tx_offload_off(self) -> bool:
+        """TX checksum offload must be off on veths of a userspace datapath."""
+        return self.cfg.datapath == "netdev"
+
+    # -- ADD -------------------------------------------------------------------
+    def add(self, att: Attachment) -> Attached:
+        """Attach the pod; idempotent for the same container and interface."""
+        started = time.monotonic()
+        alloc = self.pool.acquire(att)
+        port = alloc.port
+        host_if = links.host_ifname(att.container_id, att.ifname)
+        attached = Attached(port, host_if, att.ifname, att.netns, self.cfg.mtu)
+        with contextlib.ExitStack() as undo:
+            if alloc.state != "attached":
+                undo.callback(self.pool.release, att.container_id, att.ifname)
+            links.plumb_pod(att.netns, att.ifname, host_if, port.mac, attached.ip_cidr,
+                            port.gateway, self.cfg.mtu, self.tx_offload_off)
+            undo.callback(links.unplumb_pod, host_if, att.netns, att.ifname)
+            self.ovs.add_access_port(self.cfg.bridge, host_if, port.tag,
+                                     self._external_ids(att, port))
+            undo.callback(self.ovs.del_port, host_if)
+            self.control.set_port_owner(port.lport, att.pod_namespace, att.pod_name,
+                                        att.container_id)
+            undo.callback(self._clear_owner, port.lport)
+            if not arp.announce_and_probe(att.netns, att.ifname, port.ip, port.mac,
+                                          port.gateway, self.readiness_timeout):
+                raise NotReady(f"gateway {port.gateway} did not answer ARP from "
+                               f"{att.ifname} ({port.ip}, VLAN {port.tag}, port "
+                               f"{port.lport}) within {self.readiness_timeout:.1f}s")
+            self.pool.mark_attached(att.container_id, att.ifname)
+            undo.pop_all()
+        LOG.info("ADD %s/%s pod %s/%s: port %s %s tag %d in %.0f ms", att.container_id[:12],
+                 att.ifname, att.pod_namespace, att.pod_name, port.lport, attached.ip_cidr,
+                 port.tag, (time.monotonic() - started) * 1000)
+        return attached
+
+    def _external_ids(self, att: Attachment, port: PoolPort) -> dict[str, str]:
+        ext = {"iface-id": port.lport, EXT_CONTAINER: att.container_id,
+               EXT_IFNAME: att.ifname, EXT_NETNS: att.netns}
+        if att.pod_namespace:
+            ext[EXT_POD_NAMESPACE] = att.pod_namespace
+        if att.pod_name:
+            ext[EXT_POD_NAME] = att.pod_name
+        return ext
+
+    def _clear_owner(self, lport: str) -> None:
+        try:
+            self.control.clear_port_owner(lport)
+        except Exception as exc:  # a stale owner is harmless; the next ADD overwrites it
+            LOG.warning("could not clear the owner of %s: %s", lport, exc)
+
+    # -- DEL -------------------------------------------------------------------
+    def delete(self, container_id: str, ifname: str, netns: str | None) -> PoolPort | None:
+        """Detach the pod and free its port; fine when nothing is attached."""
+        alloc = self.pool.find(container_id, ifname)
+        host_if = links.host_ifname(container_id, ifname)
+        self.ovs.del_port(host_if)
+        if alloc is None:
+            # Not ours (e.g. DEL after an ADD that failed validation): only our host
+            # end may go, never an interface of that name in the pod.
+            links.unplumb_pod(host_if, None, ifname)
+            return None
+        links.unplumb_pod(host_if, netns or alloc.attachment.netns, ifname)
+        self._clear_owner(alloc.port.lport)
+        port = self.pool.release(container_id, ifname)
+        LOG.info("DEL %s/%s: port %s back to the pool", container_id[:12], ifname,
+                 alloc.port.lport)
+        return port
+
+    # -- CHECK -----------------------------------------------------------------
+    def check(self, container_id: str, ifname: str, netns: str) -> Attached:
+        """Raise AttachError unless the attachment is still exactly as ADD made it."""
+        alloc = self.pool.find(container_id, ifname)
+        if alloc is None or alloc.state != "attached":
+            raise UnknownAttachment(f"no attachment for container {container_id} "
+                                    f"interface {ifname}")
+        port = alloc.port
+        host_if = links.host_ifname(container_id, ifname)
+        attached = Attached(port, host_if, ifname, netns, self.cfg.mtu)
+        problems = self._link_problems(attached) + self._ovs_problems(attached)
+        if problems:
+            raise AttachError(f"{container_id[:12]}/{ifname}: " + "; ".join(problems))
+        return attached
+
+    def _link_problems(self, want: Attached) -> list[str]:
+        state = links.inspect_pod(want.netns, want.ifname)
+        if state is None:
+            return [f"interface {want.ifname} missing in {want.netns}"]
+        problems = []
+        if state.mac.lower() != want.port.mac.lower():
+            problems.append(f"MAC is {state.mac}, expected {want.port.mac}")
+        if str(IPv4Interface(want.ip_cidr)) not in state.addresses:
+            problems.append(f"address {want.ip_cidr} missing (has {list(state.addresses)})")
+        if state.default_gateway != want.port.gateway:
+            problems.append(f"default route via {state.default_gateway}, expected "
+                            f"{want.port.gateway}")
+        if want.mtu and state.mtu != want.mtu:
+            problems.append(f"MTU is {state.mtu}, expected {want.mtu}")
+        if not state.up:
+            problems.append(f"{want.ifname} is down")
+        return problems
+
+    def _ovs_problems(self, want: Attached) -> list[str]:
+        info = self.ovs.port(want.host_if)
+        if info is None:
+            return [f"OVS port {want.host_if} missing on {self.cfg.bridge}"]
+        problems = []
+        if info.tag != want.port.tag:
+            problems.append(f"OVS port {want.host_if} has tag {info.tag}, expected "
+                            f"{want.port.tag}")
+        if info.external_ids.get("iface-id") != want.port.lport:
+            problems.append(f"OVS port {want.host_if} is not bound to {want.port.lport}")
+        return problems
+
+    # -- GC --------------------------------------------------------------------
+    def gc(self, valid: Iterable[tuple[str, str]]) -> list[Allocation]:
+        """Release every attachment not in ``valid`` and remove stray OVS ports."""
+        keep = set(valid)
+        stale = self.pool.stale(keep)
+        for alloc in stale:
+            att = alloc.attachment
+            self.delete(att.container_id, att.ifname, att.netns)
+        for info in self.ovs.ports_with(EXT_CONTAINER):
+            key = (info.external_ids[EXT_CONTAINER], info.external_ids.get(EXT_IFNAME, ""))
+            if key not in keep and self.pool.find(*key) is None:
+                LOG.info("GC: removing stray OVS port %s of %s", info.name, key[0][:12])
+                self.ovs.del_port(info.name)
+                links.unplumb_pod(info.name, None, key[1])
+        return stale

@@ -1,0 +1,153 @@
+"""The CNI plugin: CNI requests onto the node's attachments, errors onto CNI codes.
+
+Network configuration keys (besides the spec's): ``ovsdb`` (the node's local
+Open_vSwitch database, default ``unix:/var/run/openvswitch/db.sock``),
+``readinessTimeout`` (seconds ADD waits for the pod's gateway, default 5),
+``logFile`` and ``logLevel``.  Everything else is read from the node's
+settings (see :mod:`ovn_underlay.config`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ovn_underlay import config as node_config
+from ovn_underlay.attachments import Attached, Attacher, AttachError, NotReady, UnknownAttachment
+from ovn_underlay.cni import spec
+from ovn_underlay.cni.spec import CniError, Request, Result
+from ovn_underlay.control.base import ControlPlaneError, ControlPlaneUnavailable
+from ovn_underlay.control.factory import connect
+from ovn_underlay.node.links import LinkError, NetnsNotFound
+from ovn_underlay.node.ovs import Ovs, OvsError, OvsUnavailable
+from ovn_underlay.pool import Attachment, Pool, PoolError, PoolExhausted
+
+LOG = logging.getLogger(__name__)
+DEFAULT_READINESS_TIMEOUT = 5.0
+ERR_ATTACHMENT_DIFFERS = 103
+
+# Most specific first: the first matching class gives the code.
+_CODES: tuple[tuple[type[Exception], int], ...] = (
+    (PoolExhausted, spec.ERR_POOL_EXHAUSTED),
+    (NotReady, spec.ERR_NOT_READY),
+    (UnknownAttachment, spec.ERR_UNKNOWN_CONTAINER),
+    (ControlPlaneUnavailable, spec.ERR_TRY_AGAIN),
+    (OvsUnavailable, spec.ERR_TRY_AGAIN),
+    (NetnsNotFound, spec.ERR_INVALID_ENV),
+    (node_config.ConfigError, spec.ERR_INVALID_CONFIG),
+    (AttachError, ERR_ATTACHMENT_DIFFERS),
+    (ControlPlaneError, spec.ERR_INTERNAL),
+    (OvsError, spec.ERR_INTERNAL),
+    (LinkError, spec.ERR_INTERNAL),
+    (PoolError, spec.ERR_INTERNAL),
+)
+
+
+@contextmanager
+def cni_errors(what: str) -> Iterator[None]:
+    """Turn the library's errors into CniError with the matching code."""
+    try:
+        yield
+    except CniError:
+        raise
+    except Exception as exc:
+        for cls, code in _CODES:
+            if isinstance(exc, cls):
+                raise CniError(code, f"{what}: {exc}") from exc
+        raise
+
+
+def _number(config: dict[str, Any], key: str, default: float) -> float:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise CniError(spec.ERR_INVALID_CONFIG, f"{key} must be a positive number, not "
+                       f"{value!r}")
+    return float(value)
+
+
+class UnderlayPlugin:
+    """One CNI invocation's plugin, built from the network configuration."""
+
+    def __init__(self, req: Request) -> None:
+        self.ovsdb = str(req.config.get("ovsdb", node_config.DEFAULT_OVSDB))
+        self.readiness_timeout = _number(req.config, "readinessTimeout",
+                                         DEFAULT_READINESS_TIMEOUT)
+
+    @contextmanager
+    def _attacher(self, need_network: bool = True) -> Iterator[Attacher]:
+        ovs = Ovs(self.ovsdb)
+        try:
+            cfg = node_config.from_external_ids(ovs.get_config())
+            if need_network:
+                cfg.require("switch", "subnet", "gateway_ip")
+            pool = Pool(cfg.pool_path)
+            attacher = Attacher(cfg, ovs, pool, lambda: connect(cfg), self.readiness_timeout)
+            try:
+                yield attacher
+            finally:
+                attacher.close()
+                pool.close()
+        finally:
+            ovs.close()
+
+    def add(self, req: Request) -> Result:
+        """ADD: attach and describe the pod's interface, address and route."""
+        att = Attachment(req.container_id, req.ifname, req.netns, req.pod_namespace,
+                         req.pod_name)
+        with cni_errors("ADD"), self._attacher() as attacher:
+            return to_result(attacher.add(att))
+
+    def delete(self, req: Request) -> None:
+        """DEL: detach; succeeds for an unknown attachment or a vanished netns."""
+        with cni_errors("DEL"), self._attacher(need_network=False) as attacher:
+            attacher.delete(req.container_id, req.ifname, req.netns or None)
+
+    def check(self, req: Request) -> None:
+        """CHECK: the interface, addresses, route and OVS port still match."""
+        with cni_errors("CHECK"), self._attacher() as attacher:
+            attached = attacher.check(req.container_id, req.ifname, req.netns)
+        if req.prev_result is not None:
+            _check_prev_result(req.prev_result, attached)
+
+    def status(self, req: Request) -> None:
+        """STATUS: ready when the node is set up and its pool has a free port."""
+        del req
+        with cni_errors("STATUS"), self._attacher() as attacher:
+            stats = attacher.pool.stats()
+        if stats.free == 0:
+            raise CniError(spec.ERR_NOT_AVAILABLE, f"no free port in the pool "
+                           f"({stats.total} ports, all in use)")
+
+    def gc(self, req: Request) -> None:
+        """GC: release attachments the runtime no longer knows."""
+        with cni_errors("GC"), self._attacher(need_network=False) as attacher:
+            released = attacher.gc(req.valid_attachments or ())
+        for alloc in released:
+            LOG.info("GC released %s of %s/%s", alloc.port.lport,
+                     alloc.attachment.container_id[:12], alloc.attachment.ifname)
+
+
+def to_result(attached: Attached) -> Result:
+    """The CNI result of an attachment: host end, pod end, address, default route."""
+    port = attached.port
+    return Result(
+        interfaces=(spec.Interface(name=attached.host_if, mac=""),
+                    spec.Interface(name=attached.ifname, mac=port.mac, sandbox=attached.netns,
+                                   mtu=attached.mtu or None)),
+        ips=(spec.IPConfig(address=attached.ip_cidr, gateway=port.gateway, interface=1),),
+        routes=(spec.Route(dst="0.0.0.0/0", gw=port.gateway),),
+    )
+
+
+def _check_prev_result(prev: Result, attached: Attached) -> None:
+    """CHECK against the runtime's cached result: our address must be in it."""
+    if not any(ip.address == attached.ip_cidr for ip in prev.ips):
+        raise CniError(ERR_ATTACHMENT_DIFFERS, f"prevResult does not list {attached.ip_cidr}",
+                       f"addresses in prevResult: {[ip.address for ip in prev.ips]}")
+
+
+def make_plugin(req: Request) -> UnderlayPlugin:
+    """The runner's plugin factory."""
+    return UnderlayPlugin(req)

@@ -1,0 +1,64 @@
+"""The seed's kubelet exec-plugin verbs: init, setup, status, teardown."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ovn_underlay.attachments import Attacher
+from ovn_underlay.commands.node import load, open_ovs
+from ovn_underlay.control.factory import connect
+from ovn_underlay.kubelet import IFNAME, check_container_id, container_netns
+from ovn_underlay.pool import Attachment, Pool
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Succeed when the node is set up for pods (settings and network present)."""
+    with open_ovs(args) as ovs:
+        cfg = load(ovs)
+    cfg.require("switch", "subnet", "gateway_ip")
+    return 0
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    """Attach the container's eth0 (netns from --netns or the engine API)."""
+    cid = check_container_id(args.container_id)
+    netns = args.netns or container_netns(cid, args.engine_socket)
+    with open_ovs(args) as ovs:
+        cfg = load(ovs)
+        cfg.require("switch", "subnet", "gateway_ip")
+        with Pool(cfg.pool_path) as pool:
+            attacher = Attacher(cfg, ovs, pool, lambda: connect(cfg))
+            try:
+                attacher.add(Attachment(cid, IFNAME, netns, args.namespace, args.pod))
+            finally:
+                attacher.close()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print ``{"ip": ...}`` of the container's eth0 (exit 1 when not attached)."""
+    cid = check_container_id(args.container_id)
+    with open_ovs(args) as ovs:
+        cfg = load(ovs)
+    with Pool(cfg.pool_path) as pool:
+        alloc = pool.find(cid, IFNAME)
+    if alloc is None:
+        print(json.dumps({"error": f"container {cid} has no attachment"}))
+        return 1
+    print(json.dumps({"ip": alloc.port.ip}))
+    return 0
+
+
+def cmd_teardown(args: argparse.Namespace) -> int:
+    """Detach the container's eth0; fine when it is not attached."""
+    cid = check_container_id(args.container_id)
+    with open_ovs(args) as ovs:
+        cfg = load(ovs)
+        with Pool(cfg.pool_path) as pool:
+            attacher = Attacher(cfg, ovs, pool, lambda: connect(cfg))
+            try:
+                attacher.delete(cid, IFNAME, args.netns)
+            finally:
+                attacher.close()
+    return 0

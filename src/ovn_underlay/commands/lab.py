@@ -1,0 +1,61 @@
+"""lab up / down / status / demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ovn_underlay.lab.topology import Lab, require_tools
+
+
+def _lab(args: argparse.Namespace) -> Lab:
+    return Lab(args.name, Path(args.rundir))
+
+
+def cmd_lab_up(args: argparse.Namespace) -> int:
+    """Start the lab (no-op when healthy)."""
+    require_tools()
+    state = _lab(args).up(args.vms)
+    print(f"lab {state.name!r} is up: {len(state.vms)} VMs")
+    print(f"  NB: {state.nb}\n  SB: {state.sb}")
+    for vm in state.vms:
+        print(f"  {vm.name}: netns {vm.netns}, port {vm.port}, {vm.ip}, OVS {vm.ovsdb}")
+    return 0
+
+
+def cmd_lab_down(args: argparse.Namespace) -> int:
+    """Remove everything the lab made."""
+    removed = _lab(args).down()
+    print("\n".join(f"removed {r}" for r in removed) or f"lab {args.name!r} was not up")
+    return 0
+
+
+def cmd_lab_status(args: argparse.Namespace) -> int:
+    """What runs, as text or JSON; exit 1 when not up."""
+    status = _lab(args).status()
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0 if status["up"] else 1
+    if "phase" not in status:
+        print(f"lab {args.name!r} is not up (run dir {status['rundir']})")
+        return 1
+    print(f"lab {status['name']!r}: {'up' if status['up'] else 'NOT HEALTHY'}")
+    for problem in status["problems"]:
+        print(f"  problem: {problem}")
+    print(f"  NB: {status['nb']}\n  SB: {status['sb']}\n  chassis: {status['chassis']}")
+    for owner, pids in status["pids"].items():
+        running = ", ".join(f"{n}={p or 'DEAD'}" for n, p in pids.items())
+        print(f"  {owner}: {running}")
+    for vm in status["vms"]:
+        print(f"  {vm['name']}: netns {vm['netns']}, port {vm['port']} {vm['mac']} "
+              f"{vm['ip']}, OVS {vm['ovsdb']}")
+    return 0 if status["up"] else 1
+
+
+def cmd_lab_demo(args: argparse.Namespace) -> int:
+    """Up, connectivity matrix, down."""
+    from ovn_underlay.lab.demo import run_demo
+
+    require_tools()
+    return run_demo(_lab(args), args.vms, keep=args.keep)
