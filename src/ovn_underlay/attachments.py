@@ -15,12 +15,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Interface
 
-from ovn_underlay.config import NodeConfig
+from ovn_underlay.config import NodeConfig, from_external_ids
 from ovn_underlay.control.base import ControlPlane
+from ovn_underlay.control.factory import connect
 from ovn_underlay.node import arp, links
 from ovn_underlay.node.ovs import Ovs
 from ovn_underlay.pool import Allocation, Attachment, Pool, PoolPort
@@ -219,3 +220,26 @@ class Attacher:
                 self.ovs.del_port(info.name)
                 links.unplumb_pod(info.name, None, key[1])
         return stale
+
+
+@contextlib.contextmanager
+def node_attacher(ovsdb: str, readiness_timeout: float = 5.0,
+                  need_network: bool = True) -> Iterator[Attacher]:
+    """An Attacher for the node whose Open_vSwitch database is ``ovsdb``.
+
+    Settings come from that database; with ``need_network`` the node must
+    have run lswitch-setup.  Everything opened is closed on exit.
+    """
+    ovs = Ovs(ovsdb)
+    try:
+        cfg = from_external_ids(ovs.get_config())
+        if need_network:
+            cfg.require("switch", "subnet", "gateway_ip")
+        with Pool(cfg.pool_path) as pool:
+            attacher = Attacher(cfg, ovs, pool, lambda: connect(cfg), readiness_timeout)
+            try:
+                yield attacher
+            finally:
+                attacher.close()
+    finally:
+        ovs.close()

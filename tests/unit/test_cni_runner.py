@@ -27,8 +27,8 @@ from ovn_underlay.cni.spec import (
     Result,
     Route,
 )
+from tests.unit.cni_requests import CONTAINER_ID, make_config, make_env
 
-CONTAINER_ID = "c0ffee"
 OUR_RESULT = Result(
     interfaces=(Interface("ovn-c0ffee", "0a:58:c0:00:02:09"),
                 Interface("eth0", "0a:58:c0:00:02:09", "/var/run/netns/pod")),
@@ -104,27 +104,6 @@ def restore_root_logger() -> Iterator[None]:
             root.removeHandler(handler)
             handler.close()
     root.setLevel(level)
-
-
-@pytest.fixture
-def netns(tmp_path: Path) -> str:
-    path = tmp_path / "netns"
-    path.touch()
-    return str(path)
-
-
-def make_env(command: str, netns: str = "", **overrides: str) -> dict[str, str]:
-    env = {"CNI_COMMAND": command, "CNI_CONTAINERID": CONTAINER_ID, "CNI_NETNS": netns,
-           "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin",
-           "CNI_ARGS": "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0"}
-    env.update(overrides)
-    return {key: value for key, value in env.items() if value}
-
-
-def make_config(**fields: Any) -> bytes:
-    config: dict[str, Any] = {"cniVersion": "1.1.0", "name": "underlay", "type": "ovn-underlay"}
-    config.update(fields)
-    return json.dumps({key: value for key, value in config.items() if value is not None}).encode()
 
 
 def invoke(factory: Factory, environ: dict[str, str], stdin: bytes) -> tuple[int, str]:

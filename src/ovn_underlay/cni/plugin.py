@@ -11,18 +11,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from ovn_underlay import config as node_config
-from ovn_underlay.attachments import Attached, Attacher, AttachError, NotReady, UnknownAttachment
+from ovn_underlay.attachments import (
+    Attached,
+    Attacher,
+    AttachError,
+    NotReady,
+    UnknownAttachment,
+    node_attacher,
+)
 from ovn_underlay.cni import spec
 from ovn_underlay.cni.spec import CniError, Request, Result
 from ovn_underlay.control.base import ControlPlaneError, ControlPlaneUnavailable
-from ovn_underlay.control.factory import connect
 from ovn_underlay.node.links import LinkError, NetnsNotFound
-from ovn_underlay.node.ovs import Ovs, OvsError, OvsUnavailable
-from ovn_underlay.pool import Attachment, Pool, PoolError, PoolExhausted
+from ovn_underlay.node.ovs import OvsError, OvsUnavailable
+from ovn_underlay.pool import Attachment, PoolError, PoolExhausted
 
 LOG = logging.getLogger(__name__)
 DEFAULT_READINESS_TIMEOUT = 5.0
@@ -75,22 +81,8 @@ class UnderlayPlugin:
         self.readiness_timeout = _number(req.config, "readinessTimeout",
                                          DEFAULT_READINESS_TIMEOUT)
 
-    @contextmanager
-    def _attacher(self, need_network: bool = True) -> Iterator[Attacher]:
-        ovs = Ovs(self.ovsdb)
-        try:
-            cfg = node_config.from_external_ids(ovs.get_config())
-            if need_network:
-                cfg.require("switch", "subnet", "gateway_ip")
-            pool = Pool(cfg.pool_path)
-            attacher = Attacher(cfg, ovs, pool, lambda: connect(cfg), self.readiness_timeout)
-            try:
-                yield attacher
-            finally:
-                attacher.close()
-                pool.close()
-        finally:
-            ovs.close()
+    def _attacher(self, need_network: bool = True) -> AbstractContextManager[Attacher]:
+        return node_attacher(self.ovsdb, self.readiness_timeout, need_network)
 
     def add(self, req: Request) -> Result:
         """ADD: attach and describe the pod's interface, address and route."""

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ovn_underlay.attachments import Attacher
+from ovn_underlay.attachments import node_attacher
 from ovn_underlay.commands.node import load, open_ovs
-from ovn_underlay.control.factory import connect
 from ovn_underlay.kubelet import IFNAME, check_container_id, container_netns
 from ovn_underlay.pool import Attachment, Pool
 
@@ -24,15 +23,8 @@ def cmd_setup(args: argparse.Namespace) -> int:
     """Attach the container's eth0 (netns from --netns or the engine API)."""
     cid = check_container_id(args.container_id)
     netns = args.netns or container_netns(cid, args.engine_socket)
-    with open_ovs(args) as ovs:
-        cfg = load(ovs)
-        cfg.require("switch", "subnet", "gateway_ip")
-        with Pool(cfg.pool_path) as pool:
-            attacher = Attacher(cfg, ovs, pool, lambda: connect(cfg))
-            try:
-                attacher.add(Attachment(cid, IFNAME, netns, args.namespace, args.pod))
-            finally:
-                attacher.close()
+    with node_attacher(args.ovsdb) as attacher:
+        attacher.add(Attachment(cid, IFNAME, netns, args.namespace, args.pod))
     return 0
 
 
@@ -53,12 +45,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_teardown(args: argparse.Namespace) -> int:
     """Detach the container's eth0; fine when it is not attached."""
     cid = check_container_id(args.container_id)
-    with open_ovs(args) as ovs:
-        cfg = load(ovs)
-        with Pool(cfg.pool_path) as pool:
-            attacher = Attacher(cfg, ovs, pool, lambda: connect(cfg))
-            try:
-                attacher.delete(cid, IFNAME, args.netns)
-            finally:
-                attacher.close()
+    with node_attacher(args.ovsdb, need_network=False) as attacher:
+        attacher.delete(cid, IFNAME, args.netns)
     return 0
