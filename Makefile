@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEB_PACKAGES := openvswitch-switch ovn-central ovn-host iproute2 ethtool iputils-ping \
-	busybox-static containernetworking-plugins
+	busybox-static containernetworking-plugins podman runc
 PYTEST_ARGS ?=
 
 .PHONY: all deps debian-deps venv demo test lint unit e2e clean lab-down
