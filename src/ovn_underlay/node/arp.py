@@ -3,8 +3,11 @@
 Right after plumbing, a pod's address is unknown to the network and the path to
 its gateway (through OVS and OVN) may not be programmed yet.
 :func:`announce_and_probe` sends a gratuitous ARP for the pod, then asks for the
-gateway's MAC every ``PROBE_INTERVAL`` seconds until the gateway replies: a
-reply proves the datapath between pod and gateway works in both directions.
+gateway's MAC until the gateway replies: a reply proves the datapath between pod
+and gateway works in both directions.  The probes back off from PROBE_FIRST to
+PROBE_MAX seconds apart: the port usually works within a few milliseconds (a
+probe lost while ovs-vswitchd still adds the port must not cost a whole
+PROBE_MAX), and a slow one is not flooded.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ ETH_P_ARP = 0x0806
 ETH_P_IP = 0x0800
 ARP_REQUEST = 1
 ARP_REPLY = 2
-PROBE_INTERVAL = 0.05
+PROBE_FIRST = 0.002
+PROBE_MAX = 0.05
 BROADCAST = b"\xff" * 6
 _ZERO_MAC = b"\x00" * 6
 _ETH_MIN_FRAME = 60
@@ -41,9 +45,10 @@ def announce_and_probe(netns_path: str, ifname: str, ip: str, mac: str, gateway:
     """In the namespace at ``netns_path``: announce ``ip``/``mac``, then probe ``gateway``.
 
     Sends one gratuitous ARP (a request with sender and target ``ip``) out of
-    ``ifname``, then ARP requests for ``gateway`` every PROBE_INTERVAL
-    seconds.  Returns True as soon as an ARP reply from ``gateway`` arrives,
-    False once ``timeout`` seconds have passed without one.  Raises ArpError
+    ``ifname``, then ARP requests for ``gateway``, backing off from
+    PROBE_FIRST to PROBE_MAX seconds apart.  Returns True as soon as an ARP
+    reply from ``gateway`` arrives, False once ``timeout`` seconds have passed
+    without one.  Raises ArpError
     for bad arguments or socket failures, nsenter.NetnsUnavailable if the
     namespace does not exist.
     """
@@ -104,13 +109,15 @@ def _announce_and_probe(ifname: str, own_ip: bytes, own_mac: bytes, gw_ip: bytes
 
 
 def _probe_until(sock: socket.socket, probe: bytes, gw_ip: bytes, deadline: float) -> bool:
-    """Send ``probe`` every PROBE_INTERVAL until a reply from ``gw_ip`` or ``deadline``."""
+    """Send ``probe``, backing off, until a reply from ``gw_ip`` or ``deadline``."""
     next_send = time.monotonic()
+    interval = PROBE_FIRST
     while True:
         now = time.monotonic()
         if now >= next_send:
             sock.send(probe)
-            next_send = now + PROBE_INTERVAL
+            next_send = now + interval
+            interval = min(interval * 2, PROBE_MAX)
         if now >= deadline:
             return False
         readable, _, _ = select.select([sock], [], [], min(next_send, deadline) - now)

@@ -34,6 +34,7 @@ from ovn_underlay.node import nsenter
 
 IFNAMSIZ = 16
 IFF_UP = 0x1
+IFF_NOARP = 0x80
 RT_SCOPE_UNIVERSE = 0
 RT_TABLE_MAIN = 254
 SIOCETHTOOL = 0x8946
@@ -297,10 +298,17 @@ def _configure_pod_end(spec: _PodSpec, tx_offload_off: bool) -> None:
 
 
 def _configure_host_end(ipr: Any, host_if: str, tx_offload_off: bool) -> None:
-    """In the node's namespace: offload off if asked, then up."""
+    """In the node's namespace: offload off if asked, NOARP, then up.
+
+    The host end is only a port of br-int.  With the userspace datapath the
+    node's kernel sees the pod's frames on it too, and would answer the pod's
+    ARP for the node's own addresses (the management port's) there: the pod's
+    traffic to its node would then bypass OVN and its security groups.
+    """
     if tx_offload_off:
         _ethtool_set_tx_csum(host_if, False)
-    _nl(f"setting {host_if} up", ipr.link, "set", ifname=host_if, state="up")
+    _nl(f"setting {host_if} NOARP and up", ipr.link, "set", ifname=host_if, state="up",
+        flags=IFF_NOARP | IFF_UP, change=IFF_NOARP | IFF_UP)
 
 
 def _remove_veth(ipr: Any, name: str) -> bool:
