@@ -6,10 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEB_PACKAGES := openvswitch-switch ovn-central ovn-host iproute2 ethtool iputils-ping \
-	busybox-static containernetworking-plugins podman runc
+	busybox-static containernetworking-plugins podman runc \
+	neutron-common mariadb-server-core mariadb-client-core
 PYTEST_ARGS ?=
 
-.PHONY: all deps debian-deps venv demo test lint unit e2e clean lab-down
+.PHONY: all deps debian-deps venv demo test lint unit e2e clean lab-down bench demo-neutron
 
 all: test
 
@@ -37,6 +38,10 @@ $(BIN)/.installed: pyproject.toml
 demo: deps
 	$(BIN)/ovn-k8s-underlay lab --name demo demo
 
+# The same demo through a real neutron-server (ML2/OVN, its own MariaDB) in the lab.
+demo-neutron: deps
+	$(BIN)/ovn-k8s-underlay lab --name neutron demo --neutron
+
 lint: venv
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
@@ -46,6 +51,12 @@ unit: venv
 
 test: deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# CNI call latency against the reference plugins, then pool set-up time, each on a lab of
+# its own (bd1, bd2); tables on stdout, JSON in bench/results/.
+bench: deps
+	$(BIN)/python bench/cni_latency.py
+	$(BIN)/python bench/pool_setup.py
 
 lab-down: venv
 	$(BIN)/ovn-k8s-underlay lab --name demo down

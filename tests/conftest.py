@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from ovn_underlay.lab import daemons, netns
+from ovn_underlay.lab import neutron as lab_neutron
 from ovn_underlay.lab.cluster import CniRuntime, Node
 from ovn_underlay.lab.topology import Lab, LabState
 
@@ -82,6 +83,30 @@ def lab(lab_rundir: Path) -> Iterator[LabState]:
     state = the_lab.up(2)
     yield state
     the_lab.down()
+
+
+@pytest.fixture(scope="session")
+def neutron_lab(lab_rundir: Path) -> Iterator[LabState]:
+    """One lab with 2 VMs and a real neutron-server, shared by the session's Neutron tests."""
+    skip_unless_lab_possible()
+    missing = lab_neutron.missing_tools()
+    if missing:
+        pytest.skip(f"Neutron lab programs missing: {', '.join(missing)} (make deps "
+                    "installs them)")
+    the_lab = Lab(f"q{os.getpid() % 10000}", lab_rundir)  # one per session: sessions overlap
+    state = the_lab.up(2, neutron=True)
+    yield state
+    the_lab.down()
+
+
+@pytest.fixture
+def neutron_nodes(neutron_lab: LabState) -> Iterator[tuple[Node, Node]]:
+    """Both VMs of the Neutron lab as nodes; whatever switches a test made are destroyed."""
+    both = (Node(neutron_lab, neutron_lab.vms[0]), Node(neutron_lab, neutron_lab.vms[1]))
+    yield both
+    for node in both:
+        if node.state_dir.exists():
+            node.cli("lswitch-destroy", node.switch, "--force", check=False)
 
 
 @pytest.fixture(scope="session")

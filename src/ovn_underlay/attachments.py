@@ -25,6 +25,7 @@ from ovn_underlay.control.factory import connect
 from ovn_underlay.node import arp, links
 from ovn_underlay.node.ovs import Ovs
 from ovn_underlay.pool import Allocation, Attachment, Pool, PoolPort
+from ovn_underlay.security_groups import PodSecurityGroups
 
 LOG = logging.getLogger(__name__)
 EXT_CONTAINER = "ovn-underlay:container-id"
@@ -32,6 +33,8 @@ EXT_IFNAME = "ovn-underlay:ifname"
 EXT_NETNS = "ovn-underlay:netns"
 EXT_POD_NAMESPACE = "ovn-underlay:pod-namespace"
 EXT_POD_NAME = "ovn-underlay:pod-name"
+EXT_SECURITY_GROUPS = "ovn-underlay:security-groups"
+"""On the pod's OVS port: the groups its logical port got, to be reset at DEL."""
 
 
 class AttachError(Exception):
@@ -63,19 +66,28 @@ class Attached:
 
 
 ControlFactory = Callable[[], ControlPlane]
+Unplumb = Callable[[str, str | None, str], None]
+"""Removes a pod's veth pair: (host end, pod netns or None, pod ifname)."""
 
 
 class Attacher:
     """ADD/DEL/CHECK/GC of pod attachments on one node."""
 
     def __init__(self, cfg: NodeConfig, ovs: Ovs, pool: Pool, control: ControlFactory,
-                 readiness_timeout: float = 5.0) -> None:
+                 readiness_timeout: float = 5.0, unplumb: Unplumb | None = None) -> None:
+        """``unplumb`` removes the veth of a DEL (default: at once, links.unplumb_pod).
+
+        By then the pod's OVS port is gone, so the node daemon passes one that
+        does it in the background: the kernel takes 20-25 ms to delete a veth.
+        """
         self.cfg = cfg
         self.ovs = ovs
         self.pool = pool
         self._control_factory = control
         self._control: ControlPlane | None = None
         self.readiness_timeout = readiness_timeout
+        self._unplumb = unplumb or links.unplumb_pod
+        self.security_groups = PodSecurityGroups(cfg)
 
     @property
     def control(self) -> ControlPlane:
@@ -106,15 +118,19 @@ class Attacher:
         with contextlib.ExitStack() as undo:
             if alloc.state != "attached":
                 undo.callback(self.pool.release, att.container_id, att.ifname)
+            groups = self.security_groups.groups_for(att)
             links.plumb_pod(att.netns, att.ifname, host_if, port.mac, attached.ip_cidr,
                             port.gateway, self.cfg.mtu, self.tx_offload_off)
             undo.callback(links.unplumb_pod, host_if, att.netns, att.ifname)
             self.ovs.add_access_port(self.cfg.bridge, host_if, port.tag,
-                                     self._external_ids(att, port))
+                                     self._external_ids(att, port, groups))
             undo.callback(self.ovs.del_port, host_if)
             self.control.set_port_owner(port.lport, att.pod_namespace, att.pod_name,
                                         att.container_id)
             undo.callback(self._clear_owner, port.lport)
+            if groups:
+                self.control.set_port_security_groups(port.lport, groups)
+                undo.callback(self.control.clear_port_security_groups, port.lport)
             if not arp.announce_and_probe(att.netns, att.ifname, port.ip, port.mac,
                                           port.gateway, self.readiness_timeout):
                 raise NotReady(f"gateway {port.gateway} did not answer ARP from "
@@ -127,9 +143,12 @@ class Attacher:
                  port.tag, (time.monotonic() - started) * 1000)
         return attached
 
-    def _external_ids(self, att: Attachment, port: PoolPort) -> dict[str, str]:
+    def _external_ids(self, att: Attachment, port: PoolPort,
+                      groups: tuple[str, ...]) -> dict[str, str]:
         ext = {"iface-id": port.lport, EXT_CONTAINER: att.container_id,
                EXT_IFNAME: att.ifname, EXT_NETNS: att.netns}
+        if groups:
+            ext[EXT_SECURITY_GROUPS] = ",".join(groups)
         if att.pod_namespace:
             ext[EXT_POD_NAMESPACE] = att.pod_namespace
         if att.pod_name:
@@ -147,18 +166,27 @@ class Attacher:
         """Detach the pod and free its port; fine when nothing is attached."""
         alloc = self.pool.find(container_id, ifname)
         host_if = links.host_ifname(container_id, ifname)
+        if alloc is not None:
+            self._reset_security_groups(host_if, alloc.port.lport)
         self.ovs.del_port(host_if)
         if alloc is None:
             # Not ours (e.g. DEL after an ADD that failed validation): only our host
             # end may go, never an interface of that name in the pod.
-            links.unplumb_pod(host_if, None, ifname)
+            self._unplumb(host_if, None, ifname)
             return None
-        links.unplumb_pod(host_if, netns or alloc.attachment.netns, ifname)
+        self._unplumb(host_if, netns or alloc.attachment.netns, ifname)
         self._clear_owner(alloc.port.lport)
         port = self.pool.release(container_id, ifname)
         LOG.info("DEL %s/%s: port %s back to the pool", container_id[:12], ifname,
                  alloc.port.lport)
         return port
+
+    def _reset_security_groups(self, host_if: str, lport: str) -> None:
+        """Give the port its pool groups back if ADD changed them (before its OVS port,
+        which records that, goes: a failure here fails the DEL, to be retried)."""
+        info = self.ovs.port(host_if)
+        if info is not None and info.external_ids.get(EXT_SECURITY_GROUPS):
+            self.control.clear_port_security_groups(lport)
 
     # -- CHECK -----------------------------------------------------------------
     def check(self, container_id: str, ifname: str, netns: str) -> Attached:

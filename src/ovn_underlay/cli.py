@@ -11,7 +11,17 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ovn_underlay import __version__
-from ovn_underlay.config import DEFAULT_MGMT_TAG, DEFAULT_OVSDB
+from ovn_underlay.config import (
+    CHILD_PORT_MODES,
+    DEFAULT_DAEMON_SOCKET,
+    DEFAULT_METRICS_ADDRESS,
+    DEFAULT_MGMT_TAG,
+    DEFAULT_OVSDB,
+    DEFAULT_POOL_BATCH,
+    DEFAULT_POOL_HIGH,
+    DEFAULT_POOL_LOW,
+    METRICS_OFF,
+)
 
 Handler = Callable[[argparse.Namespace], int]
 if TYPE_CHECKING:
@@ -44,6 +54,8 @@ def _add_lab(sub: SubParsers) -> None:
     verbs = lab.add_subparsers(dest="verb", required=True, metavar="VERB")
     up = verbs.add_parser("up", help="start the lab; a no-op when it is already healthy")
     up.add_argument("--vms", type=int, default=2, help="number of VMs (default: %(default)s)")
+    up.add_argument("--neutron", action="store_true", help="also run a real neutron-server "
+                    "(ML2/OVN, with its MariaDB) that makes the VMs' ports")
     up.set_defaults(func=_handler("lab:cmd_lab_up"))
     verbs.add_parser("down", help="stop and remove everything the lab made"
                      ).set_defaults(func=_handler("lab:cmd_lab_down"))
@@ -53,6 +65,8 @@ def _add_lab(sub: SubParsers) -> None:
     demo = verbs.add_parser("demo", help="up, node setup, pods, connectivity matrix, down")
     demo.add_argument("--vms", type=int, default=2, help="number of VMs (default: %(default)s)")
     demo.add_argument("--keep", action="store_true", help="leave the lab running")
+    demo.add_argument("--neutron", action="store_true", help="the same through a real "
+                      "neutron-server (VM 1 trunk subports, VM 2 binding:profile)")
     demo.set_defaults(func=_handler("lab:cmd_lab_demo"))
 
 
@@ -62,7 +76,8 @@ def _add_node_init(sub: SubParsers) -> None:
         description="Record the node's settings in the local Open_vSwitch external_ids, "
                     "create br-int and put the uplink NIC in place. Options not given keep "
                     "their recorded value. Each change is printed; --dry-run only prints.")
-    p.add_argument("--backend", choices=["ovn"], help="control plane (default: ovn)")
+    p.add_argument("--backend", choices=["ovn", "neutron"], help="control plane: OVN "
+                   "Northbound, or Neutron (ML2/OVN) with OpenStack credentials (default: ovn)")
     p.add_argument("--nb", help="OVN Northbound connection, e.g. tcp:HOST:6641 or unix:PATH")
     p.add_argument("--parent", help="this VM's own logical port (pods' ports are its "
                    "children)")
@@ -76,7 +91,7 @@ def _add_node_init(sub: SubParsers) -> None:
     p.add_argument("--state-dir", help="where the pool lives (default: /var/lib/ovn-underlay)")
     p.add_argument("--mtu", type=int, help="pod MTU (default: the uplink's)")
     p.add_argument("--cluster-subnet", help="all pods' addresses, routed via the router "
-                   "from the management port, e.g. 10.128.0.0/14")
+                   "from the management port, e.g. 198.19.0.0/16")
     p.add_argument("--mgmt-tag", type=int, help=f"VLAN of the management port (default: "
                    f"{DEFAULT_MGMT_TAG})")
     p.add_argument("--dry-run", action="store_true", help="print the changes, make none")
@@ -89,7 +104,64 @@ def _add_node_init(sub: SubParsers) -> None:
                    help="cniVersion of the conflist (the plugin speaks 0.3.1-1.1.0; "
                    "default: %(default)s, which every current runtime accepts)")
     p.add_argument("--cni-log-file", help="the plugin's log file (default: stderr)")
+    _add_daemon_settings(p)
+    _add_neutron_settings(p)
     p.set_defaults(func=_handler("node:cmd_node_init"))
+
+
+def _add_daemon_settings(p: argparse.ArgumentParser) -> None:
+    """node-init's settings of the node daemon (recorded like the others)."""
+    p.add_argument("--daemon-socket", help=f"unix socket of the node daemon, baked into the "
+                   f"installed CNI binary (default: {DEFAULT_DAEMON_SOCKET})")
+    p.add_argument("--metrics-address", help="HOST:PORT where the daemon serves Prometheus "
+                   f"metrics, or '{METRICS_OFF}' (default: {DEFAULT_METRICS_ADDRESS})")
+    p.add_argument("--pool-low", type=int, help="the daemon adds ports when fewer are free "
+                   f"(0: never; default: {DEFAULT_POOL_LOW})")
+    p.add_argument("--pool-high", type=int, help="... until this many are free, and removes "
+                   f"free ports above it (default: {DEFAULT_POOL_HIGH})")
+    p.add_argument("--pool-batch", type=int, help="ports per control-plane request of the "
+                   f"refill (default: {DEFAULT_POOL_BATCH})")
+
+
+def _path_or_empty(value: str) -> str:
+    """An absolute path (the CNI plugin runs elsewhere), or '' to clear a setting."""
+    return os.path.abspath(value) if value else ""
+
+
+def _add_neutron_settings(p: argparse.ArgumentParser) -> None:
+    """node-init's settings of the Neutron backend and of the pod annotations."""
+    p.add_argument("--neutron-config", type=os.path.abspath, metavar="OPENRC",
+                   help="openrc file with the Neutron credentials and OS_VIF_ID (this VM's "
+                   "port), the seed's external_ids:neutron-config")
+    p.add_argument("--neutron-cloud", metavar="CLOUD", help="a clouds.yaml cloud instead of "
+                   "an openrc (else OS_* environment variables are used)")
+    p.add_argument("--child-ports", choices=CHILD_PORT_MODES,
+                   help="how Neutron makes the pods' ports children of this VM's port: "
+                   "trunk subports (default; a tenant may) or the seed's binding:profile "
+                   "(needs admin)")
+    p.add_argument("--kubeconfig", type=_path_or_empty,
+                   help="kubeconfig of the Kubernetes API, read for the pods' "
+                   "'security-group' annotation (without it, or with '', the annotation is "
+                   "ignored)")
+
+
+def _add_daemon(sub: SubParsers) -> None:
+    p = sub.add_parser(
+        "daemon", help="the node daemon: serves the CNI plugin's calls, refills the pool",
+        description="Run in the foreground until SIGTERM or SIGINT: serve the CNI plugin's "
+                    "calls on a unix socket (the plugin does the work itself while no daemon "
+                    "runs), keep the pool between its watermarks and export Prometheus "
+                    "metrics. Refuses to start if another daemon serves the socket.")
+    p.add_argument("--socket", help="unix socket to serve (default: the node's daemon-socket "
+                   f"setting, else {DEFAULT_DAEMON_SOCKET})")
+    p.add_argument("--metrics-address", help="HOST:PORT of /metrics, or 'off' (default: the "
+                   f"node's metrics-address setting, else {DEFAULT_METRICS_ADDRESS})")
+    p.add_argument("--workers", type=int, help="CNI calls served at once (default: 32)")
+    p.add_argument("--reclaim-after", type=float, default=30.0, metavar="SECONDS",
+                   help="free the port of a pod whose netns has been gone this long without "
+                   "a DEL (default: %(default)s)")
+    p.add_argument("--log-file", help="log here instead of stderr")
+    p.set_defaults(func=_handler("daemon:cmd_daemon"))
 
 
 def _add_node_commands(sub: SubParsers) -> None:
@@ -105,23 +177,36 @@ def _add_node_commands(sub: SubParsers) -> None:
                     "(created if missing), pre-create the pool of child ports of this VM's "
                     "port and the node's management port. All or nothing.")
     setup.add_argument("switch", metavar="SWITCH")
-    setup.add_argument("subnet", metavar="SUBNET", help="e.g. 10.128.1.0/24")
+    setup.add_argument("subnet", metavar="SUBNET", help="e.g. 198.19.1.0/24")
     setup.add_argument("router", metavar="ROUTER")
     setup.add_argument("--pool-size", type=int,
                        help="ports to pre-create (default: one per free address)")
     setup.add_argument("--no-create-router", action="store_true",
                        help="fail if ROUTER does not exist instead of creating it")
+    setup.add_argument("--first-batch", type=int, help="with Neutron: ports made before "
+                       "returning; the rest is made in the background (default: 8)")
+    setup.add_argument("--wait", action="store_true", help="with Neutron: make the whole "
+                       "pool before returning, with a progress bar on a terminal")
     setup.set_defaults(func=_handler("node:cmd_lswitch_setup"))
     destroy = sub.add_parser("lswitch-destroy", help="remove what lswitch-setup made")
     destroy.add_argument("switch", metavar="SWITCH")
     destroy.add_argument("--force", action="store_true",
                          help="also detach pods that still hold ports")
     destroy.set_defaults(func=_handler("node:cmd_lswitch_destroy"))
-    pool = sub.add_parser("pool", help="the node's port pool").add_subparsers(
-        dest="verb", required=True, metavar="VERB").add_parser(
-        "show", help="every port of the pool, free or held by which pod")
+    pool_verbs = sub.add_parser("pool", help="the node's port pool").add_subparsers(
+        dest="verb", required=True, metavar="VERB")
+    pool = pool_verbs.add_parser("show", help="every port of the pool, free or held by which "
+                                 "pod")
     pool.add_argument("--json", action="store_true", help="print JSON")
     pool.set_defaults(func=_handler("node:cmd_pool_show"))
+    fill = pool_verbs.add_parser(
+        "fill", help="create ports until the pool has its size (what lswitch-setup's "
+        "background filler does; waits for a running one)")
+    fill.add_argument("--size", type=int, help="ports wanted (default: the size lswitch-setup "
+                      "was given)")
+    fill.add_argument("--batch", type=int, help="ports per request (default: the node's "
+                      "pool-batch setting)")
+    fill.set_defaults(func=_handler("pool:cmd_pool_fill"))
 
 
 def _add_kubelet_verbs(sub: SubParsers) -> None:
@@ -156,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_node_commands(sub)
     _add_kubelet_verbs(sub)
+    _add_daemon(sub)
     _add_lab(sub)
     return parser
 

@@ -12,12 +12,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from ipaddress import IPv4Interface, ip_interface
 
+from ovn_underlay.daemon import protocol
+
 PREFIX = "ovn-underlay:"
 DEFAULT_OVSDB = "unix:/var/run/openvswitch/db.sock"
 DEFAULT_STATE_DIR = "/var/lib/ovn-underlay"
 DEFAULT_BRIDGE = "br-int"
 DEFAULT_MGMT_TAG = 4094
 MGMT_IFNAME = "oul-mgmt"
+DEFAULT_DAEMON_SOCKET = protocol.DEFAULT_SOCKET
+CHILD_PORT_MODES = ("trunk", "binding-profile")
+"""Neutron child ports: trunk subports (default) or the seed's binding:profile."""
+DEFAULT_CHILD_PORTS = CHILD_PORT_MODES[0]
+DEFAULT_METRICS_ADDRESS = "127.0.0.1:9476"
+METRICS_OFF = "off"
+DEFAULT_POOL_LOW = 8
+DEFAULT_POOL_HIGH = 32
+DEFAULT_POOL_BATCH = 16
 SEED_KEYS = {"neutron_config": "neutron-config"}
 
 
@@ -32,6 +43,9 @@ class NodeConfig:
     backend: str = "ovn"
     nb: str = ""
     neutron_config: str = ""
+    neutron_cloud: str = ""
+    child_ports: str = DEFAULT_CHILD_PORTS
+    kubeconfig: str = ""
     parent: str = ""
     bridge: str = DEFAULT_BRIDGE
     datapath: str = ""
@@ -49,6 +63,12 @@ class NodeConfig:
     mgmt_port: str = ""
     mgmt_mac: str = ""
     mgmt_ip: str = ""
+    daemon_socket: str = DEFAULT_DAEMON_SOCKET
+    metrics_address: str = DEFAULT_METRICS_ADDRESS
+    pool_low: int = DEFAULT_POOL_LOW
+    pool_high: int = DEFAULT_POOL_HIGH
+    pool_batch: int = DEFAULT_POOL_BATCH
+    pool_size: int = 0
 
     @property
     def pool_path(self) -> str:
@@ -83,7 +103,9 @@ def key_of(field_name: str) -> str:
 
 
 NETWORK_FIELDS = ("switch", "subnet", "router", "gateway_ip", "gateway_mac", "mgmt_port",
-                  "mgmt_mac", "mgmt_ip")
+                  "mgmt_mac", "mgmt_ip", "pool_size")
+DAEMON_FIELDS = ("daemon_socket", "metrics_address", "pool_low", "pool_high", "pool_batch")
+"""The node daemon's settings: its socket, metrics endpoint and pool watermarks."""
 
 
 def from_external_ids(ext: Mapping[str, str]) -> NodeConfig:

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ovn_underlay.lab import neutron as lab_neutron
 from ovn_underlay.lab.topology import Lab, require_tools
 
 
@@ -16,11 +17,18 @@ def _lab(args: argparse.Namespace) -> Lab:
 def cmd_lab_up(args: argparse.Namespace) -> int:
     """Start the lab (no-op when healthy)."""
     require_tools()
-    state = _lab(args).up(args.vms)
+    if args.neutron:
+        lab_neutron.require_tools()
+    state = _lab(args).up(args.vms, neutron=args.neutron)
     print(f"lab {state.name!r} is up: {len(state.vms)} VMs")
     print(f"  NB: {state.nb}\n  SB: {state.sb}")
+    if state.neutron:
+        print(f"  Neutron: {state.neutron['url']} (noauth; the VMs reach it on eth0), log "
+              f"{state.neutron['log']}")
     for vm in state.vms:
         print(f"  {vm.name}: netns {vm.netns}, port {vm.port}, {vm.ip}, OVS {vm.ovsdb}")
+        if vm.openrc:
+            print(f"       openrc {vm.openrc}, management address {vm.mgmt_ip}")
     return 0
 
 
@@ -58,4 +66,6 @@ def cmd_lab_demo(args: argparse.Namespace) -> int:
     from ovn_underlay.lab.demo import run_demo
 
     require_tools()
-    return run_demo(_lab(args), args.vms, keep=args.keep)
+    if args.neutron:
+        lab_neutron.require_tools()
+    return run_demo(_lab(args), args.vms, keep=args.keep, neutron=args.neutron)

@@ -10,7 +10,7 @@ depends on a backend.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -95,6 +95,19 @@ class ControlPlane(Protocol):
     def clear_port_owner(self, port: str) -> None:
         """Forget the pod that used ``port``; idempotent."""
         ...
+
+    def set_port_security_groups(self, port: str, groups: Sequence[str]) -> None:
+        """Give ``port`` exactly these security groups (names or ids) while a pod uses it.
+
+        Backends without security groups refuse: a pod must not run without the
+        groups it asked for.
+        """
+        raise ControlPlaneError(f"port {port}: security groups ({', '.join(groups)}) need "
+                                "the neutron backend (node-init --backend neutron)")
+
+    def clear_port_security_groups(self, port: str) -> None:
+        """Give ``port`` back the security groups of a fresh pool port; idempotent."""
+        del port  # without security groups, every port is as fresh as it gets
 
     def close(self) -> None:
         """Release the connection to the control plane."""

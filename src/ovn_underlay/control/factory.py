@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ovn_underlay.config import ConfigError, NodeConfig
 from ovn_underlay.control.base import ControlPlane
 
@@ -13,5 +15,14 @@ def connect(cfg: NodeConfig, timeout: float = 10.0) -> ControlPlane:
         from ovn_underlay.control.ovn_nb import OvnNbControlPlane
 
         return OvnNbControlPlane(cfg.nb, timeout=timeout)
+    if cfg.backend == "neutron":
+        from ovn_underlay import credentials
+        from ovn_underlay.control import neutron
+
+        # A bulk POST takes ~0.2 s per port: Neutron requests get a longer timeout.
+        return neutron.NeutronControlPlane(
+            credentials.load(cfg), child_ports=cfg.child_ports,
+            lock_path=os.path.join(cfg.state_dir, neutron.LOCK_FILE),
+            timeout=max(timeout, neutron.DEFAULT_TIMEOUT))
     raise ConfigError(f"unknown control-plane backend {cfg.backend!r} (external_ids:"
-                      "ovn-underlay:backend); supported: ovn")
+                      "ovn-underlay:backend); supported: ovn, neutron")

@@ -63,22 +63,38 @@ class Node:
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run ``ovn-k8s-underlay ARGS`` inside the VM, on the VM's own OVS database."""
-        argv = netns_argv(self.vm.netns, [sys.executable, "-m", "ovn_underlay.cli",
-                                          "--ovsdb", self.vm.ovsdb, *args])
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        proc = subprocess.run(self.cli_argv(*args), capture_output=True, text=True, timeout=120,
+                              check=False)
         if check and proc.returncode != 0:
             raise ClusterError(f"{self.vm.name}: ovn-k8s-underlay {' '.join(args)} failed: "
                                f"{proc.stderr.strip()}")
         return proc
 
-    def init(self, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """node-init with the lab's NB, this VM's port as parent, and the CNI installed."""
-        return self.cli("node-init", "--nb", self.state.nb, "--parent", self.vm.port,
+    def cli_argv(self, *args: str) -> list[str]:
+        """The argv of ``ovn-k8s-underlay ARGS`` inside the VM, on the VM's OVS database."""
+        return netns_argv(self.vm.netns, [sys.executable, "-m", "ovn_underlay.cli",
+                                          "--ovsdb", self.vm.ovsdb, *args])
+
+    def init(self, *extra: str, check: bool = True,
+             child_ports: str = "trunk") -> subprocess.CompletedProcess[str]:
+        """node-init with the lab's control plane, and the CNI installed.
+
+        That is the lab's NB with this VM's port as parent, or in a Neutron lab
+        the VM's openrc (whose OS_VIF_ID is the parent) and ``child_ports``.
+        """
+        return self.cli("node-init", *self.control_args(child_ports),
                         "--cluster-subnet", CLUSTER_SUBNET, "--state-dir", str(self.state_dir),
                         "--install-cni", "--cni-bin-dir", str(self.cni_bin_dir),
                         "--cni-conf-dir", str(self.cni_conf_dir),
                         "--cni-log-file", str(Path(self.vm.rundir) / "cni.log"), *extra,
                         check=check)
+
+    def control_args(self, child_ports: str = "trunk") -> list[str]:
+        """node-init's control-plane options for this lab."""
+        if self.state.neutron:
+            return ["--backend", "neutron", "--neutron-config", self.vm.openrc,
+                    "--child-ports", child_ports]
+        return ["--nb", self.state.nb, "--parent", self.vm.port]
 
     def setup_switch(self, pool_size: int = 16) -> subprocess.CompletedProcess[str]:
         """lswitch-setup of this node's switch on the cluster router."""
@@ -88,6 +104,11 @@ class Node:
     def config(self) -> dict[str, Any]:
         """The node's settings (``config show --json``)."""
         data: dict[str, Any] = json.loads(self.cli("config", "show", "--json").stdout)
+        return data
+
+    def pool(self) -> dict[str, Any]:
+        """The node's pool (``pool show --json``): stats and every port with its holder."""
+        data: dict[str, Any] = json.loads(self.cli("pool", "show", "--json").stdout)
         return data
 
     def pod_netns(self, pod: str) -> str:

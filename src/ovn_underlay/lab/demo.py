@@ -15,6 +15,8 @@ from ovn_underlay.lab.cluster import CniRuntime, Node, pod_ip
 from ovn_underlay.lab.topology import Lab, LabState
 
 PODS_PER_NODE = 2
+CHILD_PORTS = ("trunk", "binding-profile")
+"""With Neutron, odd VMs make trunk subports and even ones binding:profile children."""
 
 
 def _say(text: str) -> None:
@@ -46,11 +48,15 @@ def start_pods(state: LabState) -> tuple[list[tuple[Node, probe.Endpoint]],
     pods, nodes = [], []
     for vm in state.vms:
         node = Node(state, vm)
-        node.init()
-        node.setup_switch()
+        node.init(child_ports=CHILD_PORTS[(node.index - 1) % len(CHILD_PORTS)])
+        setup = node.setup_switch()
         cfg = node.config()
         _say(f"{vm.name}: node-init done, switch {node.switch} {node.subnet} via "
              f"{cfg['gateway_ip']}, management port {cfg['mgmt_ip']}")
+        if state.neutron:
+            _say(f"  Neutron, {cfg['child_ports']} child ports:")
+            for line in setup.stdout.splitlines():
+                _say(f"    {line}")
         nodes.append(probe.Endpoint(f"node {vm.name}", vm.netns, cfg["mgmt_ip"]))
         runtime = CniRuntime(node)
         for letter in "ab"[:PODS_PER_NODE]:
@@ -77,13 +83,18 @@ def teardown(pods: list[tuple[Node, probe.Endpoint]], container_ids: dict[str, s
     return ok
 
 
-def run_demo(lab: Lab, vms: int = 2, keep: bool = False) -> int:
-    """Run the demo on ``lab``; 0 when every check is green."""
+def run_demo(lab: Lab, vms: int = 2, keep: bool = False, neutron: bool = False) -> int:
+    """Run the demo on ``lab`` (through a real neutron-server with ``neutron``).
+
+    Returns 0 when every check is green.
+    """
     started = time.monotonic()
-    _say(f"bringing lab {lab.name!r} up with {vms} VMs ...")
-    state = lab.up(vms)
+    _say(f"bringing lab {lab.name!r} up with {vms} VMs{' and Neutron' if neutron else ''} ...")
+    state = lab.up(vms, neutron=neutron)
     try:
         _say(f"lab up in {time.monotonic() - started:.1f}s: NB {state.nb}")
+        if state.neutron:
+            _say(f"Neutron at {state.neutron['url']}: the VMs' ports were made through it")
         vm_ends = [probe.Endpoint(vm.name, vm.netns, vm.ip) for vm in state.vms]
         vm_checks = [probe.check("vm-vm", a, b) for a, b in itertools.permutations(vm_ends, 2)]
         pods, nodes = start_pods(state)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ovn_underlay.lab import daemons, netns
+from ovn_underlay.lab import neutron as lab_neutron
 from ovn_underlay.lab.daemons import DaemonError, run
 
 DEFAULT_RUNDIR = Path("/run/ovn-underlay-lab")
@@ -50,6 +51,8 @@ class VmInfo:
     ovsdb: str
     rundir: str
     daemons: dict[str, str] = field(default_factory=dict)
+    mgmt_ip: str = ""
+    openrc: str = ""
 
 
 @dataclass
@@ -69,6 +72,8 @@ class LabState:
     daemons: dict[str, str] = field(default_factory=dict)
     vms: list[VmInfo] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
+    neutron: dict[str, str] = field(default_factory=dict)
+    """Neutron mode only: its API URL, log and config, and the VMs' network and subnet."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LabState:
@@ -103,18 +108,27 @@ class Lab:
         os.replace(tmp, self.state_file)
 
     # -- up ------------------------------------------------------------------
-    def up(self, vms: int = 2) -> LabState:
-        """Bring the lab up; a no-op when it is already up and healthy."""
+    def up(self, vms: int = 2, neutron: bool = False) -> LabState:
+        """Bring the lab up; a no-op when it is already up and healthy.
+
+        With ``neutron``, a real neutron-server runs too and makes the VMs'
+        ports (see :mod:`ovn_underlay.lab.neutron`).
+        """
         if not 1 <= vms <= MAX_VMS:
             raise LabError(f"--vms must be between 1 and {MAX_VMS}, not {vms}")
         existing = self.load()
         if existing is not None or netns.listed(f"{self.name}-"):
-            return self._already_up(existing, vms)
+            return self._already_up(existing, vms, neutron)
         self.dir.mkdir(parents=True, exist_ok=True)
         state = LabState(name=self.name, rundir=str(self.dir))
+        if neutron:
+            state.neutron["url"] = lab_neutron.api_url()
         self._save(state)
         try:
             self._up_hypervisor(state)
+            if neutron:
+                lab_neutron.up(state, self.dir)
+                self._save(state)
             for index in range(1, vms + 1):
                 self._up_vm(state, index)
             for vm in state.vms:
@@ -126,11 +140,15 @@ class Lab:
         self._save(state)
         return state
 
-    def _already_up(self, state: LabState | None, vms: int) -> LabState:
+    def _already_up(self, state: LabState | None, vms: int, neutron: bool = False) -> LabState:
         problems = self.health(state) if state else ["no lab.json, but namespaces exist"]
         if state is None or problems:
             raise LabError(f"lab {self.name!r} exists but is not healthy "
                            f"({'; '.join(problems)}): run 'lab down' first")
+        if bool(state.neutron) != neutron:
+            mode = "with" if state.neutron else "without"
+            raise LabError(f"lab {self.name!r} is already up {mode} Neutron; run 'lab down' "
+                           "first")
         if len(state.vms) != vms:
             raise LabError(f"lab {self.name!r} is already up with {len(state.vms)} VMs; "
                            f"run 'lab down' before asking for {vms}")
@@ -169,8 +187,9 @@ class Lab:
         vswitchd = daemons.start_vswitchd("vswitchd", hv_dir, state.hv_ovsdb, ns)
         ctrl = daemons.start_controller("controller", hv_dir, state.hv_ovsdb, ns)
         state.daemons.update(vswitchd=str(vswitchd.pidfile), controller=str(ctrl.pidfile))
-        nbctl(state.nb, "--may-exist", "ls-add", VM_SWITCH, "--", "set", "Logical_Switch",
-              VM_SWITCH, f"other_config:subnet={VM_NETWORK}")
+        if not state.neutron:
+            nbctl(state.nb, "--may-exist", "ls-add", VM_SWITCH, "--", "set", "Logical_Switch",
+                  VM_SWITCH, f"other_config:subnet={VM_NETWORK}")
         self._save(state)
 
     def _up_vm(self, state: LabState, index: int) -> None:
@@ -196,10 +215,13 @@ class Lab:
         for dev_ns, dev in ((ns, "eth1"), (state.hv_netns, tap)):
             run(["ip", "-n", dev_ns, "link", "set", dev, "up"])
             run(["ethtool", "-K", dev, "tx", "off"], netns=dev_ns)
-        nbctl(state.nb, "--may-exist", "lsp-add", VM_SWITCH, name, "--",
-              "lsp-set-addresses", name, f"{mac} {ip}")
+        if state.neutron:
+            vm.port = lab_neutron.add_vm(state, vm, index)
+        else:
+            nbctl(state.nb, "--may-exist", "lsp-add", VM_SWITCH, name, "--",
+                  "lsp-set-addresses", name, f"{mac} {ip}")
         vsctl(state.hv_ovsdb, "--may-exist", "add-port", "br-int", tap, "--", "set",
-              "Interface", tap, f"external_ids:iface-id={name}")
+              "Interface", tap, f"external_ids:iface-id={vm.port}")
         self._save(state)
 
     def _wait_bound(self, state: LabState, vm: VmInfo) -> None:

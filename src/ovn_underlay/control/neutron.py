@@ -1,0 +1,531 @@
+"""The control plane on Neutron (ML2/OVN), through openstacksdk.
+
+What it makes, and how it is named and marked, is described in
+:mod:`.neutron_view`.  Child ports are made in one of two ways: ``trunk``
+(default; a tenant may make trunks and subports) or the seed's
+``binding-profile`` (setting ``binding:profile`` needs admin rights).
+
+Ports are made with bulk POSTs.  A failed create is retried with a fresh plan:
+what the failed attempt may have left (ports of the planned names, subports)
+is removed first, and VLAN tags and addresses are always planned from what
+Neutron holds, never from a counter, so a failure can neither leak a tag nor
+leave a port behind.  Port creation for one node is serialised with a lock
+file, so two fillers (``pool fill``, a daemon refill) never plan the same tags.
+
+The owner of a pool port is kept in the node's pool only, as kuryr did: a
+Neutron update per pod would add a round trip to every pod start.  Security
+groups (the ``security-group`` pod annotation) are Neutron's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ovn_underlay.control.base import (
+    DEFAULT_MGMT_TAG,
+    ChildPort,
+    Conflict,
+    ControlPlane,
+    ControlPlaneError,
+    ControlPlaneUnavailable,
+    NodeNetwork,
+    check_request,
+    find_overlap,
+    gateway_ip,
+    mgmt_ip,
+    plan_pool,
+)
+from ovn_underlay.control.neutron_errors import translate
+from ovn_underlay.control.neutron_view import (
+    BINDING_PROFILE,
+    MARK,
+    MODES,
+    ROUTER_INTERFACE,
+    TRUNK,
+    Meta,
+    View,
+    marked,
+    mgmt_port_name,
+    pool_port_name,
+    tag_of_name,
+)
+from ovn_underlay.credentials import Credentials
+
+if TYPE_CHECKING:
+    from openstack.connection import Connection
+
+LOG = logging.getLogger(__name__)
+BULK_MAX = 16
+"""Ports per bulk POST: ~0.2 s each on a small server, so a request stays short."""
+ATTEMPTS = 3
+DESTROY_ATTEMPTS = 6
+RETRY_DELAY = 0.5
+DELETE_THREADS = 4
+DEFAULT_TIMEOUT = 60.0
+LOCK_FILE = "neutron-ports.lock"
+"""In the node's state dir: serialises port creation (see the module docstring)."""
+_T = TypeVar("_T")
+
+
+class NeutronControlPlane(ControlPlane):
+    """Node networks as Neutron networks, subnets, router interfaces, ports and trunks."""
+
+    def __init__(self, creds: Credentials, child_ports: str = TRUNK,
+                 lock_path: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Talk to Neutron with ``creds``; nothing is sent before the first request.
+
+        ``child_ports`` is how new node networks make child ports; an existing
+        one keeps the mode it was made with.  ``lock_path`` names the file that
+        serialises port creation on this node.
+        """
+        if child_ports not in MODES:
+            raise ControlPlaneError(f"unknown child-port mode {child_ports!r}; use one of "
+                                    f"{', '.join(MODES)}")
+        self.creds = creds
+        self.mode = child_ports
+        self.lock_path = lock_path
+        self.timeout = timeout
+        self._connection: Connection | None = None
+
+    # --- connection and errors ---------------------------------------------------------
+
+    @property
+    def conn(self) -> Connection:
+        """The openstacksdk connection, made on first use (openstacksdk imports slowly)."""
+        if self._connection is None:
+            import openstack
+
+            kwargs = self.creds.connect_kwargs()
+            self._connection = openstack.connect(
+                load_yaml_config=bool(self.creds.cloud), load_envvars=False,
+                api_timeout=self.timeout, **kwargs)
+        return self._connection
+
+    def _call(self, action: str, func: Callable[..., _T], *args: Any) -> _T:
+        """Run one request; its failure becomes a ControlPlaneError without secrets."""
+        try:
+            return func(*args)
+        except ControlPlaneError:
+            raise
+        except Exception as exc:
+            raise translate(action, exc, self.creds, self.mode) from exc
+
+    @contextlib.contextmanager
+    def _serialised(self) -> Iterator[None]:
+        """Hold the node's port-creation lock (a no-op without a lock path)."""
+        if self.lock_path is None:
+            yield
+            return
+        os.makedirs(os.path.dirname(self.lock_path) or ".", mode=0o700, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    # --- reads ---------------------------------------------------------------------
+
+    def _find_network(self, switch: str) -> Any | None:
+        nets = self._call(f"look up network {switch}",
+                          lambda: list(self.conn.network.networks(name=switch)))
+        if len(nets) > 1:
+            raise Conflict(f"{len(nets)} Neutron networks are named {switch}")
+        return nets[0] if nets else None
+
+    def _trunk_of(self, parent: str) -> Any | None:
+        trunks = self._call(f"look up the trunk of port {parent}",
+                            lambda: list(self.conn.network.trunks(port_id=parent)))
+        return trunks[0] if trunks else None
+
+    def _view(self, switch: str) -> View | None:
+        """The node network ``switch`` as Neutron holds it; None if there is no network."""
+        net = self._find_network(switch)
+        if net is None:
+            return None
+        meta = Meta.decode(net.description)
+        if meta is None:
+            raise Conflict(f"Neutron network {switch} ({net.id}) was not created by "
+                           "ovn-underlay")
+        subnets = self._call(f"list the subnets of {switch}",
+                             lambda: list(self.conn.network.subnets(network_id=net.id)))
+        ports = self._call(f"list the ports of {switch}",
+                           lambda: tuple(self.conn.network.ports(network_id=net.id)))
+        trunk = self._trunk_of(meta.parent) if meta.mode == TRUNK else None
+        return View(net, meta, subnets[0] if subnets else None, ports, trunk)
+
+    def get_node_network(self, switch: str) -> NodeNetwork | None:
+        """The node network of ``switch`` (ports not yet children are left out)."""
+        view = self._view(switch)
+        return None if view is None else view.node_network()
+
+    # --- create ----------------------------------------------------------------------
+
+    def create_node_network(self, switch: str, subnet: str, router: str, parent: str,
+                            pool_size: int, mgmt_tag: int | None = DEFAULT_MGMT_TAG,
+                            create_router: bool = True,
+                            cluster_subnet: str | None = None) -> NodeNetwork:
+        """Network, subnet, router interface, management port and pool: all or nothing."""
+        subnet = check_request(switch, subnet, router, parent, pool_size, mgmt_tag,
+                               cluster_subnet)
+        existing = self._view(switch)
+        if existing is not None:
+            return self._same(existing, subnet, router, parent).node_network()
+        self._check_parent(parent)
+        with self._serialised(), contextlib.ExitStack() as undo:
+            router_obj = self._router(router, create_router, undo)
+            self._check_overlap(router_obj, subnet)
+            if self.mode == TRUNK:
+                self._ensure_trunk(parent, undo)
+            meta = Meta(subnet, router_obj.id, parent, self.mode, mgmt_tag)
+            net = self._call(f"create network {switch}", lambda: self.conn.network.create_network(
+                name=switch, description=meta.encode()))
+            undo.callback(self._quietly, f"delete network {switch}",
+                          lambda: self.conn.network.delete_network(net, ignore_missing=True))
+            sub = self._call(f"create subnet {subnet}", lambda: self.conn.network.create_subnet(
+                network_id=net.id, name=switch, cidr=subnet, ip_version=4, enable_dhcp=False,
+                gateway_ip=gateway_ip(subnet)))
+            self._call(f"attach {subnet} to router {router}",
+                       lambda: self.conn.network.add_interface_to_router(router_obj,
+                                                                        subnet=sub.id))
+            undo.callback(self._quietly, f"detach {subnet} from router {router}",
+                          lambda: self.conn.network.remove_interface_from_router(
+                              router_obj, subnet=sub.id))
+            undo.callback(self._delete_own_ports, switch)
+            if mgmt_tag is not None:
+                self._create_retrying(switch, lambda _view: [
+                    (mgmt_port_name(switch), mgmt_ip(subnet), mgmt_tag)])
+            self._create_retrying(switch, lambda view: self._plan(view, pool_size))
+            view = self._pool_view(switch)
+            undo.pop_all()
+        return view.node_network()
+
+    def _same(self, view: View, subnet: str, router: str, parent: str) -> View:
+        """``view`` if it is the node network asked for, else Conflict."""
+        meta = view.meta
+        router_obj = self._call(f"look up router {router}",
+                                lambda: self.conn.network.find_router(router))
+        differs = []
+        if meta.subnet != subnet:
+            differs.append(f"subnet {meta.subnet} (not {subnet})")
+        if router_obj is None or router_obj.id != meta.router:
+            differs.append(f"router {meta.router} (not {router})")
+        if meta.parent != parent:
+            differs.append(f"parent {meta.parent} (not {parent})")
+        if differs:
+            raise Conflict(f"node network {view.network.name} already exists with "
+                           + ", ".join(differs))
+        return view
+
+    def _check_parent(self, parent: str) -> None:
+        port = self._call(f"look up parent port {parent}",
+                          lambda: self.conn.network.find_port(parent))
+        if port is None:
+            raise ControlPlaneError(f"parent port {parent} not found in Neutron (OS_VIF_ID "
+                                    "must be this VM's port id)")
+        grand = (port.binding_profile or {}).get("parent_name")
+        if grand:
+            raise ControlPlaneError(f"parent port {parent} is itself a child of {grand}")
+
+    def _router(self, router: str, create: bool, undo: contextlib.ExitStack) -> Any:
+        found = self._call(f"look up router {router}",
+                           lambda: self.conn.network.find_router(router))
+        if found is not None:
+            return found
+        if not create:
+            raise ControlPlaneError(f"router {router} does not exist")
+        made = self._call(f"create router {router}", lambda: self.conn.network.create_router(
+            name=router, description=json.dumps({MARK: "router"})))
+        undo.callback(self._quietly, f"delete router {router}",
+                      lambda: self.conn.network.delete_router(made, ignore_missing=True))
+        return made
+
+    def _router_subnets(self, router: Any) -> list[Any]:
+        ports = self._call(f"list the interfaces of router {router.name}", lambda: list(
+            self.conn.network.ports(device_id=router.id)))
+        subnet_ids = {str(f["subnet_id"]) for p in ports
+                      if str(p.device_owner or "").startswith(ROUTER_INTERFACE)
+                      for f in p.fixed_ips or ()}
+        return [self._call(f"look up subnet {sid}", self.conn.network.get_subnet, sid)
+                for sid in sorted(subnet_ids)]
+
+    def _check_overlap(self, router: Any, subnet: str) -> None:
+        others = [(f"subnet {s.name or s.id} on router {router.name}", str(s.cidr))
+                  for s in self._router_subnets(router)]
+        overlap = find_overlap(subnet, others)
+        if overlap is not None:
+            raise Conflict(f"subnet {subnet} overlaps {overlap[1]} of {overlap[0]}")
+
+    def _ensure_trunk(self, parent: str, undo: contextlib.ExitStack) -> Any:
+        trunk = self._trunk_of(parent)
+        if trunk is not None:
+            return trunk
+        made = self._call(f"create a trunk on port {parent}",
+                          lambda: self.conn.network.create_trunk(
+                              port_id=parent, name=f"{MARK}-{parent[:8]}",
+                              description=json.dumps({MARK: "trunk"})))
+        undo.callback(self._quietly, f"delete trunk {made.id}",
+                      lambda: self.conn.network.delete_trunk(made, ignore_missing=True))
+        return made
+
+    # --- pool ports ----------------------------------------------------------------
+
+    def _plan(self, view: View, count: int) -> list[tuple[str, str, int]]:
+        """(name, ip, tag) of ``count`` new pool ports on the lowest free addresses and tags."""
+        reserved_tags = set(view.tags().values())
+        if view.meta.mgmt_tag is not None:
+            reserved_tags.add(view.meta.mgmt_tag)
+        for port in view.own_ports():
+            tag = tag_of_name(view.network.name, port.name)
+            if tag is not None:
+                reserved_tags.add(tag)
+        return [(pool_port_name(view.network.name, tag), ip, tag)
+                for ip, tag in plan_pool(view.meta.subnet, count, view.used_ips(),
+                                         reserved_tags)]
+
+    def add_pool_ports(self, switch: str, count: int) -> tuple[ChildPort, ...]:
+        """Create ``count`` pool ports (bulk), retrying failures with a fresh plan."""
+        if count <= 0:
+            return ()
+        with self._serialised():
+            return self._create_retrying(switch, lambda view: self._plan(view, count))
+
+    def _create_retrying(self, switch: str,
+                         planner: Callable[[View], Sequence[tuple[str, str, int]]]
+                         ) -> tuple[ChildPort, ...]:
+        """Create the ports ``planner`` plans on a fresh view; retry a failure.
+
+        Every attempt first removes incomplete ports, and a failed attempt
+        removes whatever it created, so that only a success leaves ports.
+        The lock must be held.
+        """
+        for attempt in range(1, ATTEMPTS + 1):
+            view = self._pool_view(switch)
+            if view.incomplete():
+                self._remove_incomplete(view)
+                view = self._pool_view(switch)
+            plan = planner(view)
+            try:
+                return self._create_ports(view, plan)
+            except (Conflict, ControlPlaneUnavailable) as exc:
+                self._remove_named(switch, {name for name, _, _ in plan})
+                if attempt == ATTEMPTS:
+                    raise
+                LOG.warning("creating %d ports on %s failed (%s); retry %d of %d", len(plan),
+                            switch, exc, attempt, ATTEMPTS - 1)
+                time.sleep(RETRY_DELAY * attempt)
+        raise AssertionError("unreachable")
+
+    def _pool_view(self, switch: str) -> View:
+        view = self._view(switch)
+        if view is None or view.subnet is None:
+            raise ControlPlaneError(f"no node network {switch} (made by ovn-underlay)")
+        return view
+
+    def _create_ports(self, view: View, plan: Sequence[tuple[str, str, int]]
+                      ) -> tuple[ChildPort, ...]:
+        """Create the planned ports in bulk POSTs; make them children of the parent.
+
+        On failure, ports already created by this call may remain: the caller
+        removes them by name.
+        """
+        meta = view.meta
+        made: list[ChildPort] = []
+        for start in range(0, len(plan), BULK_MAX):
+            chunk = plan[start:start + BULK_MAX]
+            bodies = []
+            for name, ip, tag in chunk:
+                body: dict[str, Any] = {
+                    "network_id": view.network.id, "name": name,
+                    "fixed_ips": [{"subnet_id": view.subnet.id, "ip_address": ip}]}
+                if meta.mode == BINDING_PROFILE:
+                    body["binding_profile"] = {"parent_name": meta.parent, "tag": tag}
+                bodies.append(body)
+            ports = self._call(f"create {len(chunk)} ports on {view.network.name}",
+                               lambda data: list(self.conn.network.create_ports(data)), bodies)
+            tags = {name: tag for name, _, tag in chunk}
+            if meta.mode == TRUNK:
+                trunk = view.trunk
+                assert trunk is not None
+                subports = [{"port_id": p.id, "segmentation_type": "vlan",
+                             "segmentation_id": tags[p.name]} for p in ports]
+                self._call(f"add {len(ports)} subports to trunk of {meta.parent}",
+                           self.conn.network.add_trunk_subports, trunk, subports)
+            made += [ChildPort(p.id, str(p.mac_address), str(p.fixed_ips[0]["ip_address"]),
+                               tags[p.name]) for p in ports]
+        return tuple(made)
+
+    def _remove_incomplete(self, view: View) -> None:
+        """Remove own ports that are not children (left by a crash between two steps)."""
+        stray = view.incomplete()
+        LOG.warning("removing %d incomplete ports of %s: %s", len(stray), view.network.name,
+                    ", ".join(p.name for p in stray))
+        self._delete_ports(view, stray)
+
+    def _remove_named(self, switch: str, names: set[str]) -> None:
+        """Remove the ports of ``switch`` with these names (the leftovers of a failure)."""
+        view = self._pool_view(switch)
+        leftovers = [p for p in view.ports if p.name in names]
+        if leftovers:
+            LOG.warning("removing %d ports a failed create left on %s", len(leftovers), switch)
+            self._delete_ports(view, leftovers)
+
+    def _delete_ports(self, view: View, ports: Iterable[Any]) -> None:
+        """Delete ports (trunk subports are removed from the trunk first)."""
+        ports = list(ports)
+        if not ports:
+            return
+        subports = set(view.tags()) if view.meta.mode == TRUNK else set()
+        on_trunk = [{"port_id": p.id} for p in ports if p.id in subports]
+        trunk = view.trunk
+        if on_trunk and trunk is not None:
+            self._call(f"remove {len(on_trunk)} subports from trunk {trunk.id}",
+                       self.conn.network.delete_trunk_subports, trunk, on_trunk)
+
+        def delete(port: Any) -> None:
+            self._call(f"delete port {port.name or port.id}",
+                       lambda: self.conn.network.delete_port(port, ignore_missing=True))
+
+        with ThreadPoolExecutor(max_workers=DELETE_THREADS) as pool:
+            list(pool.map(delete, ports))
+
+    def delete_pool_ports(self, switch: str, names: Iterable[str]) -> None:
+        """Delete the named (by id) pool ports of ``switch``; unknown ids are ignored."""
+        wanted = set(names)
+        view = self._view(switch)
+        if view is None or not wanted:
+            return
+        hit = [p for p in view.ports if p.id in wanted]
+        foreign = sorted(p.name or p.id for p in hit
+                         if tag_of_name(view.network.name, p.name) is None)
+        if foreign:
+            raise ControlPlaneError(f"not deleting {', '.join(foreign)}: not pool ports of "
+                                    f"{switch}")
+        with self._serialised():
+            self._delete_ports(view, hit)
+
+    # --- destroy ---------------------------------------------------------------------
+
+    def _delete_own_ports(self, switch: str) -> None:
+        view = self._view(switch)
+        if view is not None:
+            self._delete_ports(view, view.own_ports())
+
+    def destroy_node_network(self, switch: str) -> None:
+        """Remove ports, router interface, network, and the router and trunk if made here.
+
+        The network goes last: it holds what the node network was made with, so
+        a destroy (or a setup) interrupted half-way is finished by running
+        destroy again.
+        """
+        with self._serialised():
+            for attempt in range(1, DESTROY_ATTEMPTS + 1):
+                view = self._view(switch)
+                if view is None:
+                    return
+                try:
+                    self._destroy(view)
+                    return
+                except Conflict as exc:
+                    if attempt == DESTROY_ATTEMPTS:
+                        raise
+                    LOG.warning("%s; retrying: a create cut short may still be under way",
+                                exc)
+                    time.sleep(RETRY_DELAY * 2)
+
+    def _destroy(self, view: View) -> None:
+        """One pass of destroy_node_network; Conflict while ports still appear."""
+        self._delete_ports(view, view.own_ports())
+        if view.meta.mode == TRUNK:
+            self._delete_trunk_if_idle(view.meta.parent)
+        router = self._call(f"look up router {view.meta.router}",
+                            lambda: self.conn.network.find_router(view.meta.router))
+        if router is not None and view.subnet is not None:
+            if any(str(p.device_owner or "").startswith(ROUTER_INTERFACE)
+                   and p.device_id == router.id for p in view.ports):
+                self._call(f"detach {view.meta.subnet} from router {router.name}",
+                           lambda: self.conn.network.remove_interface_from_router(
+                               router, subnet=view.subnet.id))
+            self._delete_router_if_idle(router)
+        self._call(f"delete network {view.network.name}",
+                   lambda: self.conn.network.delete_network(view.network, ignore_missing=True))
+
+    def _delete_router_if_idle(self, router: Any) -> None:
+        if marked(router.description, "router") and not self._router_subnets(router) \
+                and not router.external_gateway_info:
+            self._call(f"delete router {router.name}",
+                       lambda: self.conn.network.delete_router(router, ignore_missing=True))
+
+    def _delete_trunk_if_idle(self, parent: str) -> None:
+        trunk = self._trunk_of(parent)
+        if trunk is not None and marked(trunk.description, "trunk") and not trunk.sub_ports:
+            self._call(f"delete trunk {trunk.id}",
+                       lambda: self.conn.network.delete_trunk(trunk, ignore_missing=True))
+
+    # --- pods -----------------------------------------------------------------------
+
+    def set_port_owner(self, port: str, pod_namespace: str, pod_name: str,
+                       container_id: str) -> None:
+        """Nothing to do: the node's pool records the owner (see the module's docstring)."""
+
+    def clear_port_owner(self, port: str) -> None:
+        """Nothing to do: the node's pool records the owner."""
+
+    def set_port_security_groups(self, port: str, groups: Sequence[str]) -> None:
+        """Give ``port`` exactly ``groups`` (names or ids, in the port's project)."""
+        found = self._get_port(port)
+        ids = [self._group_id(name, found.project_id) for name in groups]
+        if list(found.security_group_ids or ()) != ids:
+            self._call(f"set security groups {', '.join(groups)} on port {port}",
+                       lambda: self.conn.network.update_port(found, security_group_ids=ids))
+
+    def clear_port_security_groups(self, port: str) -> None:
+        """Give ``port`` its project's default security group back, as a new port has."""
+        found = self._get_port(port)
+        default = [self._group_id("default", found.project_id)]
+        if list(found.security_group_ids or ()) != default:
+            self._call(f"reset the security groups of port {port}",
+                       lambda: self.conn.network.update_port(found, security_group_ids=default))
+
+    def _get_port(self, port: str) -> Any:
+        found = self._call(f"look up port {port}", lambda: self.conn.network.find_port(port))
+        if found is None:
+            raise ControlPlaneError(f"port {port} not found in Neutron")
+        return found
+
+    def _group_id(self, name_or_id: str, project_id: str) -> str:
+        group = self._call(f"look up security group {name_or_id}",
+                           lambda: self.conn.network.find_security_group(
+                               name_or_id, project_id=project_id))
+        if group is None:
+            raise ControlPlaneError(f"security group {name_or_id!r} not found in project "
+                                    f"{project_id}")
+        return str(group.id)
+
+    # --- misc -----------------------------------------------------------------------
+
+    def _quietly(self, action: str, func: Callable[[], object]) -> None:
+        """Undo step: log a failure instead of hiding the error being handled."""
+        try:
+            self._call(action, func)
+        except ControlPlaneError as exc:
+            LOG.warning("could not %s while undoing: %s", action, exc)
+
+    def check_access(self, parent: str) -> str:
+        """Authenticate and read the parent port; return a line saying what was checked."""
+        self._check_parent(parent)
+        return f"Neutron reached with {self.creds.describe()}; parent port {parent} found"
+
+    def close(self) -> None:
+        """Close the HTTP sessions; idempotent."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
