@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import TextIO
 
-__all__ = ["Plugin", "run", "setup_logging"]
+__all__ = ["Plugin", "dispatch", "run", "setup_logging"]
 
 LOG = logging.getLogger(__name__)
 
@@ -92,13 +92,16 @@ def _execute(plugin_factory: Callable[[Request], Plugin],
              request.network_name, request.container_id, request.ifname, request.netns,
              request.pod_namespace, request.pod_name)
     with contextlib.redirect_stdout(sys.stderr):
-        reply = _call(plugin_factory(request), request)
+        reply = dispatch(plugin_factory(request), request)
     LOG.info("CNI %s succeeded", request.command)
     return reply
 
 
-def _call(plugin: Plugin, request: Request) -> dict[str, Any] | None:
-    """Run the plugin method for the command; ADD's result is merged with prevResult."""
+def dispatch(plugin: Plugin, request: Request) -> dict[str, Any] | None:
+    """Run the plugin method for the command; ADD's result is merged with prevResult.
+
+    Returns the JSON reply of ADD, None for the commands that print nothing.
+    """
     match request.command:
         case "ADD":
             ours = plugin.add(request)

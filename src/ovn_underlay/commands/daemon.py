@@ -1,0 +1,45 @@
+"""``ovn-k8s-underlay daemon``: run the node daemon in the foreground until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from types import FrameType
+
+from ovn_underlay.daemon.main import Daemon
+from ovn_underlay.daemon.server import DEFAULT_WORKERS
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(threadName)s]: %(message)s"
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    """Serve CNI calls, refill the pool and export metrics until told to stop."""
+    _setup_logging(args.log_file, args.verbose)
+    daemon = Daemon(args.ovsdb, socket_path=args.socket, metrics_address=args.metrics_address,
+                    workers=args.workers or DEFAULT_WORKERS, reclaim_after=args.reclaim_after)
+    daemon.start()
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("signal %d: stopping", signum)
+        daemon.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        daemon.serve()
+    finally:
+        daemon.close()
+    return 0
+
+
+def _setup_logging(log_file: str | None, verbose: bool) -> None:
+    """Info (debug with -v) to ``log_file`` or stderr, with the thread of each line."""
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    handler: logging.Handler = (logging.FileHandler(log_file, encoding="utf-8") if log_file
+                                else logging.StreamHandler())
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -1,0 +1,114 @@
+"""The daemon's long-lived connections to the node: local OVS, pool, control plane.
+
+One :class:`NodeAgent` serves every request thread.  Each request gets an
+:class:`~ovn_underlay.attachments.Attacher` of its own over the shared
+connections (they are thread-safe: ovsdbapp commits one transaction at a
+time per connection, the pool takes a lock per call).  Settings are read from
+the local OVS database's in-memory replica on every request, so
+``lswitch-setup`` run while the daemon is up takes effect at once; only the
+pool file and the control-plane connection are fixed at start-up.
+
+DEL leaves deleting the pod's veth (20-25 ms in the kernel) to a background
+thread: by then its OVS port is gone and its pool port is free.  That work
+keeps a hold on the pod interface's gate key, so a request for the same
+interface that follows waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from ovn_underlay.attachments import Attacher
+from ovn_underlay.config import ConfigError, NodeConfig, from_external_ids
+from ovn_underlay.control.base import ControlPlane
+from ovn_underlay.control.factory import connect
+from ovn_underlay.daemon.gate import KeyedGate
+from ovn_underlay.daemon.metrics import Metrics, timed
+from ovn_underlay.node import links
+from ovn_underlay.node.ovs import Ovs
+from ovn_underlay.pool import Pool, PoolStats
+
+LOG = logging.getLogger(__name__)
+CLEANUP_THREADS = 4
+
+
+class NodeAgent:
+    """The node's OVS database, pool and control plane, opened once for many requests."""
+
+    def __init__(self, ovsdb: str, metrics: Metrics | None = None) -> None:
+        """Connect to the local OVS database at ``ovsdb`` and open the node's pool."""
+        self.ovsdb = ovsdb
+        self.metrics = metrics
+        self.gate = KeyedGate()
+        self.ovs = Ovs(ovsdb)
+        try:
+            self.pool_path = self.config().pool_path
+            self.pool = Pool(self.pool_path)
+        except BaseException:
+            self.ovs.close()
+            raise
+        self._control_lock = threading.Lock()
+        self._control: ControlPlane | None = None
+        self._control_key: tuple[str, ...] = ()
+        self._cleanup = ThreadPoolExecutor(CLEANUP_THREADS, thread_name_prefix="unplumb")
+
+    def config(self) -> NodeConfig:
+        """The node's settings as they are now."""
+        return from_external_ids(self.ovs.get_config())
+
+    def pool_stats(self) -> PoolStats:
+        """The pool's port counts."""
+        return self.pool.stats()
+
+    def control(self, cfg: NodeConfig) -> ControlPlane:
+        """The control plane of ``cfg``, connected on first use and then kept."""
+        key = (cfg.backend, cfg.nb, cfg.neutron_config)
+        with self._control_lock:
+            if self._control is None:
+                control = connect(cfg)
+                if self.metrics is not None:
+                    control = timed(control, cfg.backend, self.metrics)
+                self._control, self._control_key = control, key
+            elif key != self._control_key:
+                raise ConfigError("the node's control-plane settings changed since the "
+                                  "daemon connected: restart the daemon")
+            return self._control
+
+    def attacher(self, ovsdb: str, readiness_timeout: float,
+                 need_network: bool = True) -> Attacher:
+        """An Attacher for one request, on the shared connections."""
+        if ovsdb != self.ovsdb:
+            raise ConfigError(f"the network configuration names the OVS database {ovsdb}, "
+                              f"but this daemon serves {self.ovsdb}")
+        cfg = self.config()
+        if need_network:
+            cfg.require("switch", "subnet", "gateway_ip")
+        if cfg.pool_path != self.pool_path:
+            raise ConfigError(f"the node's pool moved to {cfg.pool_path} since the daemon "
+                              f"opened {self.pool_path}: restart the daemon")
+        return Attacher(cfg, self.ovs, self.pool, lambda: self.control(cfg), readiness_timeout,
+                        unplumb=self._unplumb_later)
+
+    def _unplumb_later(self, host_if: str, netns: str | None, ifname: str) -> None:
+        self.gate.extend(host_if)
+        self._cleanup.submit(self._unplumb, host_if, netns, ifname)
+
+    def _unplumb(self, host_if: str, netns: str | None, ifname: str) -> None:
+        try:
+            links.unplumb_pod(host_if, netns, ifname)
+        except Exception:
+            LOG.exception("could not remove the veth %s of a deleted pod", host_if)
+        finally:
+            self.gate.release(host_if)
+
+    def close(self) -> None:
+        """Finish background work and close every connection."""
+        self._cleanup.shutdown(wait=True)
+        with self._control_lock:
+            if self._control is not None:
+                self._control.close()
+                self._control = None
+        self.pool.close()
+        self.ovs.close()

@@ -1,0 +1,266 @@
+"""The shim <-> daemon protocol, the shim as a runtime runs it, and its in-process fallback."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ovn_underlay.cni import shim
+from ovn_underlay.commands.node import launcher
+from ovn_underlay.daemon import protocol
+from ovn_underlay.daemon.server import UnixServer
+from tests.unit.cni_requests import make_config, make_env
+
+# -- the wire format --------------------------------------------------------------------------
+
+
+def test_a_request_carries_only_the_cni_variables_and_stdin_untouched() -> None:
+    env = {b"CNI_COMMAND": b"ADD", b"CNI_NETNS": b"/run/netns/p\xff", b"PATH": b"/bin",
+           b"HOME": b"/root", b"CNI_ARGS": b"K8S_POD_NAME=a=b"}
+    stdin = b'{"cniVersion": "1.0.0"}\x00binary'
+    got_env, got_stdin = protocol.decode_request(protocol.encode_request(env, stdin))
+    assert got_stdin == stdin
+    assert set(got_env) == {"CNI_COMMAND", "CNI_NETNS", "CNI_ARGS"}
+    assert got_env["CNI_ARGS"] == "K8S_POD_NAME=a=b"
+    assert os.fsencode(got_env["CNI_NETNS"]) == b"/run/netns/p\xff"
+
+
+def test_an_empty_environment_and_stdin_round_trip() -> None:
+    assert protocol.decode_request(protocol.encode_request({}, b"")) == ({}, b"")
+
+
+def test_a_reply_round_trips_its_exit_code_and_output() -> None:
+    assert protocol.decode_reply(protocol.encode_reply(7, b"{}\n")) == (7, b"{}\n")
+    assert protocol.decode_reply(protocol.encode_reply(0, b"")) == (0, b"")
+
+
+@pytest.mark.parametrize("code", [-1, 256])
+def test_exit_codes_outside_a_byte_are_refused(code: int) -> None:
+    with pytest.raises(protocol.ProtocolError):
+        protocol.encode_reply(code, b"")
+
+
+REQUEST = protocol.encode_request({b"CNI_COMMAND": b"DEL"}, b"{}")
+REPLY = protocol.encode_reply(1, b"error")
+
+
+@pytest.mark.parametrize(("what", "data", "decode"), [
+    ("foreign magic", b"HTTP" + REQUEST[4:], protocol.decode_request),
+    ("cut in a length", REQUEST[:6], protocol.decode_request),
+    ("cut in stdin", REQUEST[:-1], protocol.decode_request),
+    ("stray bytes", REQUEST + b"x", protocol.decode_request),
+    ("env without =", protocol.MAGIC + (4).to_bytes(4, "big") + b"CNI_" + bytes(4),
+     protocol.decode_request),
+    ("reply without code", protocol.MAGIC, protocol.decode_reply),
+    ("reply cut short", REPLY[:-2], protocol.decode_reply),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_malformed_messages_are_refused(what: str, data: bytes, decode: Any) -> None:
+    with pytest.raises(protocol.ProtocolError):
+        decode(data)
+
+
+def test_an_oversized_message_is_refused() -> None:
+    with pytest.raises(protocol.ProtocolError):
+        protocol.encode_request({}, b"x" * (protocol.MAX_MESSAGE + 1))
+
+
+# -- the shim against a daemon ----------------------------------------------------------------
+
+class FakeDaemon:
+    """A real UnixServer whose handler records calls and answers as told."""
+
+    def __init__(self, path: Path, reply: tuple[int, bytes] = (0, b'{"ok": true}\n'),
+                 delay: float = 0.0) -> None:
+        self.calls: list[tuple[dict[str, str], bytes]] = []
+        self.reply = reply
+        self.delay = delay
+        self.server = UnixServer(str(path), self.handle, workers=8)
+
+    def handle(self, env: Mapping[str, str], stdin: bytes) -> tuple[int, bytes]:
+        self.calls.append((dict(env), stdin))
+        time.sleep(self.delay)
+        return self.reply
+
+
+@pytest.fixture
+def sock(tmp_path: Path) -> Path:
+    return tmp_path / "run" / "cni.sock"
+
+
+@pytest.fixture
+def daemon(sock: Path) -> Iterator[FakeDaemon]:
+    fake = FakeDaemon(sock)
+    fake.server.bind()
+    thread = threading.Thread(target=fake.server.serve)
+    thread.start()
+    yield fake
+    fake.server.stop()
+    thread.join()
+    fake.server.close()
+
+
+@pytest.fixture
+def binary(tmp_path: Path, sock: Path) -> Path:
+    """The CNI binary as node-init --install-cni writes it, for this test's socket."""
+    path = tmp_path / "ovn-underlay"
+    path.write_text(launcher(str(sock)))
+    path.chmod(0o755)
+    return path
+
+
+def run_binary(binary: Path, env: dict[str, str], stdin: bytes) -> subprocess.CompletedProcess[
+        bytes]:
+    """Execute the CNI binary as a runtime does: clean environment, config on stdin."""
+    return subprocess.run([str(binary)], input=stdin, env={**env, "PATH": "/usr/bin:/bin"},
+                          capture_output=True, timeout=60, check=False)
+
+
+def test_the_shim_forwards_the_call_and_prints_the_daemons_answer(
+        daemon: FakeDaemon, binary: Path, netns: str) -> None:
+    daemon.reply = (3, b'{"code": 3, "msg": "no such pod"}\n')
+    env = make_env("DEL", netns)
+    stdin = make_config()
+    proc = run_binary(binary, {**env, "HOME": "/root"}, stdin)
+    assert proc.returncode == 3
+    assert proc.stdout == daemon.reply[1]
+    ((got_env, got_stdin),) = daemon.calls
+    assert got_env == env
+    assert got_stdin == stdin
+
+
+def test_the_shim_loads_no_library_beyond_the_standard_one(daemon: FakeDaemon,
+                                                          binary: Path) -> None:
+    proc = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", str(binary)],
+                          input=b"{}", env={"CNI_COMMAND": "VERSION"}, capture_output=True,
+                          timeout=60, check=False)
+    assert proc.stdout == daemon.reply[1]
+    loaded = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.decode().splitlines()
+              if line.startswith("import time:") and "|" in line}
+    ours = {m for m in loaded if m.startswith("ovn_underlay")}
+    assert ours == {"ovn_underlay", "ovn_underlay.cni", "ovn_underlay.cni.shim",
+                    "ovn_underlay.daemon", "ovn_underlay.daemon.protocol"}
+    assert not loaded & {"json", "socket", "pyroute2", "ovsdbapp", "enum", "typing"}
+    assert len(daemon.calls) == 1
+
+
+def test_without_a_daemon_the_shim_serves_the_call_itself(binary: Path, sock: Path) -> None:
+    assert not sock.exists()
+    proc = run_binary(binary, {"CNI_COMMAND": "VERSION"}, b'{"cniVersion": "1.0.0"}')
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["supportedVersions"][-1] == "1.1.0"
+
+
+def test_a_stale_socket_file_means_no_daemon(binary: Path, sock: Path) -> None:
+    sock.parent.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(sock))
+    proc = run_binary(binary, {"CNI_COMMAND": "VERSION"}, b"{}")
+    assert proc.returncode == 0
+    assert "supportedVersions" in json.loads(proc.stdout)
+
+
+def test_a_daemon_that_dies_before_answering_leaves_the_call_to_the_shim(
+        binary: Path, sock: Path) -> None:
+    sock.parent.mkdir()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(sock))
+    listener.listen(1)
+
+    def crash() -> None:
+        conn, _ = listener.accept()
+        conn.recv(1 << 16)
+        conn.sendall(protocol.encode_reply(0, b"half a rep")[:-3])
+        conn.close()
+
+    thread = threading.Thread(target=crash)
+    thread.start()
+    try:
+        proc = run_binary(binary, {"CNI_COMMAND": "VERSION"}, b"{}")
+    finally:
+        thread.join()
+        listener.close()
+    assert proc.returncode == 0
+    assert "supportedVersions" in json.loads(proc.stdout)
+
+
+def test_a_daemon_that_does_not_answer_in_time_is_try_again(
+        monkeypatch: pytest.MonkeyPatch, sock: Path, daemon: FakeDaemon) -> None:
+    daemon.delay = 1.0
+    monkeypatch.setattr(shim, "REPLY_TIMEOUT", 0.2)
+    stdin = make_config(cniVersion="1.0.0")
+    stdout = io.BytesIO()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(stdout))
+    assert shim.main(str(sock)) == 1
+    sys.stdout.flush()
+    error = json.loads(stdout.getvalue())
+    assert error["code"] == shim.ERR_TRY_AGAIN
+    assert error["cniVersion"] == "1.0.0"
+    assert str(sock) in error["details"]
+
+
+# -- the daemon's socket ----------------------------------------------------------------------
+
+def test_the_socket_is_for_root_only(daemon: FakeDaemon, sock: Path) -> None:
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+    assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+
+
+def test_a_second_daemon_on_the_same_socket_refuses_to_start(daemon: FakeDaemon,
+                                                            sock: Path) -> None:
+    second = UnixServer(str(sock), daemon.handle)
+    with pytest.raises(RuntimeError, match=f"pid {os.getpid()}"):
+        second.bind()
+    assert sock.is_socket()
+
+
+def test_a_stale_socket_is_replaced_and_a_foreign_file_kept(sock: Path) -> None:
+    sock.parent.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(sock))
+    server = UnixServer(str(sock), FakeDaemon(sock).handle)
+    server.bind()
+    server.close()
+    assert not sock.exists()
+    sock.write_text("not a socket")
+    with pytest.raises(FileExistsError):
+        UnixServer(str(sock), FakeDaemon(sock).handle).bind()
+    assert sock.read_text() == "not a socket"
+
+
+def test_calls_are_served_in_parallel(daemon: FakeDaemon, binary: Path) -> None:
+    daemon.delay = 0.5
+    started = time.monotonic()
+    procs = [subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              env={"CNI_COMMAND": "VERSION"}) for _ in range(6)]
+    for proc in procs:  # every caller sends before any reply is awaited
+        assert proc.stdin is not None
+        proc.stdin.write(b"{}")
+        proc.stdin.close()
+    outputs = [p.stdout.read() for p in procs if p.stdout is not None]
+    assert [p.wait(timeout=60) for p in procs] == [0] * 6
+    assert all(out == daemon.reply[1] for out in outputs)
+    assert time.monotonic() - started < 6 * daemon.delay
+    assert len(daemon.calls) == 6
+
+
+def test_an_unreadable_request_is_dropped_without_an_answer(daemon: FakeDaemon,
+                                                           sock: Path) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.connect(str(sock))
+        client.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        client.shutdown(socket.SHUT_WR)
+        assert client.recv(100) == b""
+    assert daemon.calls == []
