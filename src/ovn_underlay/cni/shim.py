@@ -12,9 +12,10 @@ daemon (ADD and DEL are idempotent, so a half-done call is simply finished).
 Only then are the networking libraries imported.  A daemon that does not
 answer within :data:`REPLY_TIMEOUT` seconds is reported as "try again": it
 may still be working on the call, which must not run twice at once.
-"""
 
-from __future__ import annotations
+The installed binary calls :func:`launch`: once the daemon has answered, the
+process ends with ``_exit`` rather than the interpreter's teardown (1-2 ms).
+"""
 
 import _socket
 import posix
@@ -24,6 +25,8 @@ from ovn_underlay.daemon import protocol
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    from typing import NoReturn
+
     from ovn_underlay.cni.runner import Plugin
     from ovn_underlay.cni.spec import Request
 
@@ -35,16 +38,37 @@ _CHUNK = 1 << 16
 def main(socket_path: str = protocol.DEFAULT_SOCKET) -> int:
     """Serve one CNI call through the daemon at ``socket_path``, else in-process."""
     stdin = sys.stdin.buffer.read()
+    code = _through_daemon(socket_path, stdin)
+    return _in_process(stdin) if code is None else code
+
+
+def launch(socket_path: str) -> "NoReturn":
+    """The CNI binary: :func:`main`, then end the process with its exit code.
+
+    A call the daemon answered ran nothing but this module, so the process
+    ends at once (``_exit``, stdout flushed); one served in-process exits
+    normally, waiting for its libraries' threads and exit handlers.
+    """
+    stdin = sys.stdin.buffer.read()
+    code = _through_daemon(socket_path, stdin)
+    if code is None:
+        sys.exit(_in_process(stdin))
+    sys.stdout.flush()
+    posix._exit(code)
+
+
+def _through_daemon(socket_path: str, stdin: bytes) -> int | None:
+    """Forward the call and print the daemon's answer; its exit code, None if none came."""
     try:
         raw = _ask(socket_path, protocol.encode_request(posix.environ, stdin))
     except TimeoutError:
         return _timed_out(stdin, socket_path)
     if raw is None:
-        return _in_process(stdin)
+        return None
     try:
         code, stdout = protocol.decode_reply(raw)
     except protocol.ProtocolError:
-        return _in_process(stdin)
+        return None
     sys.stdout.buffer.write(stdout)
     sys.stdout.buffer.flush()
     return code
@@ -86,7 +110,7 @@ def _in_process(stdin: bytes) -> int:
     return run(_plugin, os.environ, stdin, sys.stdout)
 
 
-def _plugin(req: Request) -> Plugin:
+def _plugin(req: "Request") -> "Plugin":
     """The plugin, imported only once the request is known to be valid."""
     from ovn_underlay.cni.plugin import make_plugin
 

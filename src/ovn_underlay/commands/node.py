@@ -122,7 +122,8 @@ def launcher(daemon_socket: str) -> str:
 
     Isolated (-I) and without site (-S) Python starts in ~7 ms instead of the
     console script's ~25 ms (site-packages, .pth files, the entry-point
-    wrapper); the shim adds site-packages itself on its in-process fallback.
+    wrapper); the shim adds site-packages itself on its in-process fallback,
+    and skips the interpreter's teardown when the daemon answered.
     """
     import ovn_underlay
 
@@ -132,8 +133,8 @@ def launcher(daemon_socket: str) -> str:
             '--install-cni)."""\n'
             "import sys\n\n"
             f"sys.path.insert(0, {str(package_root)!r})\n"
-            "from ovn_underlay.cni.shim import main\n\n"
-            f"sys.exit(main({daemon_socket!r}))\n")
+            "from ovn_underlay.cni.shim import launch\n\n"
+            f"launch({daemon_socket!r})\n")
 
 
 def install_cni(args: argparse.Namespace, dry_run: bool,

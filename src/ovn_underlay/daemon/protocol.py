@@ -16,8 +16,6 @@ This module imports nothing: the shim loads it on every pod network call,
 where start-up time counts.
 """
 
-from __future__ import annotations
-
 MAGIC = b"OUL1"
 DEFAULT_SOCKET = "/run/ovn-underlay/cni.sock"
 MAX_MESSAGE = 64 << 20
