@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -204,27 +203,21 @@ def _run_mode(args: argparse.Namespace, node: Any, mode: str, pods: list[str],
 
 
 def _start_daemon(node: Any, sock: str) -> subprocess.Popen[bytes]:
+    from ovn_underlay.daemon.server import is_serving
+
     log = open(Path(node.vm.rundir) / "daemon.log", "ab")  # noqa: SIM115 (the daemon's)
     proc = subprocess.Popen(["ip", "netns", "exec", node.vm.netns, sys.executable, "-m",
                              "ovn_underlay.cli", "--ovsdb", node.vm.ovsdb, "daemon"],
                             stdout=log, stderr=log)
     log.close()
     deadline = time.monotonic() + DAEMON_START_TIMEOUT
-    while not _serving(sock):
+    while not is_serving(sock):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError(f"the daemon did not start; see {node.vm.rundir}/daemon.log")
         time.sleep(0.05)
     return proc
 
-
-def _serving(path: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(path)
-        except OSError:
-            return False
-    return True
 
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ovn_underlay.daemon.server import is_serving
 from ovn_underlay.lab import netns, probe
 from ovn_underlay.lab.cluster import CniRuntime, Node, pod_ip
 from ovn_underlay.lab.daemons import netns_argv
@@ -52,7 +52,7 @@ class DaemonProcess:
         self.proc = subprocess.Popen(self.argv(), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT
-        while not serving(self.sock):
+        while not is_serving(self.sock):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.kill()
                 pytest.fail(f"the daemon did not start: {self.log.read_text()[-2000:]}")
@@ -79,14 +79,6 @@ class DaemonProcess:
         return {(s.name, tuple(sorted(s.labels.items()))): s.value
                 for family in text_string_to_metric_families(text) for s in family.samples}
 
-
-def serving(path: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe_sock:
-        try:
-            probe_sock.connect(path)
-        except OSError:
-            return False
-    return True
 
 
 def count(samples: dict[Any, float], name: str, **labels: str) -> float:
@@ -190,7 +182,7 @@ def test_the_socket_is_root_only_and_a_second_daemon_refuses(running: DaemonProc
                             check=False)
     assert second.returncode == 1
     assert "already serves" in second.stderr
-    assert serving(running.sock)
+    assert is_serving(running.sock)
 
 
 def test_the_pool_is_refilled_between_its_watermarks(running: DaemonProcess, node: Node,
@@ -258,7 +250,7 @@ def test_a_killed_daemon_loses_and_duplicates_no_port(running: DaemonProcess, no
             for _, cid in racing), timeout=30, poll=0.002)
         running.kill()
         raced = [f.result() for f in pending]
-    assert serving(running.sock) is False
+    assert is_serving(running.sock) is False
     finished_here = [cid for _, cid in racing
                      if f"container={cid}" in in_process_log(node)[len(log_before):]]
     assert finished_here, "the daemon was killed with ADDs in flight: the shim finishes them"

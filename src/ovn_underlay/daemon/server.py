@@ -130,3 +130,13 @@ def _read_all(conn: socket.socket) -> bytes:
             raise protocol.ProtocolError(f"request larger than {protocol.MAX_MESSAGE} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def is_serving(path: str) -> bool:
+    """Whether a daemon accepts connections on the unix socket ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
