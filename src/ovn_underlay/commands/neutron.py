@@ -9,7 +9,7 @@ from ovn_underlay import config as node_config
 from ovn_underlay import credentials
 from ovn_underlay.config import NodeConfig
 from ovn_underlay.node.ovs import Ovs
-from ovn_underlay.node.uplink import Change
+from ovn_underlay.node.uplink import Change, settings_changes
 
 NEUTRON_FIELDS = ("neutron_cloud", "child_ports", "kubeconfig")
 """Settings node-init records besides the ones of node.uplink."""
@@ -36,12 +36,6 @@ def check_node(cfg: NodeConfig, parent: str | None) -> tuple[NodeConfig, str]:
 
 def setting_changes(ovs: Ovs, args: argparse.Namespace) -> list[Change]:
     """Record the Neutron and annotation settings given on the command line."""
-    have = ovs.get_config()
     want = {node_config.key_of(name): str(value) for name in NEUTRON_FIELDS
             if (value := getattr(args, name, None)) is not None}
-    diff = {key: value for key, value in want.items() if have.get(key) != value}
-    if not diff:
-        return []
-    shown = " ".join(f"{k}={v}" for k, v in sorted(diff.items()))
-    return [Change(f"record Neutron settings in Open_vSwitch external_ids: {shown}",
-                   lambda: ovs.set_config(diff))]
+    return settings_changes(ovs, want, "Neutron settings")

@@ -96,17 +96,11 @@ def cmd_node_init(args: argparse.Namespace) -> int:
 
 def _daemon_setting_changes(ovs: Ovs, args: argparse.Namespace) -> list[Change]:
     """Record the daemon settings given on the command line that differ from the node's."""
-    from ovn_underlay.node.uplink import Change
+    from ovn_underlay.node.uplink import settings_changes
 
-    have = ovs.get_config()
     want = {node_config.key_of(name): str(value) for name in node_config.DAEMON_FIELDS
             if (value := getattr(args, name, None)) is not None}
-    diff = {key: value for key, value in want.items() if have.get(key) != value}
-    if not diff:
-        return []
-    shown = " ".join(f"{k}={v}" for k, v in sorted(diff.items()))
-    return [Change(f"record daemon settings in Open_vSwitch external_ids: {shown}",
-                   lambda: ovs.set_config(diff))]
+    return settings_changes(ovs, want, "daemon settings")
 
 
 def conflist(args: argparse.Namespace) -> dict[str, Any]:

@@ -75,6 +75,17 @@ def vlan_filtering_supported() -> bool:
     return bool(result and result[0])
 
 
+def settings_changes(ovs: Ovs, want: dict[str, str], what: str) -> list[Change]:
+    """The change that records the ``want`` entries the node's external_ids lack (or none)."""
+    have = ovs.get_config()
+    diff = {key: value for key, value in want.items() if have.get(key) != value}
+    if not diff:
+        return []
+    shown = " ".join(f"{k}={v}" for k, v in sorted(diff.items()))
+    return [Change(f"record {what} in Open_vSwitch external_ids: {shown}",
+                   lambda: ovs.set_config(diff))]
+
+
 class NodeInit:
     """Plans and applies node-init for ``cfg`` on the node reached through ``ovs``."""
 
@@ -102,14 +113,7 @@ class NodeInit:
         return changes
 
     def _config_changes(self) -> list[Change]:
-        want = to_external_ids(self.cfg, _NODE_FIELDS)
-        have = self.ovs.get_config()
-        diff = {k: v for k, v in want.items() if have.get(k) != v}
-        if not diff:
-            return []
-        shown = " ".join(f"{k}={v}" for k, v in sorted(diff.items()))
-        return [Change(f"record settings in Open_vSwitch external_ids: {shown}",
-                       lambda: self.ovs.set_config(diff))]
+        return settings_changes(self.ovs, to_external_ids(self.cfg, _NODE_FIELDS), "settings")
 
     def _bridge_changes(self, uplink_mac: str) -> list[Change]:
         bridge, datapath = self.cfg.bridge, self.cfg.datapath
