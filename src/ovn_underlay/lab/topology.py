@@ -263,23 +263,17 @@ class Lab:
     def down(self) -> list[str]:
         """Remove everything ``up`` made, also after a crash; return what was removed."""
         removed: list[str] = []
-        state = None
         try:
             state = self.load()
         except LabError:
             state = None
-        if state is not None:
-            for _owner, pidfiles in self._pidfiles(state):
-                for name, pidfile in pidfiles.items():
-                    pid = daemons.read_live_pid(Path(pidfile))
-                    if pid is not None:
-                        daemons.stop_pid(pid)
-                        removed.append(f"process {name} ({pid})")
-        for stray in sorted(self.dir.rglob("*.pid")) if self.dir.exists() else []:
-            pid = daemons.read_live_pid(stray)
+        # Every daemon's pid file lies under the run dir, also those lab.json did not
+        # record yet when up was interrupted.
+        for pidfile in sorted(self.dir.rglob("*.pid")) if self.dir.exists() else []:
+            pid = daemons.read_live_pid(pidfile)
             if pid is not None:
                 daemons.stop_pid(pid)
-                removed.append(f"process {stray.stem} ({pid})")
+                removed.append(f"process {pidfile.stem} ({pid})")
         names = set(state.namespaces if state else []) | set(self._own_namespaces())
         for ns in sorted(names):
             if netns.exists(ns):
