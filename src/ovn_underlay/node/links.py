@@ -40,6 +40,14 @@ from ovn_underlay.node import nsenter
 IFNAMSIZ = 16
 IFF_UP = 0x1
 IFF_NOARP = 0x80
+IFF_PROMISC = 0x100
+HOST_END_FLAGS = IFF_UP | IFF_NOARP | IFF_PROMISC
+"""The node's end of a pod veth is only a port of br-int.  NOARP: with the
+userspace datapath the node's kernel sees the pod's frames on it too, and would
+answer the pod's ARP for the node's own addresses (the management port's)
+there, so the pod's traffic to its node would bypass OVN and its security
+groups.  PROMISC: OVS sets it when it adds the port; set at creation, that is
+not one more link change."""
 RT_SCOPE_UNIVERSE = 0
 RT_TABLE_MAIN = 254
 SIOCETHTOOL = 0x8946
@@ -158,7 +166,7 @@ def plumb_pod(netns_path: str, ifname: str, host_if: str, mac: str, ip_cidr: str
                                 f"{_strerror(errno.EEXIST)}")
         try:
             nsenter.run_in_netns(ns, _configure_pod_end, spec, tx_offload_off)
-            _configure_host_end(rtnl, host_if, tx_offload_off)
+            _configure_host_end(host_if, tx_offload_off)
         except Exception as exc:
             _undo(host_if, exc)
             if isinstance(exc, LinkError):
@@ -354,6 +362,11 @@ def _link_kind(msg: Any) -> str | None:
 def _create_veth(rtnl: _Rtnl, spec: _PodSpec, ns_fd: int, netns_path: str) -> bool:
     """Create the pair: ``host_if`` here, ``ifname`` directly in the namespace ``ns_fd``.
 
+    The host end gets every flag it will have at once (:data:`HOST_END_FLAGS`;
+    the pod end cannot be made up before its peer exists): each later change
+    of a link in the node's namespace makes ovs-vswitchd reconfigure its
+    bridges, which costs CPU in proportion to their ports.
+
     False (nothing made) if either name is taken already.
     """
     mtu = _rtattr(IFLA_MTU, _u32(spec.mtu)) if spec.mtu else b""
@@ -363,7 +376,7 @@ def _create_veth(rtnl: _Rtnl, spec: _PodSpec, ns_fd: int, netns_path: str) -> bo
             + mtu + _rtattr(IFLA_NET_NS_FD, _u32(ns_fd)))
     linkinfo = (_rtattr(IFLA_INFO_KIND, b"veth\0")
                 + _rtattr(IFLA_INFO_DATA, _rtattr(VETH_INFO_PEER, peer)))
-    body = (_IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    body = (_IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, HOST_END_FLAGS, HOST_END_FLAGS)
             + _rtattr(IFLA_IFNAME, spec.host_if.encode() + b"\0") + mtu
             + _rtattr(IFLA_LINKINFO, linkinfo))
     what = f"creating veth {spec.host_if} <-> {spec.ifname}@{netns_path}"
@@ -438,18 +451,10 @@ def _configure_pod_end(spec: _PodSpec, tx_offload_off: bool) -> None:
             + _rtattr(RTA_GATEWAY, spec.gateway.packed) + _rtattr(RTA_OIF, _u32(index)))
 
 
-def _configure_host_end(rtnl: _Rtnl, host_if: str, tx_offload_off: bool) -> None:
-    """In the node's namespace: offload off if asked, NOARP, then up.
-
-    The host end is only a port of br-int.  With the userspace datapath the
-    node's kernel sees the pod's frames on it too, and would answer the pod's
-    ARP for the node's own addresses (the management port's) there: the pod's
-    traffic to its node would then bypass OVN and its security groups.
-    """
-    index = _ifindex(host_if)
+def _configure_host_end(host_if: str, tx_offload_off: bool) -> None:
+    """In the node's namespace: TX checksum offload off if asked (the rest is set at creation)."""
     if tx_offload_off:
         _ethtool_set_tx_csum(host_if, False)
-    _set_flags(rtnl, f"setting {host_if} NOARP and up", index, IFF_NOARP | IFF_UP)
 
 
 def _remove_veth(ipr: Any, name: str) -> bool:
