@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Interface
 
 from ovn_underlay.config import NodeConfig, from_external_ids
-from ovn_underlay.control.base import ControlPlane
+from ovn_underlay.control.base import ControlPlane, PortOwner
 from ovn_underlay.control.factory import connect
 from ovn_underlay.node import arp, links
 from ovn_underlay.node.ovs import Ovs
@@ -66,6 +66,8 @@ class Attached:
 
 
 ControlFactory = Callable[[], ControlPlane]
+OwnerRecorder = Callable[[str, PortOwner | None], None]
+"""Records the pod using a logical port on the control plane (None: none any more)."""
 Unplumb = Callable[[str, str | None, str], None]
 """Removes a pod's veth pair: (host end, pod netns or None, pod ifname)."""
 
@@ -74,11 +76,15 @@ class Attacher:
     """ADD/DEL/CHECK/GC of pod attachments on one node."""
 
     def __init__(self, cfg: NodeConfig, ovs: Ovs, pool: Pool, control: ControlFactory,
-                 readiness_timeout: float = 5.0, unplumb: Unplumb | None = None) -> None:
+                 readiness_timeout: float = 5.0, unplumb: Unplumb | None = None,
+                 record_owner: OwnerRecorder | None = None) -> None:
         """``unplumb`` removes the veth of a DEL (default: at once, links.unplumb_pod).
 
         By then the pod's OVS port is gone, so the node daemon passes one that
         does it in the background: the kernel takes 20-25 ms to delete a veth.
+        ``record_owner`` records a port's pod on the control plane (default: at
+        once, one request each); the daemon passes one that batches them in the
+        background, off the pods' path.
         """
         self.cfg = cfg
         self.ovs = ovs
@@ -87,6 +93,7 @@ class Attacher:
         self._control: ControlPlane | None = None
         self.readiness_timeout = readiness_timeout
         self._unplumb = unplumb or links.unplumb_pod
+        self._record_owner = record_owner or self._record_owner_now
         self.security_groups = PodSecurityGroups(cfg)
 
     @property
@@ -125,9 +132,9 @@ class Attacher:
             self.ovs.add_access_port(self.cfg.bridge, host_if, port.tag,
                                      self._external_ids(att, port, groups))
             undo.callback(self.ovs.del_port, host_if)
-            self.control.set_port_owner(port.lport, att.pod_namespace, att.pod_name,
-                                        att.container_id)
-            undo.callback(self._clear_owner, port.lport)
+            self._record_owner(port.lport, PortOwner(att.pod_namespace, att.pod_name,
+                                                     att.container_id))
+            undo.callback(self._record_owner, port.lport, None)
             if groups:
                 self.control.set_port_security_groups(port.lport, groups)
                 undo.callback(self.control.clear_port_security_groups, port.lport)
@@ -155,9 +162,14 @@ class Attacher:
             ext[EXT_POD_NAME] = att.pod_name
         return ext
 
-    def _clear_owner(self, lport: str) -> None:
+    def _record_owner_now(self, lport: str, owner: PortOwner | None) -> None:
+        if owner is not None:
+            if self.control.record_owners({lport: owner}):
+                raise AttachError(f"logical port {lport} of the pool is missing from the "
+                                  "control plane (or is not an ovn-underlay pool port)")
+            return
         try:
-            self.control.clear_port_owner(lport)
+            self.control.record_owners({lport: None})
         except Exception as exc:  # a stale owner is harmless; the next ADD overwrites it
             LOG.warning("could not clear the owner of %s: %s", lport, exc)
 
@@ -175,7 +187,7 @@ class Attacher:
             self._unplumb(host_if, None, ifname)
             return None
         self._unplumb(host_if, netns or alloc.attachment.netns, ifname)
-        self._clear_owner(alloc.port.lport)
+        self._record_owner(alloc.port.lport, None)
         port = self.pool.release(container_id, ifname)
         LOG.info("DEL %s/%s: port %s back to the pool", container_id[:12], ifname,
                  alloc.port.lport)

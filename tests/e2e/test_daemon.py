@@ -171,7 +171,7 @@ def test_calls_go_through_the_daemon_and_a_pod_works(running: DaemonProcess, nod
                                                    "_count", command=command, result="ok") + 1
     assert count(after, "ovn_underlay_cni_errors_total", command="ADD", code="4") == 1
     assert count(after, "ovn_underlay_control_plane_request_duration_seconds_count",
-                 backend="ovn", operation="set_port_owner", result="ok") >= 1
+                 backend="ovn", operation="record_owners", result="ok") >= 1
     assert count(after, "ovn_underlay_pool_size") == pool_show(node)["stats"]["total"]
     assert in_process_log(node) == log_before, "the shim did the work itself"
 

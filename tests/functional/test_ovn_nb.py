@@ -27,6 +27,7 @@ from ovn_underlay.control.base import (
     Conflict,
     ControlPlaneError,
     ControlPlaneUnavailable,
+    PortOwner,
 )
 from ovn_underlay.control.ovn_nb import OvnNbControlPlane, address_ips
 from ovn_underlay.lab import daemons
@@ -382,7 +383,7 @@ def test_destroy_restores_the_nb_exactly(nb: str, cp: OvnNbControlPlane) -> None
     cp.create_node_network("node2", "198.19.2.0/24", "pods", "vm2", 10)
     cp.create_node_network("node3", "198.19.3.0/24", "pods", "vm2", 10, mgmt_tag=4000)
     cp.add_pool_ports("node1", 3)
-    cp.set_port_owner("node1-p1", "default", "web-0", "c0ffee")
+    cp.record_owners({"node1-p1": PortOwner("default", "web-0", "c0ffee")})
 
     cp.destroy_node_network("node1")
     cp.destroy_node_network("node2")
@@ -406,30 +407,37 @@ def test_get_node_network(nb: str, cp: OvnNbControlPlane) -> None:
 
 # --- owner -----------------------------------------------------------------------------
 
-def test_port_owner_set_and_clear(nb: str, cp: OvnNbControlPlane) -> None:
-    cp.create_node_network("node1", SUBNET, "edge", "vm1", 2)
-    cp.set_port_owner("node1-p1", "default", "web-0", "c0ffee")
-    cp.set_port_owner("node1-p1", "default", "web-0", "c0ffee")
+def test_port_owners_set_and_clear(nb: str, cp: OvnNbControlPlane) -> None:
+    cp.create_node_network("node1", SUBNET, "edge", "vm1", 3)
+    web0 = PortOwner("default", "web-0", "c0ffee")
+    assert cp.record_owners({"node1-p1": web0, "node1-p2": web0}) == []
+    unchanged = dump(nb)
+    assert cp.record_owners({"node1-p1": web0}) == []
+    assert dump(nb) == unchanged
     ids = rows(nb, "Logical_Switch_Port")["node1-p1"]["external_ids"]
     assert ids == {"ovn-underlay:role": "pool", "ovn-underlay:switch": "node1",
                    "ovn-underlay:pod-namespace": "default", "ovn-underlay:pod-name": "web-0",
                    "ovn-underlay:container-id": "c0ffee"}
-    cp.set_port_owner("node1-p1", "default", "web-1", "beef")
-    ids = rows(nb, "Logical_Switch_Port")["node1-p1"]["external_ids"]
+    cp.record_owners({"node1-p1": PortOwner("default", "web-1", "beef"), "node1-p2": None,
+                      "node1-p3": None, "absent": None})
+    ports = rows(nb, "Logical_Switch_Port")
+    ids = ports["node1-p1"]["external_ids"]
     assert (ids["ovn-underlay:pod-name"], ids["ovn-underlay:container-id"]) == ("web-1", "beef")
-
-    cp.clear_port_owner("node1-p1")
-    cp.clear_port_owner("node1-p1")
-    cp.clear_port_owner("absent")
-    assert rows(nb, "Logical_Switch_Port")["node1-p1"]["external_ids"] == {
-        "ovn-underlay:role": "pool", "ovn-underlay:switch": "node1"}
+    for name in ("node1-p2", "node1-p3"):
+        assert ports[name]["external_ids"] == {"ovn-underlay:role": "pool",
+                                               "ovn-underlay:switch": "node1"}
 
 
-def test_port_owner_errors(nb: str, cp: OvnNbControlPlane) -> None:
-    with pytest.raises(ControlPlaneError, match="port absent not found"):
-        cp.set_port_owner("absent", "ns", "pod", "cid")
-    assert_unchanged(nb, dump(nb), lambda: cp.set_port_owner("vm1", "ns", "pod", "cid"),
-                     Conflict, "vm1 is not managed by ovn-underlay")
+def test_port_owners_skip_unknown_and_foreign_ports(nb: str, cp: OvnNbControlPlane) -> None:
+    cp.create_node_network("node1", SUBNET, "edge", "vm1", 1)
+    owner = PortOwner("ns", "pod", "cid")
+    before = dump(nb)
+    assert cp.record_owners({"absent": owner, "vm1": owner, "vm1-gone": None}) == [
+        "absent", "vm1"]
+    assert dump(nb) == before
+    assert cp.record_owners({"absent": owner, "node1-p1": owner}) == ["absent"]
+    assert rows(nb, "Logical_Switch_Port")["node1-p1"]["external_ids"][
+        "ovn-underlay:pod-name"] == "pod"
 
 
 # --- pure helpers of the backend -------------------------------------------------------

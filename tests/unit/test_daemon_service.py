@@ -164,13 +164,13 @@ def test_background_work_keeps_the_key_held() -> None:
 
 
 class RecordingControl:
-    """A control plane that answers add_pool_ports and fails set_port_owner."""
+    """A control plane that answers add_pool_ports and fails record_owners."""
 
     def add_pool_ports(self, switch: str, count: int) -> tuple[ChildPort, ...]:
         return tuple(ChildPort(f"{switch}-p{i}", "0a:58:00:00:00:01", "10.0.0.9", i)
                      for i in range(count))
 
-    def set_port_owner(self, port: str, *_: str) -> None:
+    def record_owners(self, owners: object) -> list[str]:
         raise RuntimeError("NB gone")
 
     def delete_pool_ports(self, switch: str, names: Iterable[str]) -> None:
@@ -186,10 +186,10 @@ def test_control_plane_requests_are_timed_by_operation_and_result() -> None:
     control = timed(inner, "ovn", agent.metrics)  # type: ignore[arg-type]
     assert len(control.add_pool_ports("sw", 2)) == 2
     with pytest.raises(RuntimeError):
-        control.set_port_owner("sw-p1", "ns", "pod", "cid")
+        control.record_owners({"sw-p1": None})
     control.close()
     assert inner.closed
-    for operation, result in (("add_pool_ports", "ok"), ("set_port_owner", "error")):
+    for operation, result in (("add_pool_ports", "ok"), ("record_owners", "error")):
         assert sample(agent, "ovn_underlay_control_plane_request_duration_seconds_count",
                       backend="ovn", operation=operation, result=result) == 1
     assert sample(agent, "ovn_underlay_control_plane_request_duration_seconds_count",

@@ -49,8 +49,9 @@ class FakeControl:
         return NodeNetwork(switch, CFG.subnet, CFG.gateway_ip, "0a:58:0a:09:00:01", "r", "vm1",
                            None, tuple(self.ports.values()))
 
-    def clear_port_owner(self, port: str) -> None:
-        del port
+    def record_owners(self, owners: object) -> list[str]:
+        del owners
+        return []
 
     def close(self) -> None:
         self.closed = True

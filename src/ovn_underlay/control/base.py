@@ -10,7 +10,7 @@ depends on a backend.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +29,15 @@ class ChildPort:
     mac: str
     ip: str
     tag: int
+
+
+@dataclass(frozen=True)
+class PortOwner:
+    """The pod (and its container) using a pool port."""
+
+    pod_namespace: str
+    pod_name: str
+    container_id: str
 
 
 @dataclass(frozen=True)
@@ -87,13 +96,12 @@ class ControlPlane(Protocol):
         """Remove everything the node network consists of; idempotent."""
         ...
 
-    def set_port_owner(self, port: str, pod_namespace: str, pod_name: str,
-                       container_id: str) -> None:
-        """Record which pod (and container) uses ``port``."""
-        ...
+    def record_owners(self, owners: Mapping[str, PortOwner | None]) -> list[str]:
+        """Record which pod uses each port (None: none any more), all in one request.
 
-    def clear_port_owner(self, port: str) -> None:
-        """Forget the pod that used ``port``; idempotent."""
+        Idempotent.  Returns the ports given an owner that do not exist or are
+        not pool ports (they are skipped, the others recorded).
+        """
         ...
 
     def set_port_security_groups(self, port: str, groups: Sequence[str]) -> None:

@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -37,6 +37,7 @@ from ovn_underlay.control.base import (
     ControlPlaneError,
     ControlPlaneUnavailable,
     NodeNetwork,
+    PortOwner,
     check_request,
     find_overlap,
     gateway_ip,
@@ -472,12 +473,10 @@ class NeutronControlPlane(ControlPlane):
 
     # --- pods -----------------------------------------------------------------------
 
-    def set_port_owner(self, port: str, pod_namespace: str, pod_name: str,
-                       container_id: str) -> None:
+    def record_owners(self, owners: Mapping[str, PortOwner | None]) -> list[str]:
         """Nothing to do: the node's pool records the owner (see the module's docstring)."""
-
-    def clear_port_owner(self, port: str) -> None:
-        """Nothing to do: the node's pool records the owner."""
+        del owners
+        return []
 
     def set_port_security_groups(self, port: str, groups: Sequence[str]) -> None:
         """Give ``port`` exactly ``groups`` (names or ids, in the port's project)."""

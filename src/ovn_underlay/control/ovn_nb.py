@@ -43,6 +43,7 @@ from ovn_underlay.control.base import (
     ControlPlaneError,
     ControlPlaneUnavailable,
     NodeNetwork,
+    PortOwner,
     check_request,
     find_overlap,
     gateway_ip,
@@ -472,29 +473,42 @@ class OvnNbControlPlane(ControlPlane):
                 commands.append(self._api.lr_del(router.uuid, if_exists=True))
         self._commit(commands, f"destroy node network {switch}")
 
-    def set_port_owner(self, port: str, pod_namespace: str, pod_name: str,
-                       container_id: str) -> None:
-        """Record the pod using ``port`` in its external_ids (ovn-underlay:pod-*)."""
-        lsp = self._read(lambda: self._find_port(port))
-        if lsp is None:
-            raise ControlPlaneError(f"port {port} not found")
-        if KEY_SWITCH not in lsp.external_ids:
-            raise Conflict(f"port {port} is not managed by ovn-underlay")
-        owner = {KEY_POD_NAMESPACE: pod_namespace, KEY_POD_NAME: pod_name,
-                 KEY_CONTAINER_ID: container_id}
-        if all(lsp.external_ids.get(k) == v for k, v in owner.items()):
-            return
-        self._commit([self._api.db_set(_LSP, port, ("external_ids", owner), if_exists=False)],
-                     f"set the owner of port {port}")
+    def record_owners(self, owners: Mapping[str, PortOwner | None]) -> list[str]:
+        """Set or clear the ovn-underlay:pod-* external_ids of many ports in one transaction.
 
-    def clear_port_owner(self, port: str) -> None:
-        """Remove the pod keys from ``port``'s external_ids; idempotent."""
-        lsp = self._read(lambda: self._find_port(port))
-        if lsp is None or not any(k in lsp.external_ids for k in OWNER_KEYS):
-            return
-        self._commit([self._api.db_remove(_LSP, port, "external_ids", *OWNER_KEYS,
-                                          if_exists=True)],
-                     f"clear the owner of port {port}")
+        Ports already as asked are left out; with nothing to change nothing is
+        committed (no work for ovn-northd).
+        """
+        sets, clears, skipped = self._read(lambda: self._owner_changes(owners))
+        commands = [self._api.db_set(_LSP, port, ("external_ids", ids), if_exists=True)
+                    for port, ids in sets.items()]
+        commands += [self._api.db_remove(_LSP, port, "external_ids", *OWNER_KEYS,
+                                         if_exists=True) for port in clears]
+        if commands:
+            self._commit(commands, f"record the pods of {len(commands)} port(s)")
+        return skipped
+
+    def _owner_changes(self, owners: Mapping[str, PortOwner | None]
+                       ) -> tuple[dict[str, dict[str, str]], list[str], list[str]]:
+        """(owner external_ids to set, ports to clear, ports skipped) for record_owners."""
+        sets: dict[str, dict[str, str]] = {}
+        clears: list[str] = []
+        skipped: list[str] = []
+        for port, owner in owners.items():
+            lsp = self._find_port(port)
+            if lsp is None or KEY_SWITCH not in lsp.external_ids:
+                if owner is not None:
+                    skipped.append(port)
+                continue
+            if owner is None:
+                if any(k in lsp.external_ids for k in OWNER_KEYS):
+                    clears.append(port)
+                continue
+            want = {KEY_POD_NAMESPACE: owner.pod_namespace, KEY_POD_NAME: owner.pod_name,
+                    KEY_CONTAINER_ID: owner.container_id}
+            if any(lsp.external_ids.get(k) != v for k, v in want.items()):
+                sets[port] = want
+        return sets, clears, skipped
 
     def close(self) -> None:
         """Stop the connection's thread and close the connection; idempotent."""

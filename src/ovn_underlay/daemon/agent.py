@@ -8,6 +8,10 @@ the local OVS database's in-memory replica on every request, so
 ``lswitch-setup`` run while the daemon is up takes effect at once; only the
 pool file and the control-plane connection are fixed at start-up.
 
+Pods' owners go to the control plane in batches, in the background
+(:mod:`ovn_underlay.daemon.owners`); at start the daemon queues them all from
+the pool, so a crash leaves no stale owner behind for long.
+
 DEL leaves deleting the pod's veth (20-25 ms in the kernel) to a background
 thread: by then its OVS port is gone and its pool port is free.  That work
 keeps a hold on the pod interface's gate key, so a request for the same
@@ -26,6 +30,7 @@ from ovn_underlay.control.base import ControlPlane
 from ovn_underlay.control.factory import connect
 from ovn_underlay.daemon.gate import KeyedGate
 from ovn_underlay.daemon.metrics import Metrics, timed
+from ovn_underlay.daemon.owners import OwnerWriter
 from ovn_underlay.node import links
 from ovn_underlay.node.ovs import Ovs
 from ovn_underlay.pool import Pool, PoolStats
@@ -53,6 +58,8 @@ class NodeAgent:
         self._control: ControlPlane | None = None
         self._control_key: tuple[str, ...] = ()
         self._cleanup = ThreadPoolExecutor(CLEANUP_THREADS, thread_name_prefix="unplumb")
+        self.owners = OwnerWriter(lambda: self.control(self.config()))
+        self.owners.reconcile(self.pool)
 
     def config(self) -> NodeConfig:
         """The node's settings as they are now."""
@@ -89,7 +96,7 @@ class NodeAgent:
             raise ConfigError(f"the node's pool moved to {cfg.pool_path} since the daemon "
                               f"opened {self.pool_path}: restart the daemon")
         return Attacher(cfg, self.ovs, self.pool, lambda: self.control(cfg), readiness_timeout,
-                        unplumb=self._unplumb_later)
+                        unplumb=self._unplumb_later, record_owner=self.owners.record)
 
     def _unplumb_later(self, host_if: str, netns: str | None, ifname: str) -> None:
         self.gate.extend(host_if)
@@ -106,6 +113,7 @@ class NodeAgent:
     def close(self) -> None:
         """Finish background work and close every connection."""
         self._cleanup.shutdown(wait=True)
+        self.owners.close()
         with self._control_lock:
             if self._control is not None:
                 self._control.close()
