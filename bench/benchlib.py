@@ -56,3 +56,37 @@ def write_report(path: Path | None, name: str, report: dict[str, Any]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nresults: {target}")
+
+
+def cpu_by_process() -> dict[str, tuple[str, float]]:
+    """CPU seconds used so far by every live process: pid -> (command, seconds).
+
+    Kernel workers rename themselves after their current queue, so they are
+    all called "kworker"; "(all CPUs busy)" is the machine's total from /proc/stat.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, tuple[str, float]] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[pid] = (comm.split("/", 1)[0] if comm.startswith("kworker") else comm,
+                    (int(fields[11]) + int(fields[12])) / tick)
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    out["all"] = ("(all CPUs busy)", (sum(ticks) - ticks[3] - ticks[4]) / tick)
+    return out
+
+
+def cpu_delta(before: dict[str, tuple[str, float]], after: dict[str, tuple[str, float]],
+              least: float = 0.02) -> dict[str, float]:
+    """CPU seconds used between two cpu_by_process() snapshots, by command (>= ``least``)."""
+    delta: dict[str, float] = {}
+    for pid, (comm, used) in after.items():
+        delta[comm] = delta.get(comm, 0.0) + used - before.get(pid, (comm, 0.0))[1]
+    return {comm: used for comm, used in sorted(delta.items(), key=lambda kv: -kv[1])
+            if used >= least}

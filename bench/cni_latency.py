@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import statistics
 import subprocess
@@ -105,12 +106,22 @@ def _phase(plan: dict[str, Any], callers: int) -> dict[str, Any]:
 
 
 def _timed_stage(step: Callable[[int], float], count: int, callers: int) -> dict[str, Any]:
+    cpu_before, plugin_before = benchlib.cpu_by_process(), _children_cpu()
     started = time.perf_counter()
     with ThreadPoolExecutor(callers) as pool:
         samples = list(pool.map(step, range(count)))
     wall = time.perf_counter() - started
+    cpu = benchlib.cpu_delta(cpu_before, benchlib.cpu_by_process())
+    cpu["plugin binary"] = _children_cpu() - plugin_before
     return {"samples_ms": [s * 1000 for s in samples], "wall_s": wall,
-            "calls_per_s": count / wall}
+            "calls_per_s": count / wall,
+            "cpu_ms_per_call": {k: v * 1000 / count for k, v in cpu.items()}}
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the plugin processes this harness ran and waited for."""
+    times = os.times()
+    return times.children_user + times.children_system
 
 
 def _call(plan: dict[str, Any], command: str, container_id: str, netns: str,
@@ -252,6 +263,7 @@ def _report(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> dict[s
                       f"{st['p99']:7.1f} {st['max']:7.1f} {st['calls_per_s']:8.1f}")
             if "gateway_ping" in phase and not phase["gateway_ping"]:
                 print(f"{mode}: WARNING: the first pod did not reach its gateway")
+    _print_cpu(runs)
     ratios = _ratios(table)
     if ratios:
         print("\nours / reference:")
@@ -261,6 +273,18 @@ def _report(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> dict[s
     return {"machine": benchlib.machine(), "params": {k: v for k, v in vars(args).items()
                                               if k not in ("inside", "json")},
             "table": table, "ratios": ratios, "runs": runs}
+
+
+def _print_cpu(runs: dict[str, dict[str, Any]]) -> None:
+    """Where the CPU of one ADD went, with the most callers, by process."""
+    print("\nCPU per ADD (ms), most callers, by process:")
+    for mode, run in runs.items():
+        phase = run["phases"][-1]
+        cpu = phase["commands"]["ADD"]["cpu_ms_per_call"]
+        busy = cpu.pop("(all CPUs busy)", 0.0)
+        top = sorted(cpu.items(), key=lambda kv: -kv[1])[:6]
+        print(f"  {mode:11s} machine {busy:5.1f}: "
+              + ", ".join(f"{name} {used:.1f}" for name, used in top))
 
 
 def _ratios(table: dict[str, Any]) -> dict[str, float]:
