@@ -7,14 +7,20 @@ BIN := $(VENV)/bin
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEB_PACKAGES := openvswitch-switch ovn-central ovn-host iproute2 ethtool iputils-ping \
 	busybox-static containernetworking-plugins podman runc \
-	neutron-common mariadb-server-core mariadb-client-core
+	neutron-common mariadb-server-core mariadb-client-core gcc libc6-dev
 PYTEST_ARGS ?=
+CC ?= cc
+NATIVE_SHIM := src/ovn_underlay/cni/ovn-underlay-cni-shim
 
 .PHONY: all deps debian-deps venv demo test lint unit e2e clean lab-down bench demo-neutron
 
 all: test
 
-deps: debian-deps venv
+deps: debian-deps venv $(NATIVE_SHIM)
+
+# The CNI binary's native front (see its header); node-init --install-cni uses it when built.
+$(NATIVE_SHIM): src/ovn_underlay/cni/shim.c
+	$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
 
 # Installs only the Debian packages that are missing (apt lists refreshed first).
 debian-deps:
@@ -62,4 +68,4 @@ lab-down: venv
 	$(BIN)/ovn-k8s-underlay lab --name demo down
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache $(NATIVE_SHIM)

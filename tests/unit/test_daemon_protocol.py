@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from ovn_underlay.cni import shim
-from ovn_underlay.commands.node import launcher
+from ovn_underlay.commands.node import launcher, native_shim
 from ovn_underlay.daemon import protocol
 from ovn_underlay.daemon.server import UnixServer
 from tests.unit.cni_requests import make_config, make_env
@@ -111,13 +111,27 @@ def daemon(sock: Path) -> Iterator[FakeDaemon]:
     fake.server.close()
 
 
-@pytest.fixture
-def binary(tmp_path: Path, sock: Path) -> Path:
-    """The CNI binary as node-init --install-cni writes it, for this test's socket."""
-    path = tmp_path / "ovn-underlay"
-    path.write_text(launcher(str(sock)))
+def native() -> Path:
+    """The native shim; the test is skipped where it is not built (make builds it)."""
+    path = native_shim()
+    if path is None:
+        pytest.skip("the native shim is not built (make src/ovn_underlay/cni/"
+                    f"{shim.NATIVE_SHIM})")
+    return path
+
+
+def write_binary(path: Path, sock: Path, front: str, reply_timeout: float | None = None) -> Path:
+    """The CNI binary as node-init --install-cni writes it, run by ``front``."""
+    path.write_text(launcher(str(sock), native() if front == "native" else None,
+                             reply_timeout))
     path.chmod(0o755)
     return path
+
+
+@pytest.fixture(params=["python", "native"])
+def binary(request: pytest.FixtureRequest, tmp_path: Path, sock: Path) -> Path:
+    """The CNI binary for this test's socket, with the Python or the native shim in front."""
+    return write_binary(tmp_path / "ovn-underlay", sock, request.param)
 
 
 def run_binary(binary: Path, env: dict[str, str], stdin: bytes) -> subprocess.CompletedProcess[
@@ -187,23 +201,53 @@ def test_a_daemon_that_dies_before_answering_leaves_the_call_to_the_shim(
     thread = threading.Thread(target=crash)
     thread.start()
     try:
-        proc = run_binary(binary, {"CNI_COMMAND": "VERSION"}, b"{}")
+        proc = run_binary(binary, {"CNI_COMMAND": "VERSION"}, b'{"cniVersion": "0.4.0"}')
     finally:
         thread.join()
         listener.close()
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["cniVersion"] == "0.4.0", "the call's stdin was served"
+
+
+@pytest.mark.parametrize("front", ["python", "native"])
+def test_a_silent_daemon_makes_the_binary_answer_try_again(
+        front: str, tmp_path: Path, sock: Path, daemon: FakeDaemon) -> None:
+    daemon.delay = 1.0
+    binary = write_binary(tmp_path / "ovn-underlay", sock, front, reply_timeout=0.2)
+    proc = run_binary(binary, make_env("ADD", "/run/netns/x"), make_config(cniVersion="1.0.0"))
+    assert proc.returncode == 1, proc.stderr
+    error = json.loads(proc.stdout)
+    assert (error["code"], error["cniVersion"]) == (shim.ERR_TRY_AGAIN, "1.0.0")
+    assert f"{sock} within 0.2s" in error["details"]
+    assert len(daemon.calls) == 1, "the call was not served twice"
+
+
+def test_a_large_call_goes_through_whole(daemon: FakeDaemon, binary: Path) -> None:
+    stdin = json.dumps({"cniVersion": "1.1.0", "pad": "x" * (3 << 20)}).encode()
+    daemon.reply = (0, stdin)
+    proc = run_binary(binary, {"CNI_COMMAND": "GC"}, stdin)
     assert proc.returncode == 0
-    assert "supportedVersions" in json.loads(proc.stdout)
+    assert proc.stdout == stdin
+    assert daemon.calls[0][1] == stdin
+
+
+def test_the_native_shim_refuses_a_script_without_its_settings(tmp_path: Path) -> None:
+    script = tmp_path / "ovn-underlay"
+    script.write_text(f"#!{native()}\nprint('hello')\n")
+    script.chmod(0o755)
+    proc = run_binary(script, {"CNI_COMMAND": "VERSION"}, b"{}")
+    assert proc.returncode == 1
+    assert b"lacks #socket:" in proc.stderr and b"--install-cni" in proc.stderr
 
 
 def test_a_daemon_that_does_not_answer_in_time_is_try_again(
         monkeypatch: pytest.MonkeyPatch, sock: Path, daemon: FakeDaemon) -> None:
     daemon.delay = 1.0
-    monkeypatch.setattr(shim, "REPLY_TIMEOUT", 0.2)
     stdin = make_config(cniVersion="1.0.0")
     stdout = io.BytesIO()
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
     monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(stdout))
-    assert shim.main(str(sock)) == 1
+    assert shim.main(str(sock), reply_timeout=0.2) == 1
     sys.stdout.flush()
     error = json.loads(stdout.getvalue())
     assert error["code"] == shim.ERR_TRY_AGAIN

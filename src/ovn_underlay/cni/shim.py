@@ -15,6 +15,10 @@ may still be working on the call, which must not run twice at once.
 
 The installed binary calls :func:`launch`: once the daemon has answered, the
 process ends with ``_exit`` rather than the interpreter's teardown (1-2 ms).
+Where the native shim (``shim.c``, :data:`NATIVE_SHIM`) is built, it is that
+binary's interpreter and does the forwarding itself (~0.5 ms instead of
+Python's ~8 ms start); it runs the script only when Python must take over,
+saying why in its one argument (:data:`IN_PROCESS`, :data:`TIMED_OUT`).
 """
 
 import _socket
@@ -32,37 +36,52 @@ if TYPE_CHECKING:
 
 REPLY_TIMEOUT = 300.0
 ERR_TRY_AGAIN = 11
+NATIVE_SHIM = "ovn-underlay-cni-shim"
+"""The native shim's file name, built from shim.c next to this module."""
+IN_PROCESS = "--in-process"
+"""The daemon broke off: serve the call here (stdin is the call's)."""
+TIMED_OUT = "--timed-out"
+"""The daemon took the call and did not answer in time: report "try again"."""
 _CHUNK = 1 << 16
 
 
-def main(socket_path: str = protocol.DEFAULT_SOCKET) -> int:
+def main(socket_path: str = protocol.DEFAULT_SOCKET,
+         reply_timeout: float = REPLY_TIMEOUT) -> int:
     """Serve one CNI call through the daemon at ``socket_path``, else in-process."""
     stdin = sys.stdin.buffer.read()
-    code = _through_daemon(socket_path, stdin)
+    code = _through_daemon(socket_path, stdin, reply_timeout)
     return _in_process(stdin) if code is None else code
 
 
-def launch(socket_path: str) -> "NoReturn":
+def launch(socket_path: str, reply_timeout: float = REPLY_TIMEOUT) -> "NoReturn":
     """The CNI binary: :func:`main`, then end the process with its exit code.
 
     A call the daemon answered ran nothing but this module, so the process
     ends at once (``_exit``, stdout flushed); one served in-process exits
-    normally, waiting for its libraries' threads and exit handlers.
+    normally, waiting for its libraries' threads and exit handlers.  With
+    the native shim's :data:`IN_PROCESS` or :data:`TIMED_OUT` argument the
+    daemon is not asked again.
     """
+    mode = sys.argv[1] if len(sys.argv) > 1 else ""
     stdin = sys.stdin.buffer.read()
-    code = _through_daemon(socket_path, stdin)
+    if mode == TIMED_OUT:
+        code: int | None = _timed_out(stdin, socket_path, reply_timeout)
+    elif mode == IN_PROCESS:
+        code = None
+    else:
+        code = _through_daemon(socket_path, stdin, reply_timeout)
     if code is None:
         sys.exit(_in_process(stdin))
     sys.stdout.flush()
     posix._exit(code)
 
 
-def _through_daemon(socket_path: str, stdin: bytes) -> int | None:
+def _through_daemon(socket_path: str, stdin: bytes, reply_timeout: float) -> int | None:
     """Forward the call and print the daemon's answer; its exit code, None if none came."""
     try:
-        raw = _ask(socket_path, protocol.encode_request(posix.environ, stdin))
+        raw = _ask(socket_path, protocol.encode_request(posix.environ, stdin), reply_timeout)
     except TimeoutError:
-        return _timed_out(stdin, socket_path)
+        return _timed_out(stdin, socket_path, reply_timeout)
     if raw is None:
         return None
     try:
@@ -74,7 +93,7 @@ def _through_daemon(socket_path: str, stdin: bytes) -> int | None:
     return code
 
 
-def _ask(path: str, request: bytes) -> bytes | None:
+def _ask(path: str, request: bytes, reply_timeout: float) -> bytes | None:
     """The daemon's raw reply; None if it cannot be reached or breaks off.
 
     TimeoutError once the daemon was sent the request but stays silent.
@@ -82,7 +101,7 @@ def _ask(path: str, request: bytes) -> bytes | None:
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.connect(path)
-        sock.settimeout(REPLY_TIMEOUT)
+        sock.settimeout(reply_timeout)
         sock.sendall(request)
         sock.shutdown(_socket.SHUT_WR)
         chunks = []
@@ -117,7 +136,7 @@ def _plugin(req: "Request") -> "Plugin":
     return make_plugin(req)
 
 
-def _timed_out(stdin: bytes, socket_path: str) -> int:
+def _timed_out(stdin: bytes, socket_path: str, reply_timeout: float) -> int:
     """Report a daemon that took the call but did not answer (CNI error 11, try again)."""
     import json
 
@@ -128,7 +147,7 @@ def _timed_out(stdin: bytes, socket_path: str) -> int:
     except CniError:
         version = reply_version({})
     err = CniError(ERR_TRY_AGAIN, "the ovn-underlay daemon did not answer",
-                   f"no reply on {socket_path} within {REPLY_TIMEOUT:g}s")
+                   f"no reply on {socket_path} within {reply_timeout:g}s")
     sys.stdout.write(json.dumps(err.to_dict(version), indent=2) + "\n")
     return 1
 
