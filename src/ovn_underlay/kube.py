@@ -15,6 +15,8 @@ import json
 import os
 import ssl
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -200,3 +202,32 @@ class KubeClient:
                        f"{quote(name, safe='')}")
         annotations = (pod.get("metadata") or {}).get("annotations") or {}
         return {str(k): str(v) for k, v in annotations.items()}
+
+
+CLIENT_MAX_AGE = 60.0
+"""Seconds a cached client is reused: a tokenFile it read may have been rotated since."""
+_clients: dict[str, tuple[tuple[int, int, int], float, KubeClient]] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for(path: str) -> KubeClient:
+    """A client for the kubeconfig at ``path``, reused while the file is unchanged.
+
+    Parsing the kubeconfig and building its TLS context costs milliseconds;
+    the node daemon asks for the same client on every pod start.  A client
+    is made again when the file changes or after :data:`CLIENT_MAX_AGE`.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise KubeError(f"cannot read kubeconfig {path}: {exc.strerror}") from exc
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    now = time.monotonic()
+    with _clients_lock:
+        cached = _clients.get(path)
+    if cached is not None and cached[0] == stamp and now - cached[1] < CLIENT_MAX_AGE:
+        return cached[2]
+    client = KubeClient(load_kubeconfig(path))
+    with _clients_lock:
+        _clients[path] = (stamp, now, client)
+    return client

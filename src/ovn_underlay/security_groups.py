@@ -54,7 +54,7 @@ class PodSecurityGroups:
         from ovn_underlay import kube
 
         try:
-            client = kube.KubeClient(kube.load_kubeconfig(self.cfg.kubeconfig))
+            client = kube.client_for(self.cfg.kubeconfig)
             annotations = client.pod_annotations(att.pod_namespace or "default", att.pod_name)
         except kube.PodNotFound:
             LOG.warning("pod %s/%s is not in the Kubernetes API: no security-group "

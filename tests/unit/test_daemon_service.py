@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 
 import pytest
 
@@ -50,11 +51,11 @@ class FakeAgent:
         self.most_at_once: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def attacher(self, ovsdb: str, readiness_timeout: float,
-                 need_network: bool = True) -> FakeAttacher:
+    def lend_attacher(self, ovsdb: str, readiness_timeout: float,
+                      need_network: bool = True) -> AbstractContextManager[FakeAttacher]:
         if self.fail is not None:
             raise self.fail
-        return FakeAttacher(self)
+        return nullcontext(FakeAttacher(self))
 
     def enter(self, container_id: str) -> None:
         with self._lock:

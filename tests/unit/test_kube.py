@@ -137,6 +137,20 @@ def test_an_unreachable_api_is_unavailable() -> None:
                                                    f"http://127.0.0.1:{port}: .*refused"):
         client.pod_annotations("web", "front-0")
 
+def test_a_client_is_reused_until_its_kubeconfig_changes_or_ages(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "kubeconfig"
+    path.write_text(kubeconfig("http://api-one"))
+    first = kube.client_for(str(path))
+    assert kube.client_for(str(path)) is first
+    path.write_text(kubeconfig("http://api-number-two"))
+    second = kube.client_for(str(path))
+    assert second is not first and second.cfg.server == "http://api-number-two"
+    monkeypatch.setattr(kube, "CLIENT_MAX_AGE", 0.0)
+    assert kube.client_for(str(path)) is not second
+    with pytest.raises(kube.KubeError, match="cannot read kubeconfig"):
+        kube.client_for(str(tmp_path / "absent"))
+
 
 def test_parse_groups_keeps_order_and_drops_repeats_and_blanks() -> None:
     assert parse_groups("web, db ,web,,") == ("web", "db")

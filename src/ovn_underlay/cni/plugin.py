@@ -10,7 +10,7 @@ settings (see :mod:`ovn_underlay.config`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -73,16 +73,23 @@ def _number(config: dict[str, Any], key: str, default: float) -> float:
     return float(value)
 
 
+AttacherSource = Callable[[str, float, bool], AbstractContextManager[Attacher]]
+"""The Attacher of one call, from (OVS database, readiness timeout, need_network):
+:func:`~ovn_underlay.attachments.node_attacher` connects for the call; the
+node daemon lends one on its long-lived connections."""
+
+
 class UnderlayPlugin:
     """One CNI invocation's plugin, built from the network configuration."""
 
-    def __init__(self, req: Request) -> None:
+    def __init__(self, req: Request, attachers: AttacherSource = node_attacher) -> None:
         self.ovsdb = str(req.config.get("ovsdb", node_config.DEFAULT_OVSDB))
         self.readiness_timeout = _number(req.config, "readinessTimeout",
                                          DEFAULT_READINESS_TIMEOUT)
+        self._attachers = attachers
 
     def _attacher(self, need_network: bool = True) -> AbstractContextManager[Attacher]:
-        return node_attacher(self.ovsdb, self.readiness_timeout, need_network)
+        return self._attachers(self.ovsdb, self.readiness_timeout, need_network)
 
     def add(self, req: Request) -> Result:
         """ADD: attach and describe the pod's interface, address and route."""

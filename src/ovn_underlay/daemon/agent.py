@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 
 from ovn_underlay.attachments import Attacher
 from ovn_underlay.config import ConfigError, NodeConfig, from_external_ids
@@ -97,6 +98,11 @@ class NodeAgent:
                               f"opened {self.pool_path}: restart the daemon")
         return Attacher(cfg, self.ovs, self.pool, lambda: self.control(cfg), readiness_timeout,
                         unplumb=self._unplumb_later, record_owner=self.owners.record)
+
+    def lend_attacher(self, ovsdb: str, readiness_timeout: float,
+                      need_network: bool = True) -> AbstractContextManager[Attacher]:
+        """:meth:`attacher` as the CNI plugin takes it (nothing to close afterwards)."""
+        return nullcontext(self.attacher(ovsdb, readiness_timeout, need_network))
 
     def _unplumb_later(self, host_if: str, netns: str | None, ifname: str) -> None:
         self.gate.extend(host_if)

@@ -13,10 +13,9 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from typing import Any
 
-from ovn_underlay.attachments import Attacher
 from ovn_underlay.cni.plugin import UnderlayPlugin
 from ovn_underlay.cni.runner import dispatch
 from ovn_underlay.cni.spec import (
@@ -35,18 +34,6 @@ from ovn_underlay.node.links import host_ifname
 LOG = logging.getLogger(__name__)
 GATED = ("ADD", "DEL", "CHECK")
 CHANGES_POOL = ("ADD", "DEL", "GC")
-
-
-class DaemonPlugin(UnderlayPlugin):
-    """The CNI plugin with the daemon's shared connections instead of per-call ones."""
-
-    def __init__(self, req: Request, agent: NodeAgent) -> None:
-        super().__init__(req)
-        self._agent = agent
-
-    def _attacher(self, need_network: bool = True) -> AbstractContextManager[Attacher]:
-        return nullcontext(self._agent.attacher(self.ovsdb, self.readiness_timeout,
-                                                need_network))
 
 
 class CniService:
@@ -89,7 +76,7 @@ class CniService:
                 if request.command in GATED else nullcontext())
         try:
             with gate:
-                return dispatch(DaemonPlugin(request, self.agent), request)
+                return dispatch(UnderlayPlugin(request, self.agent.lend_attacher), request)
         finally:
             if request.command in CHANGES_POOL:
                 self._pool_changed()
