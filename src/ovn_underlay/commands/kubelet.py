@@ -6,15 +6,14 @@ import argparse
 import json
 
 from ovn_underlay.attachments import node_attacher
-from ovn_underlay.commands.node import load, open_ovs
+from ovn_underlay.commands.node import node_settings
 from ovn_underlay.kubelet import IFNAME, check_container_id, container_netns
 from ovn_underlay.pool import Attachment, Pool
 
 
 def cmd_init(args: argparse.Namespace) -> int:
     """Succeed when the node is set up for pods (settings and network present)."""
-    with open_ovs(args) as ovs:
-        cfg = load(ovs)
+    cfg = node_settings(args)
     cfg.require("switch", "subnet", "gateway_ip")
     return 0
 
@@ -31,8 +30,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """Print ``{"ip": ...}`` of the container's eth0 (exit 1 when not attached)."""
     cid = check_container_id(args.container_id)
-    with open_ovs(args) as ovs:
-        cfg = load(ovs)
+    cfg = node_settings(args)
     with Pool(cfg.pool_path) as pool:
         alloc = pool.find(cid, IFNAME)
     if alloc is None:

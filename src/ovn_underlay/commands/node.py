@@ -44,6 +44,12 @@ def load(ovs: Ovs) -> NodeConfig:
     return node_config.from_external_ids(ovs.get_config())
 
 
+def node_settings(args: argparse.Namespace) -> NodeConfig:
+    """The node's settings, read from its local Open_vSwitch database (``--ovsdb``)."""
+    with open_ovs(args) as ovs:
+        return load(ovs)
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     names = {f.name for f in fields(NodeConfig)}
     return {k: v for k, v in vars(args).items() if k in names and v is not None}
@@ -181,8 +187,7 @@ def install_cni(args: argparse.Namespace, dry_run: bool,
 
 def cmd_config_show(args: argparse.Namespace) -> int:
     """Print the node's settings."""
-    with open_ovs(args) as ovs:
-        cfg = load(ovs)
+    cfg = node_settings(args)
     if args.json:
         print(json.dumps(asdict(cfg), indent=2))
         return 0
@@ -248,8 +253,7 @@ def cmd_lswitch_destroy(args: argparse.Namespace) -> int:
 
 def cmd_pool_show(args: argparse.Namespace) -> int:
     """Print the pool: every port, free or held by whom."""
-    with open_ovs(args) as ovs:
-        cfg = load(ovs)
+    cfg = node_settings(args)
     with Pool(cfg.pool_path) as pool:
         stats = pool.stats()
         held = {a.port.lport: a for a in pool.allocations()}

@@ -9,7 +9,7 @@ import sys
 import threading
 
 from ovn_underlay import pool_fill
-from ovn_underlay.commands.node import load, open_ovs
+from ovn_underlay.commands.node import node_settings
 from ovn_underlay.config import ConfigError, NodeConfig
 from ovn_underlay.control.factory import connect
 
@@ -30,8 +30,7 @@ def finish(args: argparse.Namespace, made: int, target: int) -> str:
     """After lswitch-setup: fill the rest now (--wait) or in the background; say which."""
     if made >= target:
         return ""
-    with open_ovs(args) as ovs:
-        cfg = load(ovs)
+    cfg = node_settings(args)
     if args.wait:
         have = _fill(cfg, target, cfg.pool_batch)
         return f"pool filled: {have} ports"
@@ -55,8 +54,7 @@ def _fill(cfg: NodeConfig, target: int, batch: int) -> int:
 
 def cmd_pool_fill(args: argparse.Namespace) -> int:
     """Create ports until the pool has its size (in the foreground)."""
-    with open_ovs(args) as ovs:
-        cfg = load(ovs)
+    cfg = node_settings(args)
     cfg.require("switch")
     target = args.size if args.size is not None else cfg.pool_size
     if target <= 0:
