@@ -117,7 +117,7 @@ class Attacher:
     # -- ADD -------------------------------------------------------------------
     def add(self, att: Attachment) -> Attached:
         """Attach the pod; idempotent for the same container and interface."""
-        started = time.monotonic()
+        steps = _Stopwatch()
         alloc = self.pool.acquire(att)
         port = alloc.port
         host_if = links.host_ifname(att.container_id, att.ifname)
@@ -126,28 +126,34 @@ class Attacher:
             if alloc.state != "attached":
                 undo.callback(self.pool.release, att.container_id, att.ifname)
             groups = self.security_groups.groups_for(att)
+            steps.lap("pool")
             links.plumb_pod(att.netns, att.ifname, host_if, port.mac, attached.ip_cidr,
                             port.gateway, self.cfg.mtu, self.tx_offload_off)
             undo.callback(links.unplumb_pod, host_if, att.netns, att.ifname)
+            steps.lap("veth")
             self.ovs.add_access_port(self.cfg.bridge, host_if, port.tag,
                                      self._external_ids(att, port, groups))
             undo.callback(self.ovs.del_port, host_if)
+            steps.lap("ovs")
             self._record_owner(port.lport, PortOwner(att.pod_namespace, att.pod_name,
                                                      att.container_id))
             undo.callback(self._record_owner, port.lport, None)
             if groups:
                 self.control.set_port_security_groups(port.lport, groups)
                 undo.callback(self.control.clear_port_security_groups, port.lport)
+            steps.lap("control")
             if not arp.announce_and_probe(att.netns, att.ifname, port.ip, port.mac,
                                           port.gateway, self.readiness_timeout):
                 raise NotReady(f"gateway {port.gateway} did not answer ARP from "
                                f"{att.ifname} ({port.ip}, VLAN {port.tag}, port "
                                f"{port.lport}) within {self.readiness_timeout:.1f}s")
+            steps.lap("ready")
             self.pool.mark_attached(att.container_id, att.ifname)
             undo.pop_all()
-        LOG.info("ADD %s/%s pod %s/%s: port %s %s tag %d in %.0f ms", att.container_id[:12],
+        steps.lap("pool")
+        LOG.info("ADD %s/%s pod %s/%s: port %s %s tag %d in %s", att.container_id[:12],
                  att.ifname, att.pod_namespace, att.pod_name, port.lport, attached.ip_cidr,
-                 port.tag, (time.monotonic() - started) * 1000)
+                 port.tag, steps)
         return attached
 
     def _external_ids(self, att: Attachment, port: PoolPort,
@@ -260,6 +266,25 @@ class Attacher:
                 self.ovs.del_port(info.name)
                 links.unplumb_pod(info.name, None, key[1])
         return stale
+
+
+class _Stopwatch:
+    """Time spent per named step, for the log line of a call (steps of one name add up)."""
+
+    def __init__(self) -> None:
+        self._started = self._last = time.monotonic()
+        self._laps: dict[str, float] = {}
+
+    def lap(self, step: str) -> None:
+        """Charge the time since the previous lap to ``step``."""
+        now = time.monotonic()
+        self._laps[step] = self._laps.get(step, 0.0) + now - self._last
+        self._last = now
+
+    def __str__(self) -> str:
+        total = (self._last - self._started) * 1000
+        laps = ", ".join(f"{step} {spent * 1000:.1f}" for step, spent in self._laps.items())
+        return f"{total:.1f} ms ({laps})"
 
 
 @contextlib.contextmanager
