@@ -254,6 +254,14 @@ def test_a_killed_daemon_loses_and_duplicates_no_port(running: DaemonProcess, no
     finished_here = [cid for _, cid in racing
                      if f"container={cid}" in in_process_log(node)[len(log_before):]]
     assert finished_here, "the daemon was killed with ADDs in flight: the shim finishes them"
+    # What a crash before the owners' batch was written leaves in the NB:
+    ports = pool_show(node)["ports"]
+    held = next(p["lport"] for p in ports if p["allocation"])
+    free = next(p["lport"] for p in ports if not p["allocation"])
+    nbctl(node.state.nb, "remove", "Logical_Switch_Port", held, "external_ids",
+          '"ovn-underlay:container-id"')
+    nbctl(node.state.nb, "set", "Logical_Switch_Port", free,
+          "external_ids:ovn-underlay\\:container-id=gone")
     running.start()
     for path, cid, result in first[:2]:
         assert runtime.delete(cid, path, prev_result=result).code == 0
@@ -275,6 +283,18 @@ def test_a_killed_daemon_loses_and_duplicates_no_port(running: DaemonProcess, no
                     f"name={result['interfaces'][0]['name']}")
         assert int(tag) == held[cid]["tag"]
         assert reaches_gateway(path, result)
+    pool_owners = {p["lport"]: p["allocation"]["attachment"]["container_id"]
+                   if p["allocation"] else None for p in shown["ports"]}
+    wait_for("the NB owners to follow the pool", lambda: nb_owners(node) == pool_owners)
+
+
+def nb_owners(node: Node) -> dict[str, str | None]:
+    """The container recorded on each pool port in the NB (None: none)."""
+    listed = json.loads(nbctl(node.state.nb, "--format=json", "--columns=name,external_ids",
+                              "find", "Logical_Switch_Port",
+                              "external_ids:ovn-underlay\\:role=pool"))
+    return {name: dict(ids[1]).get("ovn-underlay:container-id")
+            for name, ids in listed["data"]}
 
 
 def test_the_port_of_a_vanished_pod_is_reclaimed(running: DaemonProcess, node: Node,
