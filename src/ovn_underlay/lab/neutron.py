@@ -66,6 +66,10 @@ bind_host = {host}
 bind_port = {port}
 api_workers = 2
 rpc_workers = 0
+# One request per connection: an eventlet API worker keeps every connection it
+# accepts, so one client's concurrent requests can all land on one worker; in a
+# deployment, the load balancer in front (haproxy) spreads requests over workers.
+wsgi_keep_alive = false
 rpc_state_report_workers = 0
 transport_url = fake:/
 notify_nova_on_port_status_changes = false
