@@ -18,7 +18,9 @@ What a node network is made of (``<switch>`` is the node's switch name):
     ``{"parent_name": <VM port>, "tag": <vlan>}``.
 
   Either way ML2/OVN writes ``parent_name`` and ``tag`` into the port's
-  Northbound row, so the node's plumbing is the same.
+  Northbound row, so the node's plumbing is the same.  These ports are made
+  with ``device_owner`` ``compute:ovn-underlay`` (a pod is an instance, as
+  kuryr's ``compute:kuryr``; a trunk turns it into ``trunk:subport``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ TRUNK = "trunk"
 BINDING_PROFILE = "binding-profile"
 MODES = (TRUNK, BINDING_PROFILE)
 ROUTER_INTERFACE = "network:router_interface"
+PORT_OWNER = "compute:ovn-underlay"
+"""``device_owner`` of the ports made here.  Neutron skips its per-port routed-network
+inventory lookup for ``compute:`` ports (measured: ~10 % of a port create's CPU)."""
 
 
 def mgmt_port_name(switch: str) -> str:
