@@ -35,6 +35,8 @@ EXT_POD_NAMESPACE = "ovn-underlay:pod-namespace"
 EXT_POD_NAME = "ovn-underlay:pod-name"
 EXT_SECURITY_GROUPS = "ovn-underlay:security-groups"
 """On the pod's OVS port: the groups its logical port got, to be reset at DEL."""
+DATAPATH_TIMEOUT = 5.0
+"""How long a DEL waits for ovs-vswitchd to take the pod's port out of the datapath."""
 
 
 class AttachError(Exception):
@@ -181,12 +183,20 @@ class Attacher:
 
     # -- DEL -------------------------------------------------------------------
     def delete(self, container_id: str, ifname: str, netns: str | None) -> PoolPort | None:
-        """Detach the pod and free its port; fine when nothing is attached."""
+        """Detach the pod and free its port; fine when nothing is attached.
+
+        The port goes back to the pool only once ovs-vswitchd has taken the
+        pod's OVS port out of the datapath, so that the next pod given it (same
+        VLAN tag, address and MAC) never shares the wire with this one.
+        """
         alloc = self.pool.find(container_id, ifname)
         host_if = links.host_ifname(container_id, ifname)
         if alloc is not None:
             self._reset_security_groups(host_if, alloc.port.lport)
         self.ovs.del_port(host_if)
+        if not self.ovs.wait_applied(DATAPATH_TIMEOUT):
+            LOG.warning("DEL %s/%s: ovs-vswitchd has not applied the removal of port %s "
+                        "within %gs", container_id[:12], ifname, host_if, DATAPATH_TIMEOUT)
         if alloc is None:
             # Not ours (e.g. DEL after an ADD that failed validation): only our host
             # end may go, never an interface of that name in the pod.

@@ -10,7 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -150,6 +150,7 @@ def test_del_port_is_idempotent(ovs: Ovs, db: str) -> None:
     assert vsctl(db, "list-ports", "br-int") == ""
     assert vsctl(db, "--columns=name", "find", "Interface", "name=oulpod1") == ""
     assert ovs.port("oulpod1") is None
+    assert not ovs.wait_applied(0.05)  # no ovs-vswitchd here to apply it: reported, not hung
 
 
 def test_config(ovs: Ovs, db: str) -> None:
@@ -181,8 +182,16 @@ def test_two_databases_stay_apart(ovsdb_factory: Any) -> None:
         b.close()
 
 
+class Vswitchd(NamedTuple):
+    """An ovs-vswitchd running in a namespace of its own."""
+
+    netns: str
+    ctl: str
+    """Its control socket (ovs-appctl -t)."""
+
+
 @pytest.fixture
-def vswitchd_netns(tmp_path: Path, db: str) -> Iterator[str]:
+def vswitchd(tmp_path: Path, db: str) -> Iterator[Vswitchd]:
     """A namespace running ovs-vswitchd on ``db``; both gone afterwards."""
     ns = f"oult-d-ovs-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -191,7 +200,7 @@ def vswitchd_netns(tmp_path: Path, db: str) -> Iterator[str]:
     daemon = None
     try:
         daemon = daemons.start_vswitchd("vswitchd", rundir, db, ns)
-        yield ns
+        yield Vswitchd(ns, str(daemon.ctl))
     finally:
         pid = daemon.pid() if daemon is not None else None
         if pid is not None:
@@ -200,8 +209,8 @@ def vswitchd_netns(tmp_path: Path, db: str) -> Iterator[str]:
 
 
 @needs_netns
-def test_ports_reach_the_userspace_datapath(ovs: Ovs, vswitchd_netns: str) -> None:
-    ns = vswitchd_netns
+def test_ports_reach_the_userspace_datapath(ovs: Ovs, vswitchd: Vswitchd) -> None:
+    ns = vswitchd.netns
     ovs.ensure_bridge("br-int", "netdev")
     subprocess.run(["ip", "-n", ns, "link", "add", "oulpod1", "type", "veth", "peer", "name",
                     "pod-eth0"], check=True)
@@ -219,3 +228,26 @@ def test_ports_reach_the_userspace_datapath(ovs: Ovs, vswitchd_netns: str) -> No
     ovs.add_access_port("br-int", "oulnodev", 5, {})
     with pytest.raises(OvsError, match="oulnodev"):
         ovs.wait_for_ofport("oulnodev", timeout=0.5)
+
+
+@needs_netns
+def test_a_deleted_port_leaves_the_datapath_before_wait_applied_returns(
+        ovs: Ovs, db: str, vswitchd: Vswitchd) -> None:
+    ovs.ensure_bridge("br-int", "netdev")
+    subprocess.run(["ip", "-n", vswitchd.netns, "link", "add", "oulpod1", "type", "veth",
+                    "peer", "name", "pod-eth0"], check=True)
+    ovs.add_access_port("br-int", "oulpod1", 100, {})
+    ovs.wait_for_ofport("oulpod1", timeout=10)
+    assert "oulpod1" in _datapath_ports(vswitchd)
+    asked = int(vsctl(db, "get", "Open_vSwitch", ".", "next_cfg"))
+    ovs.del_port("oulpod1")
+    assert int(vsctl(db, "get", "Open_vSwitch", ".", "next_cfg")) == asked + 1
+    assert ovs.wait_applied(10)
+    assert int(vsctl(db, "get", "Open_vSwitch", ".", "cur_cfg")) >= asked + 1
+    assert "oulpod1" not in _datapath_ports(vswitchd)
+
+
+def _datapath_ports(vswitchd: Vswitchd) -> str:
+    shown = subprocess.run(["ovs-appctl", "-t", vswitchd.ctl, "dpif/show"],
+                           capture_output=True, text=True, check=True)
+    return shown.stdout

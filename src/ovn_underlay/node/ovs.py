@@ -12,8 +12,9 @@ Where things are written:
 Transactions commit like ``ovs-vsctl --no-wait``: they do not wait for
 ovs-vswitchd to apply them (ovsdbapp's default would block for ``timeout`` when
 no ovs-vswitchd runs).  Use :meth:`Ovs.wait_for_ofport` where the datapath
-port must exist.  Map columns are merged key by key, never replaced, so keys
-that ovn-controller adds (``ovn-installed``) survive a retried call.
+port must exist, :meth:`Ovs.wait_applied` where a deleted one must be gone.
+Map columns are merged key by key, never replaced, so keys that
+ovn-controller adds (``ovn-installed``) survive a retried call.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ovsdbapp import exceptions as ovsdbapp_exc
+from ovsdbapp.backend.ovs_idl import command, idlutils, transaction
 from ovsdbapp.backend.ovs_idl import connection as ovs_connection
-from ovsdbapp.backend.ovs_idl import idlutils, transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 DEFAULT_CONNECTION = "unix:/var/run/openvswitch/db.sock"
@@ -40,6 +41,7 @@ _COLUMNS = {
     "Interface": ["name", "type", "external_ids", "ofport", "error"],
 }
 _POLL_INTERVAL = 0.02
+_APPLIED_POLL_INTERVAL = 0.001
 
 
 class OvsError(Exception):
@@ -69,6 +71,13 @@ class _Transaction(transaction.Transaction):  # type: ignore[misc]
     def pre_commit(self, txn: Any) -> None:
         """Give ovsdbapp's add_port the set it records new interfaces in."""
         txn.expected_ifaces = set()
+
+
+class _RequestReport(command.BaseCommand):  # type: ignore[misc]
+    """Increment ``next_cfg``: ovs-vswitchd copies it to ``cur_cfg`` once it applied the txn."""
+
+    def run_idl(self, txn: Any) -> None:
+        _root_row(self.api.tables).increment("next_cfg")
 
 
 class _Api(impl_idl.OvsdbIdl):  # type: ignore[misc]
@@ -162,9 +171,30 @@ class Ovs:
             txn.add(self._api.db_set("Interface", port, ("type", "")))
 
     def del_port(self, port: str) -> None:
-        """Remove ``port`` from its bridge; a missing port is fine."""
+        """Remove ``port`` from its bridge; a missing port is fine.
+
+        The transaction also asks ovs-vswitchd to report when it has applied it
+        (``next_cfg``), for :meth:`wait_applied`.
+        """
         with self._transaction(f"deleting port {port}") as txn:
             txn.add(self._api.del_port(port, if_exists=True))
+            txn.add(_RequestReport(self._api))
+
+    def wait_applied(self, timeout: float) -> bool:
+        """Wait until ovs-vswitchd has applied every change that asked for a report so far.
+
+        Returns False if it has not within ``timeout`` seconds (or none runs).
+        """
+        with self._read() as tables:
+            wanted = _root_row(tables).next_cfg
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._read() as tables:
+                if _root_row(tables).cur_cfg >= wanted:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_APPLIED_POLL_INTERVAL)
 
     def port(self, port: str) -> PortInfo | None:
         """The port named ``port``, None if there is none."""
