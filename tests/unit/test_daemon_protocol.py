@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import socket
 import stat
@@ -20,7 +21,7 @@ import pytest
 from ovn_underlay.cni import shim
 from ovn_underlay.commands.node import launcher, native_shim
 from ovn_underlay.daemon import protocol
-from ovn_underlay.daemon.server import UnixServer
+from ovn_underlay.daemon.server import UnixServer, is_serving
 from tests.unit.cni_requests import make_config, make_env
 
 # -- the wire format --------------------------------------------------------------------------
@@ -308,3 +309,17 @@ def test_an_unreadable_request_is_dropped_without_an_answer(daemon: FakeDaemon,
         client.shutdown(socket.SHUT_WR)
         assert client.recv(100) == b""
     assert daemon.calls == []
+
+
+def test_a_liveness_probe_is_no_warning(daemon: FakeDaemon, sock: Path,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, "ovn_underlay.daemon.server"):
+        assert is_serving(str(sock))
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(sock))
+            client.sendall(b"junk")
+            client.shutdown(socket.SHUT_WR)
+            assert client.recv(100) == b""
+    assert daemon.calls == []
+    assert caplog.messages == ["dropping a request that could not be read: not an "
+                               "ovn-underlay message (starts with b'junk')"]

@@ -109,7 +109,11 @@ class UnixServer:
         with conn:
             conn.settimeout(READ_TIMEOUT)
             try:
-                env, stdin = protocol.decode_request(_read_all(conn))
+                data = _read_all(conn)
+                if not data:
+                    LOG.debug("a connection closed without a request (a liveness probe)")
+                    return
+                env, stdin = protocol.decode_request(data)
             except (OSError, protocol.ProtocolError) as exc:
                 LOG.warning("dropping a request that could not be read: %s", exc)
                 return
