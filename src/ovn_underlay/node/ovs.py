@@ -20,11 +20,13 @@ ovn-controller adds (``ovn-installed``) survive a retried call.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ovs.db import idl as ovs_idl
 from ovsdbapp import exceptions as ovsdbapp_exc
 from ovsdbapp.backend.ovs_idl import command, idlutils, transaction
 from ovsdbapp.backend.ovs_idl import connection as ovs_connection
@@ -41,7 +43,6 @@ _COLUMNS = {
     "Interface": ["name", "type", "external_ids", "ofport", "error"],
 }
 _POLL_INTERVAL = 0.02
-_APPLIED_POLL_INTERVAL = 0.001
 
 
 class OvsError(Exception):
@@ -71,6 +72,42 @@ class _Transaction(transaction.Transaction):  # type: ignore[misc]
     def pre_commit(self, txn: Any) -> None:
         """Give ovsdbapp's add_port the set it records new interfaces in."""
         txn.expected_ifaces = set()
+
+
+class _Idl(ovs_connection.OvsdbIdl):  # type: ignore[misc]
+    """The IDL, waking :meth:`wait_for_cfg` whenever ovs-vswitchd's ``cur_cfg`` moves."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._applied = threading.Condition()
+        self._cur_cfg = 0
+
+    def notify(self, event: str, row: Any, updates: Any = None) -> None:
+        """Called by the IDL thread (holding the connection's lock) for every row change."""
+        if event != ovs_idl.ROW_DELETE and row._table.name == SCHEMA:
+            self._note_cfg(row.cur_cfg)
+
+    def _note_cfg(self, cur_cfg: int) -> None:
+        with self._applied:
+            if cur_cfg > self._cur_cfg:
+                self._cur_cfg = cur_cfg
+                self._applied.notify_all()
+
+    def wait_for_cfg(self, wanted: int, applied: int, timeout: float) -> bool:
+        """Wait until ``cur_cfg`` reaches ``wanted`` (``applied``: its value as last read).
+
+        Takes only its own lock, never the connection's: the IDL thread takes
+        them in the other order.
+        """
+        self._note_cfg(applied)
+        deadline = time.monotonic() + timeout
+        with self._applied:
+            while self._cur_cfg < wanted:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._applied.wait(remaining)
+            return True
 
 
 class _RequestReport(command.BaseCommand):  # type: ignore[misc]
@@ -186,15 +223,10 @@ class Ovs:
         Returns False if it has not within ``timeout`` seconds (or none runs).
         """
         with self._read() as tables:
-            wanted = _root_row(tables).next_cfg
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._read() as tables:
-                if _root_row(tables).cur_cfg >= wanted:
-                    return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(_APPLIED_POLL_INTERVAL)
+            root = _root_row(tables)
+            wanted, applied = root.next_cfg, root.cur_cfg
+        watcher: _Idl = self._api.ovsdb_connection.idl
+        return watcher.wait_for_cfg(wanted, applied, timeout)
 
     def port(self, port: str) -> PortInfo | None:
         """The port named ``port``, None if there is none."""
@@ -293,7 +325,7 @@ def _connect(connection: str, timeout: float) -> _Api:
         raise OvsUnavailable(f"cannot reach the OVS database at {connection}: {exc}") from exc
     for table, columns in _COLUMNS.items():
         helper.register_columns(table, columns)
-    idl = ovs_connection.OvsdbIdl(connection, helper)
+    idl = _Idl(connection, helper)
     try:
         return _Api(ovs_connection.Connection(idl, timeout))
     except ovsdbapp_exc.OvsdbConnectionUnavailable as exc:
