@@ -189,24 +189,29 @@ class Attacher:
         pod's OVS port out of the datapath, so that the next pod given it (same
         VLAN tag, address and MAC) never shares the wire with this one.
         """
+        steps = _Stopwatch()
         alloc = self.pool.find(container_id, ifname)
         host_if = links.host_ifname(container_id, ifname)
         if alloc is not None:
             self._reset_security_groups(host_if, alloc.port.lport)
         self.ovs.del_port(host_if)
+        steps.lap("ovs")
         if not self.ovs.wait_applied(DATAPATH_TIMEOUT):
             LOG.warning("DEL %s/%s: ovs-vswitchd has not applied the removal of port %s "
                         "within %gs", container_id[:12], ifname, host_if, DATAPATH_TIMEOUT)
+        steps.lap("datapath")
         if alloc is None:
             # Not ours (e.g. DEL after an ADD that failed validation): only our host
             # end may go, never an interface of that name in the pod.
             self._unplumb(host_if, None, ifname)
             return None
         self._unplumb(host_if, netns or alloc.attachment.netns, ifname)
+        steps.lap("veth")
         self._record_owner(alloc.port.lport, None)
         port = self.pool.release(container_id, ifname)
-        LOG.info("DEL %s/%s: port %s back to the pool", container_id[:12], ifname,
-                 alloc.port.lport)
+        steps.lap("pool")
+        LOG.info("DEL %s/%s: port %s back to the pool in %s", container_id[:12], ifname,
+                 alloc.port.lport, steps)
         return port
 
     def _reset_security_groups(self, host_if: str, lport: str) -> None:
