@@ -76,6 +76,8 @@ BULK_STREAMS = 2
 """Bulk POSTs under way at once (a batch is split for them), one per API worker of a
 small server; against 2 workers on 2 CPUs, 4 at once were no faster than 2."""
 ATTEMPTS = 3
+RETRYABLE = (Conflict, ControlPlaneUnavailable)
+"""Failures of a port create that are retried with a fresh plan (others are final)."""
 DESTROY_ATTEMPTS = 6
 RETRY_DELAY = 0.5
 DELETE_THREADS = 4
@@ -346,8 +348,7 @@ class NeutronControlPlane(ControlPlane):
                 return self._create_ports(view, plan)
             except ControlPlaneError as exc:
                 self._remove_named(switch, {name for name, _, _ in plan})
-                if attempt == ATTEMPTS or not isinstance(exc, (Conflict,
-                                                               ControlPlaneUnavailable)):
+                if attempt == ATTEMPTS or not isinstance(exc, RETRYABLE):
                     raise
                 LOG.warning("creating %d ports on %s failed (%s); retry %d of %d", len(plan),
                             switch, exc, attempt, ATTEMPTS - 1)
@@ -386,7 +387,7 @@ class NeutronControlPlane(ControlPlane):
             futures = [pool.submit(create, chunk) for chunk in chunks]
         errors = [exc for exc in (f.exception() for f in futures) if exc is not None]
         if errors:
-            final = [e for e in errors if not isinstance(e, (Conflict, ControlPlaneUnavailable))]
+            final = [e for e in errors if not isinstance(e, RETRYABLE)]
             raise (final or errors)[0]
         return tuple(port for future in futures for port in future.result())
 
