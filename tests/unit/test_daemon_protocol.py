@@ -301,13 +301,18 @@ def test_calls_are_served_in_parallel(daemon: FakeDaemon, binary: Path) -> None:
     assert len(daemon.calls) == 6
 
 
-def test_an_unreadable_request_is_dropped_without_an_answer(daemon: FakeDaemon,
-                                                           sock: Path) -> None:
+def send_raw(sock: Path, data: bytes) -> bytes:
+    """Send ``data`` as it is to the daemon's socket; what it answers."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.connect(str(sock))
-        client.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        client.sendall(data)
         client.shutdown(socket.SHUT_WR)
-        assert client.recv(100) == b""
+        return client.recv(100)
+
+
+def test_an_unreadable_request_is_dropped_without_an_answer(daemon: FakeDaemon,
+                                                           sock: Path) -> None:
+    assert send_raw(sock, b"GET / HTTP/1.0\r\n\r\n") == b""
     assert daemon.calls == []
 
 
@@ -315,11 +320,7 @@ def test_a_liveness_probe_is_no_warning(daemon: FakeDaemon, sock: Path,
                                         caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, "ovn_underlay.daemon.server"):
         assert is_serving(str(sock))
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-            client.connect(str(sock))
-            client.sendall(b"junk")
-            client.shutdown(socket.SHUT_WR)
-            assert client.recv(100) == b""
+        assert send_raw(sock, b"junk") == b""
     assert daemon.calls == []
     assert caplog.messages == ["dropping a request that could not be read: not an "
                                "ovn-underlay message (starts with b'junk')"]
