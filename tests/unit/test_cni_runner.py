@@ -223,6 +223,8 @@ BAD_REQUESTS = [
     pytest.param({"CNI_IFNAME": "averyveryverylongname"}, make_config(), ERR_INVALID_ENV,
                  id="long-ifname"),
     pytest.param({"CNI_IFNAME": "eth 0"}, make_config(), ERR_INVALID_ENV, id="space-ifname"),
+    pytest.param({"CNI_IFNAME": "\u00e9" * 9}, make_config(), ERR_INVALID_ENV,
+                 id="18-byte-ifname"),
     pytest.param({"CNI_CONTAINERID": "-x"}, make_config(), ERR_INVALID_ENV, id="bad-containerid"),
     pytest.param({"CNI_ARGS": "K8S_POD_NAME"}, make_config(), ERR_INVALID_ENV, id="bad-args"),
     pytest.param("ADD", make_config(prevResult={"ips": "x"}), ERR_DECODE, id="bad-prevResult"),

@@ -467,7 +467,15 @@ def test_invalid_ifname(netns: str, ifname: str) -> None:
     assert "CNI_IFNAME" in err.msg
 
 
-@pytest.mark.parametrize("ifname", ["a" * 15, "net1", "eth0.100", "e-t_h"])
+def test_ifname_limit_counts_utf8_bytes(netns: str) -> None:
+    """The kernel's limit is IFNAMSIZ - 1 = 15 bytes: 9 two-byte characters are 18."""
+    err = error_of(make_env("ADD", netns, CNI_IFNAME="\u00e9" * 9), make_config())
+    assert err.code == ERR_INVALID_ENV
+    assert "15 bytes" in err.details
+    assert "18" in err.details
+
+
+@pytest.mark.parametrize("ifname", ["a" * 15, "net1", "eth0.100", "e-t_h", "\u00e9" * 7 + "a"])
 def test_valid_ifname(netns: str, ifname: str) -> None:
     assert parse_request(make_env("ADD", netns, CNI_IFNAME=ifname), make_config()).ifname \
         == ifname

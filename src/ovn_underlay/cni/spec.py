@@ -95,7 +95,7 @@ _REQUIRED_ENV = {
 _ATTACHMENT_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 _NAME_RULE = "it must start with a letter or digit, followed by letters, digits, '_', '.' or '-'"
-_IFNAMSIZ = 16  # Linux interface names hold at most IFNAMSIZ - 1 characters
+_IFNAMSIZ = 16  # Linux interface names hold at most IFNAMSIZ - 1 bytes
 _OWN_NETNS = "/proc/self/ns/net"
 
 
@@ -613,8 +613,9 @@ def _attachment_env(command: str, environ: Mapping[str, str]) -> tuple[str, str,
 
 
 def _check_ifname(ifname: str) -> None:
-    if len(ifname) >= _IFNAMSIZ:
-        problem = f"it is longer than {_IFNAMSIZ - 1} characters"
+    size = len(ifname.encode("utf-8", "surrogateescape"))  # the bytes the kernel is given
+    if size >= _IFNAMSIZ:
+        problem = f"it is {size} bytes long, more than {_IFNAMSIZ - 1} bytes"
     elif ifname in (".", ".."):
         problem = "'.' and '..' are not interface names"
     elif any(char in "/:" or char.isspace() for char in ifname):
