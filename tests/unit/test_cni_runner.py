@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -347,6 +349,30 @@ def test_logs_go_to_log_file(netns: str, tmp_path: Path,
     assert f"container={CONTAINER_ID}" in log_file.read_text()
     assert logging.getLogger().level == logging.DEBUG
     assert capsys.readouterr().err == ""
+
+
+def test_log_file_is_created_private(netns: str, tmp_path: Path) -> None:
+    """cni.log names pods and namespaces: 0600 like the rest of the state, whatever the umask."""
+    log_file = tmp_path / "cni.log"
+    umask = os.umask(0o022)
+    try:
+        code, _ = invoke(Factory(), make_env("ADD", netns), make_config(logFile=str(log_file)))
+    finally:
+        os.umask(umask)
+    assert code == 0
+    assert stat.S_IMODE(log_file.stat().st_mode) == 0o600
+
+
+def test_existing_log_file_keeps_its_mode_and_lines(netns: str, tmp_path: Path) -> None:
+    log_file = tmp_path / "cni.log"
+    log_file.write_text("earlier line\n")
+    log_file.chmod(0o640)
+    code, _ = invoke(Factory(), make_env("ADD", netns), make_config(logFile=str(log_file)))
+    assert code == 0
+    assert stat.S_IMODE(log_file.stat().st_mode) == 0o640
+    lines = log_file.read_text().splitlines()
+    assert lines[0] == "earlier line"
+    assert any(f"container={CONTAINER_ID}" in line for line in lines[1:])
 
 
 def test_errors_before_validation_reach_the_log_file(tmp_path: Path) -> None:

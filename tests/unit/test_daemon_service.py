@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import stat
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 
 import pytest
 
 from ovn_underlay.attachments import Attached
+from ovn_underlay.commands.daemon import _setup_logging
 from ovn_underlay.config import ConfigError
 from ovn_underlay.control.base import ChildPort
 from ovn_underlay.daemon.gate import KeyedGate
@@ -231,3 +236,31 @@ def test_exported_metrics_cover_the_issue(netns: str) -> None:
     buckets = [s for m in agent.metrics.registry.collect() for s in m.samples
                if s.name.endswith("_bucket") and s.labels.get("command") == "ADD"]
     assert float(buckets[0].labels["le"]) == 0.001
+
+
+@pytest.fixture
+def restore_root_logger() -> Iterator[None]:
+    """The daemon's logging set-up replaces the root logger's handlers; put them back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+        if handler not in handlers:
+            handler.close()
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_root_logger")
+def test_daemon_log_file_is_created_private(tmp_path: Path) -> None:
+    log_file = tmp_path / "daemon.log"
+    umask = os.umask(0o022)
+    try:
+        _setup_logging(str(log_file), verbose=False)
+    finally:
+        os.umask(umask)
+    logging.getLogger("ovn_underlay.daemon").info("serving")
+    assert stat.S_IMODE(log_file.stat().st_mode) == 0o600
+    assert "serving" in log_file.read_text()

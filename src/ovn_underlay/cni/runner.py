@@ -25,6 +25,7 @@ from ovn_underlay.cni.spec import (
     reply_version,
     result_to_dict,
 )
+from ovn_underlay.logfile import private_file_handler
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -138,7 +139,7 @@ def _write_json(stdout: TextIO, obj: dict[str, Any]) -> None:
 
 
 def setup_logging(config: Mapping[str, Any]) -> None:
-    """Send logs to ``config["logFile"]`` (else stderr) at ``config["logLevel"]`` (default info).
+    """Send logs to ``config["logFile"]`` (created 0600; else stderr) at ``config["logLevel"]``.
 
     Never logs to stdout.  Calling it again replaces the handler it installed
     before.  An unusable file or level falls back to stderr or info, with a warning.
@@ -160,7 +161,7 @@ def setup_logging(config: Mapping[str, Any]) -> None:
 def _log_handler(log_file: Any, problems: list[str]) -> logging.Handler:
     if log_file:
         try:
-            return logging.FileHandler(str(log_file), encoding="utf-8")
+            return private_file_handler(str(log_file))
         except OSError as exc:
             problems.append(f"cannot open logFile {log_file!r} ({exc}); logging to stderr")
     return logging.StreamHandler(sys.stderr)

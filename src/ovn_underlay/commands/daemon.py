@@ -9,6 +9,7 @@ from types import FrameType
 
 from ovn_underlay.daemon.main import Daemon
 from ovn_underlay.daemon.server import DEFAULT_WORKERS
+from ovn_underlay.logfile import private_file_handler
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(threadName)s]: %(message)s"
 
@@ -34,11 +35,11 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 
 def _setup_logging(log_file: str | None, verbose: bool) -> None:
-    """Info (debug with -v) to ``log_file`` or stderr, with the thread of each line."""
+    """Info (debug with -v) to ``log_file`` (created 0600) or stderr, with each line's thread."""
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    handler: logging.Handler = (logging.FileHandler(log_file, encoding="utf-8") if log_file
+    handler: logging.Handler = (private_file_handler(log_file) if log_file
                                 else logging.StreamHandler())
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
