@@ -23,7 +23,7 @@ from ovn_underlay.daemon.gate import KeyedGate
 from ovn_underlay.daemon.metrics import Metrics, split_address, timed
 from ovn_underlay.daemon.service import CniService
 from ovn_underlay.pool import Attachment, PoolPort, PoolStats
-from tests.unit.cni_requests import CONTAINER_ID, make_config, make_env
+from tests.unit.cni_requests import BAD_CONFIGS, CONTAINER_ID, make_config, make_env
 
 PORT = PoolPort("node1-p3", "0a:58:c0:00:02:09", "192.0.2.9", 24, "192.0.2.1", 3)
 
@@ -117,6 +117,24 @@ def test_version_and_bad_requests_need_no_node(netns: str) -> None:
     assert sample(agent, "ovn_underlay_cni_errors_total", command="invalid", code="4") == 1
     assert sample(agent, "ovn_underlay_cni_request_duration_seconds_count",
                   command="VERSION", result="ok") == 1
+
+
+@pytest.mark.parametrize("stdin", BAD_CONFIGS.values(), ids=list(BAD_CONFIGS))
+def test_bad_plugin_keys_are_invalid_config_without_node_access(netns: str,
+                                                                stdin: bytes) -> None:
+    agent = FakeAgent(fail=AssertionError("no node access expected"))
+    service, _ = make_service(agent)
+    code, out = service.handle(make_env("ADD", netns), stdin)
+    assert code == 1
+    assert json.loads(out)["code"] == 7
+
+
+def test_18_byte_ifname_is_invalid_environment(netns: str) -> None:
+    agent = FakeAgent(fail=AssertionError("no node access expected"))
+    service, _ = make_service(agent)
+    code, out = service.handle(make_env("ADD", netns, CNI_IFNAME="\u00e9" * 9), make_config())
+    assert code == 1
+    assert json.loads(out)["code"] == 4
 
 
 @pytest.mark.parametrize(("fail", "code"), [(ConfigError("node-init first"), 7),

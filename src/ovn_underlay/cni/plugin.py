@@ -1,10 +1,8 @@
 """The CNI plugin: CNI requests onto the node's attachments, errors onto CNI codes.
 
-Network configuration keys (besides the spec's): ``ovsdb`` (the node's local
-Open_vSwitch database, default ``unix:/var/run/openvswitch/db.sock``),
-``readinessTimeout`` (seconds ADD waits for the pod's gateway, default 5),
-``logFile`` and ``logLevel``.  Everything else is read from the node's
-settings (see :mod:`ovn_underlay.config`).
+Network configuration keys (besides the spec's): ``ovsdb``, ``readinessTimeout``,
+``logFile`` and ``logLevel``, validated by :mod:`ovn_underlay.cni.netconf`.
+Everything else is read from the node's settings (see :mod:`ovn_underlay.config`).
 """
 
 from __future__ import annotations
@@ -12,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
 
 from ovn_underlay import config as node_config
 from ovn_underlay.attachments import (
@@ -24,6 +21,7 @@ from ovn_underlay.attachments import (
     node_attacher,
 )
 from ovn_underlay.cni import spec
+from ovn_underlay.cni.netconf import parse_netconf
 from ovn_underlay.cni.spec import CniError, Request, Result
 from ovn_underlay.control.base import ControlPlaneError, ControlPlaneUnavailable
 from ovn_underlay.node.links import LinkError, NetnsNotFound
@@ -31,7 +29,6 @@ from ovn_underlay.node.ovs import OvsError, OvsUnavailable
 from ovn_underlay.pool import Attachment, PoolError, PoolExhausted
 
 LOG = logging.getLogger(__name__)
-DEFAULT_READINESS_TIMEOUT = 5.0
 ERR_ATTACHMENT_DIFFERS = 103
 
 # Most specific first: the first matching class gives the code.
@@ -65,14 +62,6 @@ def cni_errors(what: str) -> Iterator[None]:
         raise
 
 
-def _number(config: dict[str, Any], key: str, default: float) -> float:
-    value = config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise CniError(spec.ERR_INVALID_CONFIG, f"{key} must be a positive number, not "
-                       f"{value!r}")
-    return float(value)
-
-
 AttacherSource = Callable[[str, float, bool], AbstractContextManager[Attacher]]
 """The Attacher of one call, from (OVS database, readiness timeout, need_network):
 :func:`~ovn_underlay.attachments.node_attacher` connects for the call; the
@@ -83,13 +72,12 @@ class UnderlayPlugin:
     """One CNI invocation's plugin, built from the network configuration."""
 
     def __init__(self, req: Request, attachers: AttacherSource = node_attacher) -> None:
-        self.ovsdb = str(req.config.get("ovsdb", node_config.DEFAULT_OVSDB))
-        self.readiness_timeout = _number(req.config, "readinessTimeout",
-                                         DEFAULT_READINESS_TIMEOUT)
+        """Raises CniError(ERR_INVALID_CONFIG) for a bad key of ``req.config``."""
+        self.netconf = parse_netconf(req.config)
         self._attachers = attachers
 
     def _attacher(self, need_network: bool = True) -> AbstractContextManager[Attacher]:
-        return self._attachers(self.ovsdb, self.readiness_timeout, need_network)
+        return self._attachers(self.netconf.ovsdb, self.netconf.readiness_timeout, need_network)
 
     def add(self, req: Request) -> Result:
         """ADD: attach and describe the pod's interface, address and route."""
