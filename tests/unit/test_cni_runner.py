@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 import stat
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from ovn_underlay.cni.netconf import NetConf
+from ovn_underlay.cni.plugin import make_plugin
 from ovn_underlay.cni.runner import Plugin, run, setup_logging
 from ovn_underlay.cni.spec import (
     ERR_DECODE,
@@ -29,7 +32,7 @@ from ovn_underlay.cni.spec import (
     Result,
     Route,
 )
-from tests.unit.cni_requests import CONTAINER_ID, make_config, make_env
+from tests.unit.cni_requests import BAD_CONFIGS, CONTAINER_ID, make_config, make_env
 
 OUR_RESULT = Result(
     interfaces=(Interface("ovn-c0ffee", "0a:58:c0:00:02:09"),
@@ -240,6 +243,8 @@ BAD_REQUESTS = [
                  ERR_INCOMPATIBLE_VERSION, id="status-1.0.0"),
     pytest.param({"CNI_COMMAND": "GC"}, make_config(), ERR_INVALID_CONFIG,
                  id="gc-no-attachments"),
+    *(pytest.param("ADD", stdin, ERR_INVALID_CONFIG, id=name)
+      for name, stdin in BAD_CONFIGS.items()),
 ]
 
 
@@ -260,6 +265,20 @@ def test_bad_request_is_an_error_on_stdout(netns: str, capsys: pytest.CaptureFix
     assert factory.requests == []
     assert factory.plugin.calls == []
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("stdin", BAD_CONFIGS.values(), ids=list(BAD_CONFIGS))
+def test_in_process_call_refuses_bad_keys(netns: str, stdin: bytes) -> None:
+    stdout = io.StringIO()
+    assert run(make_plugin, make_env("ADD", netns), stdin, stdout) == 1
+    assert json.loads(stdout.getvalue())["code"] == ERR_INVALID_CONFIG
+
+
+def test_version_answers_whatever_the_plugin_keys_hold() -> None:
+    code, out = invoke(Factory(), {"CNI_COMMAND": "VERSION"},
+                       make_config(cniVersion="1.0.0", readinessTimeout=math.nan, logFile=5))
+    assert code == 0
+    assert json.loads(out)["cniVersion"] == "1.0.0"
 
 
 def test_error_carries_the_configured_version(netns: str) -> None:
@@ -382,20 +401,40 @@ def test_errors_before_validation_reach_the_log_file(tmp_path: Path) -> None:
     assert "CNI_CONTAINERID" in log_file.read_text()
 
 
+@pytest.mark.parametrize("log_file", [5, "relative/path", "cni.log"])
+def test_bad_log_file_is_refused_and_logs_go_to_stderr(netns: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       log_file: object) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out = invoke(Factory(), make_env("ADD", netns), make_config(logFile=log_file))
+    assert code == 1
+    assert json.loads(out)["code"] == ERR_INVALID_CONFIG
+    assert "logFile" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["netns"]
+
+
+def test_other_bad_keys_are_logged_to_the_log_file(netns: str, tmp_path: Path) -> None:
+    log_file = tmp_path / "cni.log"
+    code, out = invoke(Factory(), make_env("ADD", netns),
+                       make_config(logFile=str(log_file), readinessTimeout=math.inf))
+    assert code == 1
+    assert json.loads(out)["code"] == ERR_INVALID_CONFIG
+    assert "readinessTimeout" in log_file.read_text()
+
+
 def test_setup_logging_replaces_its_own_handler(tmp_path: Path) -> None:
     root = logging.getLogger()
     before = len(root.handlers)
-    setup_logging({})
-    setup_logging({"logFile": str(tmp_path / "a.log"), "logLevel": "WARNING"})
+    setup_logging(NetConf())
+    setup_logging(NetConf(log_file=str(tmp_path / "a.log"), log_level=logging.WARNING))
     assert len(root.handlers) == before + 1
     assert isinstance(root.handlers[-1], logging.FileHandler)
     assert root.level == logging.WARNING
 
 
-def test_setup_logging_falls_back_on_bad_settings(tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    setup_logging({"logFile": str(tmp_path / "missing-dir" / "cni.log"), "logLevel": "chatty"})
+def test_setup_logging_falls_back_on_an_unopenable_file(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    setup_logging(NetConf(log_file=str(tmp_path / "missing-dir" / "cni.log")))
     assert logging.getLogger().level == logging.INFO
-    err = capsys.readouterr().err
-    assert "cannot open logFile" in err
-    assert "unknown logLevel 'chatty'" in err
+    assert "cannot open logFile" in capsys.readouterr().err

@@ -1,8 +1,9 @@
 """The dispatcher a CNI binary's ``main`` calls: parse, call the plugin, reply on stdout.
 
 Stdout carries exactly one JSON document (or nothing): the result of ADD, the
-answer to VERSION, or an error object.  Logs go to the configured file or to
-stderr, and anything the plugin prints is redirected to stderr as well.
+answer to VERSION, or an error object.  Logs go to the configured file, else
+(or when ``logFile`` or ``logLevel`` is bad) to stderr, and anything the plugin
+prints is redirected to stderr as well.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ovn_underlay.cni.netconf import LOG_KEYS, NetConf, parse_netconf
 from ovn_underlay.cni.spec import (
     ERR_INTERNAL,
     SUPPORTED_VERSIONS,
@@ -67,7 +69,7 @@ def run(plugin_factory: Callable[[Request], Plugin], environ: Mapping[str, str],
     any other exception becomes ERR_INTERNAL with its text in ``details``.
     """
     config = _peek_config(stdin)
-    setup_logging(config)
+    setup_logging(_logging_of(config))
     request: Request | None = None
     try:
         request = parse_request(environ, stdin)
@@ -89,6 +91,7 @@ def _execute(plugin_factory: Callable[[Request], Plugin],
     """The reply to a valid request, or None for commands that print nothing."""
     if request.command == "VERSION":
         return {"cniVersion": request.cni_version, "supportedVersions": list(SUPPORTED_VERSIONS)}
+    parse_netconf(request.config)  # a bad key is refused before the plugin is built
     LOG.info("CNI %s network=%s container=%s ifname=%s netns=%s pod=%s/%s", request.command,
              request.network_name, request.container_id, request.ifname, request.netns,
              request.pod_namespace, request.pod_name)
@@ -138,40 +141,41 @@ def _write_json(stdout: TextIO, obj: dict[str, Any]) -> None:
     stdout.flush()
 
 
-def setup_logging(config: Mapping[str, Any]) -> None:
-    """Send logs to ``config["logFile"]`` (created 0600; else stderr) at ``config["logLevel"]``.
+def _logging_of(config: Mapping[str, Any]) -> NetConf:
+    """The logging ``config`` asks for, whatever its other keys hold; stderr and info if bad.
+
+    A bad logging key is reported once the request is parsed (see _execute).
+    """
+    try:
+        return parse_netconf({key: config[key] for key in LOG_KEYS if key in config})
+    except CniError:
+        return NetConf()
+
+
+def setup_logging(netconf: NetConf) -> None:
+    """Send logs to ``netconf.log_file`` (created 0600; else stderr) at ``netconf.log_level``.
 
     Never logs to stdout.  Calling it again replaces the handler it installed
-    before.  An unusable file or level falls back to stderr or info, with a warning.
+    before.  A file that cannot be opened falls back to stderr, with a warning.
     """
     root = logging.getLogger()
     for handler in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(handler)
         handler.close()
     problems: list[str] = []
-    handler = _log_handler(config.get("logFile"), problems)
+    handler = _log_handler(netconf.log_file, problems)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(logging.Formatter(_LOG_FORMAT))
     root.addHandler(handler)
-    root.setLevel(_log_level(config.get("logLevel"), problems))
+    root.setLevel(netconf.log_level)
     for problem in problems:
         LOG.warning("%s", problem)
 
 
-def _log_handler(log_file: Any, problems: list[str]) -> logging.Handler:
+def _log_handler(log_file: str, problems: list[str]) -> logging.Handler:
     if log_file:
         try:
-            return private_file_handler(str(log_file))
+            return private_file_handler(log_file)
         except OSError as exc:
             problems.append(f"cannot open logFile {log_file!r} ({exc}); logging to stderr")
     return logging.StreamHandler(sys.stderr)
-
-
-def _log_level(name: Any, problems: list[str]) -> int:
-    if name is None:
-        return logging.INFO
-    level = logging.getLevelNamesMapping().get(str(name).upper())
-    if level is None:
-        problems.append(f"unknown logLevel {name!r}; using info")
-        return logging.INFO
-    return level
