@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from ovn_underlay.control.base import NodeNetwork
+from ovn_underlay.control.ovn_nb import OvnNbControlPlane
 from ovn_underlay.lab import probe
-from ovn_underlay.lab.cluster import CniRuntime, Node
+from ovn_underlay.lab.cluster import CLUSTER_ROUTER, CniRuntime, Node
 from ovn_underlay.lab.daemons import run
 from ovn_underlay.lab.topology import Lab, LabState, vsctl
 from tests.conftest import PodFactory, skip_unless_lab_possible
@@ -147,6 +149,72 @@ def test_lswitch_destroy_refuses_while_pods_hold_ports_and_leaves_nb_as_found(
     assert view["addrs"] == node_before["addrs"] and view["config"] == node_before["config"]
     assert "oul-mgmt" not in vsctl(node1.vm.ovsdb, "list-ports", "br-int")
     assert CniRuntime(node1).delete(cid, path).code == 0
+
+
+def nb_part_of_setup(node: Node, pool_size: int) -> NodeNetwork:
+    """What an lswitch-setup killed right after its NB transaction leaves: the NB rows only.
+
+    The NB part is made as lswitch-setup makes it: the control plane's
+    create_node_network with the node's settings; nothing is done on the node.
+    """
+    cfg = node.config()
+    control = OvnNbControlPlane(cfg["nb"])
+    try:
+        return control.create_node_network(node.switch, node.subnet, CLUSTER_ROUTER,
+                                           cfg["parent"], pool_size, cfg["mgmt_tag"],
+                                           create_router=True,
+                                           cluster_subnet=cfg["cluster_subnet"] or None)
+    finally:
+        control.close()
+
+
+def nb_network(node: Node) -> NodeNetwork | None:
+    cfg = node.config()
+    control = OvnNbControlPlane(cfg["nb"])
+    try:
+        return control.get_node_network(node.switch)
+    finally:
+        control.close()
+
+
+def test_lswitch_setup_killed_after_the_nb_part_heals_when_run_again(
+        fresh_lab: LabState, node1: Node, pods: PodFactory) -> None:
+    nb_before, node_before = nb_dump(fresh_lab), node_view(node1)
+    planted = nb_part_of_setup(node1, pool_size=4)
+    try:
+        assert nb_dump(fresh_lab) != nb_before
+        assert node_view(node1) == node_before, "the kill left nothing on the node"
+        setup = node1.setup_switch(pool_size=4)
+        assert "4 pool ports" in setup.stdout
+        assert nb_network(node1) == planted, "the NB rows are found, not made again"
+        assert sorted(p["lport"] for p in node1.pool()["ports"]) == sorted(
+            p.name for p in planted.ports)
+        cfg = node1.config()
+        assert (cfg["switch"], cfg["gateway_ip"]) == (node1.switch, planted.gateway_ip)
+        assert planted.mgmt is not None and cfg["mgmt_ip"] == planted.mgmt.ip
+        assert "oul-mgmt" in vsctl(node1.vm.ovsdb, "list-ports", "br-int").split()
+        path, _, result = pods.add(node1)
+        pod = path.rsplit("/", 1)[1]
+        assert probe.ping(pod, planted.gateway_ip)
+        assert probe.tcp(pod, probe.Endpoint("node", node1.vm.netns, planted.mgmt.ip))
+        assert result["ips"][0]["gateway"] == planted.gateway_ip
+    finally:
+        node1.cli("lswitch-destroy", node1.switch, "--force")
+    assert nb_dump(fresh_lab) == nb_before
+
+
+def test_lswitch_destroy_after_a_killed_setup_removes_the_nb_part(fresh_lab: LabState,
+                                                                  node1: Node) -> None:
+    nb_before, node_before = nb_dump(fresh_lab), node_view(node1)
+    nb_part_of_setup(node1, pool_size=4)
+    assert nb_dump(fresh_lab) != nb_before
+    destroyed = node1.cli("lswitch-destroy", node1.switch)
+    assert f"switch {node1.switch} destroyed" in destroyed.stdout
+    assert nb_dump(fresh_lab) == nb_before
+    view = node_view(node1)
+    assert {key: view[key] for key in ("addrs", "config", "bridges")} == {
+        key: node_before[key] for key in ("addrs", "config", "bridges")}
+    assert node1.pool()["stats"]["total"] == 0
 
 
 def test_kubelet_verbs_on_the_same_core(node1: Node, pods: PodFactory) -> None:
