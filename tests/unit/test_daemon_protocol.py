@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import os
+import re
 import socket
 import stat
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import pytest
 
 from ovn_underlay.cni import shim
 from ovn_underlay.commands.node import launcher, native_shim
-from ovn_underlay.daemon import protocol
+from ovn_underlay.daemon import protocol, server
 from ovn_underlay.daemon.server import UnixServer, is_serving
 from tests.unit.cni_requests import make_config, make_env
 
@@ -83,11 +85,11 @@ class FakeDaemon:
     """A real UnixServer whose handler records calls and answers as told."""
 
     def __init__(self, path: Path, reply: tuple[int, bytes] = (0, b'{"ok": true}\n'),
-                 delay: float = 0.0) -> None:
+                 delay: float = 0.0, **server_options: Any) -> None:
         self.calls: list[tuple[dict[str, str], bytes]] = []
         self.reply = reply
         self.delay = delay
-        self.server = UnixServer(str(path), self.handle, workers=8)
+        self.server = UnixServer(str(path), self.handle, workers=8, **server_options)
 
     def handle(self, env: Mapping[str, str], stdin: bytes) -> tuple[int, bytes]:
         self.calls.append((dict(env), stdin))
@@ -100,16 +102,24 @@ def sock(tmp_path: Path) -> Path:
     return tmp_path / "run" / "cni.sock"
 
 
-@pytest.fixture
-def daemon(sock: Path) -> Iterator[FakeDaemon]:
-    fake = FakeDaemon(sock)
+@contextlib.contextmanager
+def serving(fake: FakeDaemon) -> Iterator[FakeDaemon]:
+    """``fake``'s server serving in a thread of its own until the block ends."""
     fake.server.bind()
     thread = threading.Thread(target=fake.server.serve)
     thread.start()
-    yield fake
-    fake.server.stop()
-    thread.join()
-    fake.server.close()
+    try:
+        yield fake
+    finally:
+        fake.server.stop()
+        thread.join()
+        fake.server.close()
+
+
+@pytest.fixture
+def daemon(sock: Path) -> Iterator[FakeDaemon]:
+    with serving(FakeDaemon(sock)) as fake:
+        yield fake
 
 
 def native() -> Path:
@@ -135,11 +145,11 @@ def binary(request: pytest.FixtureRequest, tmp_path: Path, sock: Path) -> Path:
     return write_binary(tmp_path / "ovn-underlay", sock, request.param)
 
 
-def run_binary(binary: Path, env: dict[str, str], stdin: bytes) -> subprocess.CompletedProcess[
-        bytes]:
+def run_binary(binary: Path, env: dict[str, str], stdin: bytes,
+               timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
     """Execute the CNI binary as a runtime does: clean environment, config on stdin."""
     return subprocess.run([str(binary)], input=stdin, env={**env, "PATH": "/usr/bin:/bin"},
-                          capture_output=True, timeout=60, check=False)
+                          capture_output=True, timeout=timeout, check=False)
 
 
 def test_the_shim_forwards_the_call_and_prints_the_daemons_answer(
@@ -324,3 +334,141 @@ def test_a_liveness_probe_is_no_warning(daemon: FakeDaemon, sock: Path,
     assert daemon.calls == []
     assert caplog.messages == ["dropping a request that could not be read: not an "
                                "ovn-underlay message (starts with b'junk')"]
+
+
+# -- idle and slow clients --------------------------------------------------------------------
+
+@contextlib.contextmanager
+def stalled(sock: Path, count: int, sent: bytes = b"") -> Iterator[list[socket.socket]]:
+    """``count`` connections to the daemon that send ``sent`` and then nothing, for the block."""
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            clients.append(client)
+            client.connect(str(sock))
+            client.sendall(sent)
+        time.sleep(0.2)  # the daemon has taken them all in
+        yield clients
+    finally:
+        for client in clients:
+            client.close()
+
+
+def timed_call(daemon: FakeDaemon, binary: Path) -> float:
+    """Seconds the CNI binary takes for a call the daemon answers."""
+    started = time.monotonic()
+    proc = run_binary(binary, {"CNI_COMMAND": "VERSION"}, b"{}", timeout=5)
+    elapsed = time.monotonic() - started
+    assert (proc.returncode, proc.stdout) == daemon.reply
+    return elapsed
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Whether ``predicate`` held within ``timeout`` seconds (tried every 20 ms)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def answered(sock: Path) -> bool:
+    """Whether the daemon answers a request (False if it closes the connection at once)."""
+    try:
+        return send_raw(sock, REQUEST) != b""
+    except OSError:
+        return False
+
+
+def test_idle_connections_do_not_delay_a_call(daemon: FakeDaemon, binary: Path,
+                                              sock: Path) -> None:
+    baseline = timed_call(daemon, binary)
+    with stalled(sock, 200):
+        loaded = timed_call(daemon, binary)
+    assert loaded < 0.5, f"{loaded:.3f}s with 200 idle connections ({baseline:.3f}s without)"
+    assert loaded < baseline + 0.25, f"{loaded:.3f}s with 200 idle, {baseline:.3f}s without"
+    assert len(daemon.calls) == 2
+
+
+def test_clients_stalled_in_the_middle_of_a_request_do_not_delay_others(
+        daemon: FakeDaemon, binary: Path, sock: Path) -> None:
+    baseline = timed_call(daemon, binary)
+    with stalled(sock, 50, REQUEST[:len(REQUEST) // 2]):
+        loaded = timed_call(daemon, binary)
+    assert loaded < 0.5, f"{loaded:.3f}s with 50 stalled clients ({baseline:.3f}s without)"
+    assert loaded < baseline + 0.25, f"{loaded:.3f}s with 50 stalled, {baseline:.3f}s without"
+    assert len(daemon.calls) == 2, "no half request reached the handler"
+
+
+def test_a_connection_is_closed_when_its_request_is_late(
+        sock: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with serving(FakeDaemon(sock, read_timeout=0.3)) as fake, \
+            caplog.at_level(logging.DEBUG, "ovn_underlay.daemon.server"), \
+            stalled(sock, 1) as (idle,), stalled(sock, 1, REQUEST[:-1]) as (half,):
+        for client in (idle, half):
+            client.settimeout(5)
+            assert client.recv(100) == b"", "the daemon closed the connection"
+        assert send_raw(sock, REQUEST) == protocol.encode_reply(*fake.reply)
+    late = [(r.levelno, r.getMessage()) for r in caplog.records if "0.3s" in r.getMessage()]
+    assert sorted(late) == [
+        (logging.DEBUG, "closing a connection that sent nothing in 0.3s"),
+        (logging.WARNING, f"dropping a request that could not be read: {len(REQUEST) - 1} "
+                          "bytes and no end in 0.3s")]
+    assert len(fake.calls) == 1
+
+
+@pytest.mark.parametrize("limit", ["max_connections", "open files"])
+def test_connections_beyond_the_cap_are_closed_at_once(
+        limit: str, sock: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    options = {"max_connections": 4}
+    if limit == "open files":  # a low limit lowers the cap, keeping files for the rest
+        monkeypatch.setattr(server.resource, "getrlimit", lambda _: (server.FD_RESERVE + 4, 4096))
+        options = {}
+    with serving(FakeDaemon(sock, **options)) as fake, \
+            caplog.at_level(logging.WARNING, "ovn_underlay.daemon.server"), \
+            stalled(sock, 4) as held:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as extra:
+            extra.settimeout(1)
+            extra.connect(str(sock))
+            assert extra.recv(100) == b"", "closed at once, not after the read timeout"
+        assert caplog.messages == ["4 connections are open: closing new ones at once until "
+                                   "some end"]
+        held.pop().close()
+        assert wait_until(lambda: answered(sock)), "a slot was freed"
+    assert re.fullmatch(r"accepting connections again \(\d+ closed at once\)",
+                        caplog.messages[-1])
+    assert len(fake.calls) == 1
+
+
+def test_an_oversized_request_is_dropped(daemon: FakeDaemon, sock: Path,
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(protocol, "MAX_MESSAGE", 1000)
+    with caplog.at_level(logging.WARNING, "ovn_underlay.daemon.server"):
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # closed early
+            assert send_raw(sock, protocol.MAGIC + bytes(2000)) == b""
+        assert wait_until(lambda: bool(caplog.messages))
+    assert caplog.messages == ["dropping a request that could not be read: request larger "
+                               "than 1000 bytes"]
+    assert daemon.calls == []
+
+
+def test_stopping_waits_for_the_calls_in_progress_not_for_idle_connections(sock: Path) -> None:
+    fake = FakeDaemon(sock, delay=0.5)
+    replies: list[bytes] = []
+    with serving(fake), stalled(sock, 3) as idle:
+        caller = threading.Thread(target=lambda: replies.append(send_raw(sock, REQUEST)))
+        caller.start()
+        assert wait_until(lambda: bool(fake.calls))
+        started = time.monotonic()
+        fake.server.stop()
+        for client in idle:
+            client.settimeout(5)
+            assert client.recv(100) == b"", "an idle connection is closed on stop"
+        caller.join()
+        stopped = time.monotonic() - started
+    assert replies == [protocol.encode_reply(*fake.reply)], "the call in progress was answered"
+    assert stopped < 2, f"stop took {stopped:.1f}s"
