@@ -182,9 +182,11 @@ def test_the_shim_loads_no_library_beyond_the_standard_one(daemon: FakeDaemon,
 
 def test_without_a_daemon_the_shim_serves_the_call_itself(binary: Path, sock: Path) -> None:
     assert not sock.exists()
-    proc = run_binary(binary, {"CNI_COMMAND": "VERSION"}, b'{"cniVersion": "1.0.0"}')
+    proc = run_binary(binary, {"CNI_COMMAND": "VERSION"}, b'{"cniVersion": "0.4.0"}')
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["supportedVersions"][-1] == "1.1.0"
+    version = json.loads(proc.stdout)
+    assert version["supportedVersions"][-1] == "1.1.0"
+    assert version["cniVersion"] == "0.4.0", "the call's stdin was served"
 
 
 def test_a_stale_socket_file_means_no_daemon(binary: Path, sock: Path) -> None:
@@ -472,3 +474,31 @@ def test_stopping_waits_for_the_calls_in_progress_not_for_idle_connections(sock:
         stopped = time.monotonic() - started
     assert replies == [protocol.encode_reply(*fake.reply)], "the call in progress was answered"
     assert stopped < 2, f"stop took {stopped:.1f}s"
+
+
+@pytest.mark.parametrize("front", ["python", "native"])
+def test_a_runtime_slow_to_write_stdin_holds_no_connection_meanwhile(
+        front: str, tmp_path: Path, sock: Path) -> None:
+    binary = write_binary(tmp_path / "ovn-underlay", sock, front)
+    sock.parent.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(sock))
+        listener.listen(8)
+        listener.setblocking(False)
+        with subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              env={"CNI_COMMAND": "VERSION"}) as proc:
+            assert proc.stdin is not None and proc.stdout is not None
+            time.sleep(0.5)
+            with pytest.raises(BlockingIOError):
+                listener.accept()  # nothing connected while stdin is being written
+            proc.stdin.write(b'{"cniVersion": "1.0.0"}')
+            proc.stdin.close()
+            listener.settimeout(30)
+            conn, _ = listener.accept()
+            with conn:
+                request = b"".join(iter(lambda: conn.recv(1 << 16), b""))
+                conn.sendall(protocol.encode_reply(0, b"answered\n"))
+            assert proc.stdout.read() == b"answered\n"
+            assert proc.wait(timeout=30) == 0
+    env, stdin = protocol.decode_request(request)
+    assert (env["CNI_COMMAND"], stdin) == ("VERSION", b'{"cniVersion": "1.0.0"}')

@@ -15,14 +15,17 @@
  * answer and exit with its code.  It costs ~0.5 ms where starting Python
  * costs ~8 ms of CPU, which matters on a node starting many pods at once.
  *
+ * stdin is read whole before connecting to the daemon, so a runtime slow to
+ * write it holds no connection of the daemon meanwhile.
+ *
  * Whenever the daemon cannot serve the call, Python takes over by running
- * the same script with one argument (see shim.launch):
- *   (none)        no daemon listens: stdin is untouched, the script starts over;
- *   --in-process  the daemon broke off: serve the call in that process;
+ * the same script with one argument (see shim.launch), stdin handed over in
+ * a memfd:
+ *   --in-process  no daemon listens, or it broke off: serve the call in that
+ *                 process;
  *   --timed-out   the daemon took the call but did not answer in time:
  *                 report CNI error 11 (try again; it may still be working).
- * In the last two cases stdin has been read, so it is handed over in a
- * memfd.  The wire format is ovn_underlay/daemon/protocol.py's.
+ * The wire format is ovn_underlay/daemon/protocol.py's.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -142,23 +145,21 @@ static void load_settings(const char *path, struct settings *s)
     s->reply_timeout = strtod(timeout, NULL);
 }
 
-/* Run the script with Python; with `stdin_data`, that becomes its stdin. */
+/* Run the script with Python in `mode`, `stdin_data` as its stdin. */
 static void python(const struct settings *s, const char *script, const char *mode,
                    const struct buf *stdin_data)
 {
-    if (stdin_data != NULL) {
-        int fd = memfd_create("cni-stdin", MFD_CLOEXEC);
-        if (fd < 0)
-            die("memfd_create");
-        for (size_t done = 0; done < stdin_data->len;) {
-            ssize_t n = write(fd, stdin_data->data + done, stdin_data->len - done);
-            if (n < 0 && errno != EINTR)
-                die("writing stdin for Python");
-            done += n > 0 ? (size_t)n : 0;
-        }
-        if (lseek(fd, 0, SEEK_SET) < 0 || dup2(fd, 0) < 0)
-            die("handing stdin to Python");
+    int fd = memfd_create("cni-stdin", MFD_CLOEXEC);
+    if (fd < 0)
+        die("memfd_create");
+    for (size_t done = 0; done < stdin_data->len;) {
+        ssize_t n = write(fd, stdin_data->data + done, stdin_data->len - done);
+        if (n < 0 && errno != EINTR)
+            die("writing stdin for Python");
+        done += n > 0 ? (size_t)n : 0;
     }
+    if (lseek(fd, 0, SEEK_SET) < 0 || dup2(fd, 0) < 0)
+        die("handing stdin to Python");
     char *argv[] = {(char *)s->python, "-IS", (char *)script, (char *)mode, NULL};
     execv(s->python, argv);
     die(s->python);
@@ -243,11 +244,6 @@ int main(int argc, char **argv)
         die(s.socket);
     }
     strcpy(addr.sun_path, s.socket);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        die("socket");
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0)
-        python(&s, script, NULL, NULL);  /* no daemon: Python serves the call */
 
     struct buf in = {0}, request = {0}, env = {0}, reply = {0};
     read_all(0, &in);
@@ -263,6 +259,11 @@ int main(int argc, char **argv)
     append(&request, env.data, env.len);
     append_u32(&request, in.len);
     append(&request, in.data, in.len);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        die("socket");
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0)
+        python(&s, script, "--in-process", &in);  /* no daemon: Python serves the call */
     if (send_all(fd, request.data, request.len) < 0 || shutdown(fd, SHUT_WR) < 0)
         python(&s, script, "--in-process", &in);
     int got = receive(fd, &reply, s.reply_timeout);

@@ -39,7 +39,7 @@ ERR_TRY_AGAIN = 11
 NATIVE_SHIM = "ovn-underlay-cni-shim"
 """The native shim's file name, built from shim.c next to this module."""
 IN_PROCESS = "--in-process"
-"""The daemon broke off: serve the call here (stdin is the call's)."""
+"""No daemon listens or it broke off: serve the call here (stdin is the call's)."""
 TIMED_OUT = "--timed-out"
 """The daemon took the call and did not answer in time: report "try again"."""
 _CHUNK = 1 << 16
