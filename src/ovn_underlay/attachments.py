@@ -8,6 +8,11 @@ the pod's gateway answers ARP.  Each step registers its undo; a failure undoes
 them all in reverse order and leaves the port free.  DEL walks the same steps
 backwards and is idempotent; a crash at any point leaves a pool record from
 which a retried ADD, a DEL or a GC finishes the job.
+
+A call undoes only what it did itself: a repeated ADD of a working pod (as
+runtimes retry) that fails leaves the pod as it was, and a DEL removes the
+pod's veth only through its host end on the node, never by name inside a
+namespace that may belong to another pod by now.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from ovn_underlay.control.base import ControlPlane, PortOwner
 from ovn_underlay.control.factory import connect
 from ovn_underlay.node import arp, links
 from ovn_underlay.node.ovs import Ovs
-from ovn_underlay.pool import Allocation, Attachment, Pool, PoolPort
+from ovn_underlay.pool import ATTACHED, Allocation, Attachment, Pool, PoolPort
 from ovn_underlay.security_groups import PodSecurityGroups
 
 LOG = logging.getLogger(__name__)
@@ -51,6 +56,10 @@ class UnknownAttachment(AttachError):
     """No attachment exists for this container and interface."""
 
 
+class AttachedElsewhere(AttachError):
+    """The container's interface is attached, and alive, in another network namespace."""
+
+
 @dataclass(frozen=True)
 class Attached:
     """What a pod got: its port and the interfaces on both ends."""
@@ -70,8 +79,8 @@ class Attached:
 ControlFactory = Callable[[], ControlPlane]
 OwnerRecorder = Callable[[str, PortOwner | None], None]
 """Records the pod using a logical port on the control plane (None: none any more)."""
-Unplumb = Callable[[str, str | None, str], None]
-"""Removes a pod's veth pair: (host end, pod netns or None, pod ifname)."""
+Unplumb = Callable[[str], object]
+"""Removes a pod's veth pair by its host end."""
 
 
 class Attacher:
@@ -111,38 +120,51 @@ class Attacher:
             self._control.close()
             self._control = None
 
-    @property
-    def tx_offload_off(self) -> bool:
-        """TX checksum offload must be off on veths of a userspace datapath."""
-        return self.cfg.datapath == "netdev"
-
     # -- ADD -------------------------------------------------------------------
     def add(self, att: Attachment) -> Attached:
-        """Attach the pod; idempotent for the same container and interface."""
+        """Attach the pod; idempotent for the same container and interface.
+
+        A repeated ADD of an attached pod that fails undoes only what it made
+        (a veth or OVS port it had to make again): the pool keeps the pod
+        attached, its owner and security groups stay.  An ADD for an
+        attachment recorded in another namespace moves it there if the old one
+        is gone with its veth, and is refused (AttachedElsewhere) while it lives.
+        """
         steps = _Stopwatch()
-        alloc = self.pool.acquire(att)
-        port = alloc.port
         host_if = links.host_ifname(att.container_id, att.ifname)
+        alloc = self.pool.acquire(att)
+        if alloc.attachment.netns != att.netns:
+            alloc = self._rebind(alloc, att, host_if)
+        port = alloc.port
+        repeat = alloc.state == ATTACHED
         attached = Attached(port, host_if, att.ifname, att.netns, self.cfg.mtu)
         with contextlib.ExitStack() as undo:
-            if alloc.state != "attached":
+            if not repeat:
                 undo.callback(self.pool.release, att.container_id, att.ifname)
             groups = self.security_groups.groups_for(att)
             steps.lap("pool")
-            links.plumb_pod(att.netns, att.ifname, host_if, port.mac, attached.ip_cidr,
-                            port.gateway, self.cfg.mtu, self.tx_offload_off)
-            undo.callback(links.unplumb_pod, host_if, att.netns, att.ifname)
+            had_port = self.ovs.port(host_if) is not None
+            made = links.plumb_pod(att.netns, att.ifname, host_if, port.mac, attached.ip_cidr,
+                                   port.gateway, self.cfg.mtu, self.cfg.userspace_datapath)
+            if made or not repeat:
+                undo.callback(links.unplumb_pod, host_if)
             steps.lap("veth")
+            if made and had_port:
+                self._drop_stale_port(host_if)
+                had_port = False
             self.ovs.add_access_port(self.cfg.bridge, host_if, port.tag,
                                      self._external_ids(att, port, groups))
-            undo.callback(self.ovs.del_port, host_if)
+            if not (repeat and had_port):
+                undo.callback(self.ovs.del_port, host_if)
             steps.lap("ovs")
             self._record_owner(port.lport, PortOwner(att.pod_namespace, att.pod_name,
                                                      att.container_id))
-            undo.callback(self._record_owner, port.lport, None)
+            if not repeat:
+                undo.callback(self._record_owner, port.lport, None)
             if groups:
                 self.control.set_port_security_groups(port.lport, groups)
-                undo.callback(self.control.clear_port_security_groups, port.lport)
+                if not repeat:
+                    undo.callback(self.control.clear_port_security_groups, port.lport)
             steps.lap("control")
             if not arp.announce_and_probe(att.netns, att.ifname, port.ip, port.mac,
                                           port.gateway, self.readiness_timeout):
@@ -157,6 +179,27 @@ class Attacher:
                  att.ifname, att.pod_namespace, att.pod_name, port.lport, attached.ip_cidr,
                  port.tag, steps)
         return attached
+
+    def _drop_stale_port(self, host_if: str) -> None:
+        """Remove the OVS port of a veth that vanished (with its netns) and was made again.
+
+        ovs-vswitchd does not take up a device re-created under an existing
+        port's name: the port is made afresh.
+        """
+        self.ovs.del_port(host_if)
+        if not self.ovs.wait_applied(DATAPATH_TIMEOUT):
+            LOG.warning("ovs-vswitchd has not applied the removal of the stale port %s within "
+                        "%gs", host_if, DATAPATH_TIMEOUT)
+
+    def _rebind(self, alloc: Allocation, att: Attachment, host_if: str) -> Allocation:
+        """The allocation of an ADD into another netns: moved there if the old pair is gone."""
+        if links.host_end_exists(host_if):
+            raise AttachedElsewhere(
+                f"container {att.container_id[:12]} interface {att.ifname} is attached in "
+                f"{alloc.attachment.netns}, not {att.netns}: DEL it first")
+        LOG.info("ADD %s/%s: its earlier netns %s is gone; attaching in %s",
+                 att.container_id[:12], att.ifname, alloc.attachment.netns, att.netns)
+        return self.pool.rebind(att)
 
     def _external_ids(self, att: Attachment, port: PoolPort,
                       groups: tuple[str, ...]) -> dict[str, str]:
@@ -182,9 +225,11 @@ class Attacher:
             LOG.warning("could not clear the owner of %s: %s", lport, exc)
 
     # -- DEL -------------------------------------------------------------------
-    def delete(self, container_id: str, ifname: str, netns: str | None) -> PoolPort | None:
+    def delete(self, container_id: str, ifname: str) -> PoolPort | None:
         """Detach the pod and free its port; fine when nothing is attached.
 
+        Only what ADD made goes: the OVS port and the veth pair, through its
+        host end (with the host end gone, nothing of ours is left in the pod).
         The port goes back to the pool only once ovs-vswitchd has taken the
         pod's OVS port out of the datapath, so that the next pod given it (same
         VLAN tag, address and MAC) never shares the wire with this one.
@@ -200,12 +245,9 @@ class Attacher:
             LOG.warning("DEL %s/%s: ovs-vswitchd has not applied the removal of port %s "
                         "within %gs", container_id[:12], ifname, host_if, DATAPATH_TIMEOUT)
         steps.lap("datapath")
+        self._unplumb(host_if)
         if alloc is None:
-            # Not ours (e.g. DEL after an ADD that failed validation): only our host
-            # end may go, never an interface of that name in the pod.
-            self._unplumb(host_if, None, ifname)
             return None
-        self._unplumb(host_if, netns or alloc.attachment.netns, ifname)
         steps.lap("veth")
         self._record_owner(alloc.port.lport, None)
         port = self.pool.release(container_id, ifname)
@@ -273,13 +315,13 @@ class Attacher:
         stale = self.pool.stale(keep)
         for alloc in stale:
             att = alloc.attachment
-            self.delete(att.container_id, att.ifname, att.netns)
+            self.delete(att.container_id, att.ifname)
         for info in self.ovs.ports_with(EXT_CONTAINER):
             key = (info.external_ids[EXT_CONTAINER], info.external_ids.get(EXT_IFNAME, ""))
             if key not in keep and self.pool.find(*key) is None:
                 LOG.info("GC: removing stray OVS port %s of %s", info.name, key[0][:12])
                 self.ovs.del_port(info.name)
-                links.unplumb_pod(info.name, None, key[1])
+                links.unplumb_pod(info.name)
         return stale
 
 

@@ -76,6 +76,11 @@ class NodeConfig:
         return f"{self.state_dir.rstrip('/')}/pool.db"
 
     @property
+    def userspace_datapath(self) -> bool:
+        """Whether br-int runs on OVS's userspace (netdev) datapath, not the kernel module's."""
+        return self.datapath == "netdev"
+
+    @property
     def has_network(self) -> bool:
         """Whether lswitch-setup has run on this node."""
         return bool(self.switch and self.subnet and self.gateway_ip)

@@ -108,7 +108,7 @@ def destroy(ovs: Ovs, control: ControlPlane, attacher: Attacher, cfg: NodeConfig
     detached = []
     for alloc in held:
         att = alloc.attachment
-        attacher.delete(att.container_id, att.ifname, att.netns)
+        attacher.delete(att.container_id, att.ifname)
         detached.append(f"{att.container_id[:12]}/{att.ifname}")
     _undo_node_side(ovs, cfg)
     control.destroy_node_network(switch)

@@ -272,6 +272,25 @@ class Pool:
             )
         return allocation
 
+    def rebind(self, att: Attachment) -> Allocation:
+        """Move ``att``'s allocation to ``att.netns`` (pod names too), state ATTACHING again.
+
+        For an ADD whose earlier attachment died with its namespace: the port
+        is kept.  Raises :class:`PoolError` if the attachment holds no port.
+        """
+        with self._write() as conn:
+            existing = _find(conn, att.container_id, att.ifname)
+            if existing is None:
+                raise PoolError(f"no port is allocated to {att.container_id}/{att.ifname}")
+            moved = Allocation(existing.port, att, ATTACHING, time.time())
+            conn.execute(
+                "UPDATE allocation SET netns = ?, pod_namespace = ?, pod_name = ?, state = ?,"
+                " since = ? WHERE lport = ?",
+                (att.netns, att.pod_namespace, att.pod_name, moved.state, moved.since,
+                 existing.port.lport),
+            )
+        return moved
+
     def mark_attached(self, container_id: str, ifname: str) -> None:
         """Record that the attachment's plumbing is complete (state ATTACHED).
 

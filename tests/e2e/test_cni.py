@@ -17,6 +17,7 @@ from ovn_underlay.lab.cluster import CniRuntime, Node, pod_ip
 from ovn_underlay.lab.daemons import netns_argv
 from ovn_underlay.lab.topology import nbctl, vsctl
 from tests.conftest import PodFactory
+from tests.e2e import teardown_cases
 
 
 def snapshot(node: Node) -> dict[str, Any]:
@@ -216,3 +217,24 @@ def test_a_crash_during_add_loses_no_port(nodes: tuple[Node, Node], pods: PodFac
         assert runtime.delete(cid, path).code == 0
         netns.destroy(path.rsplit("/", 1)[1])
     assert snapshot(node) == before
+
+
+@pytest.mark.parametrize("with_netns", [True, False], ids=["del-with-netns", "del-no-netns"])
+def test_a_late_del_leaves_the_pod_that_reused_the_netns_path_alone(
+        nodes: tuple[Node, Node], pods: PodFactory, with_netns: bool) -> None:
+    teardown_cases.late_del_after_the_netns_path_was_reused(nodes[0], pods, with_netns)
+
+
+def test_a_failed_repeated_add_keeps_the_working_pod(nodes: tuple[Node, Node],
+                                                     pods: PodFactory) -> None:
+    teardown_cases.failed_repeated_add_keeps_the_working_pod(nodes[0], pods)
+
+
+def test_an_add_into_another_netns_is_refused_while_the_pod_lives(
+        nodes: tuple[Node, Node], pods: PodFactory) -> None:
+    teardown_cases.add_into_another_netns_is_refused_while_the_pod_lives(nodes[0], pods)
+
+
+def test_an_add_into_a_new_netns_moves_an_attachment_whose_netns_died(
+        nodes: tuple[Node, Node], pods: PodFactory) -> None:
+    teardown_cases.add_into_a_new_netns_after_the_old_one_died(nodes[0], pods)

@@ -162,9 +162,12 @@ def test_plumb_by_proc_path_from_a_process_in_the_node_namespace(
 
 
 def test_retried_plumb_succeeds_without_change(node: str, pod: str) -> None:
-    host_if = plumb(node, path(pod))
+    host_if = links.host_ifname(f"cid-{path(pod)}", "eth0")
+    assert in_node(node, links.plumb_pod, path(pod), "eth0", host_if, MAC, IP_CIDR, GATEWAY,
+                   MTU, True) is True, "the first call makes the pair"
     before = ip_json(pod, "link", "show", "dev", "eth0")[0]["ifindex"]
-    plumb(node, path(pod))
+    assert in_node(node, links.plumb_pod, path(pod), "eth0", host_if, MAC, IP_CIDR, GATEWAY,
+                   MTU, True) is False, "a retried call made nothing (nothing to undo)"
     assert ip_json(pod, "link", "show", "dev", "eth0")[0]["ifindex"] == before
     assert link_names(node) == {"lo", host_if}
 
@@ -211,7 +214,7 @@ def test_a_non_veth_host_name_is_never_deleted(node: str, pod: str) -> None:
     with pytest.raises(links.LinkError, match="not a veth"):
         plumb(node, path(pod), host_if="oulbridge")
     with pytest.raises(links.LinkError, match="not a veth"):
-        in_node(node, links.unplumb_pod, "oulbridge", None, "eth0")
+        in_node(node, links.unplumb_pod, "oulbridge")
     assert link_names(node) == {"lo", "oulbridge"}
     assert link_names(pod) == {"lo"}
 
@@ -239,20 +242,30 @@ def test_default_mtu_when_zero(node: str, pod: str) -> None:
 
 def test_unplumb_is_idempotent(node: str, pod: str) -> None:
     host_if = plumb(node, path(pod))
-    in_node(node, links.unplumb_pod, host_if, path(pod), "eth0")
+    assert in_node(node, links.unplumb_pod, host_if) is True
     assert link_names(node) == {"lo"}
     assert link_names(pod) == {"lo"}
     assert links.inspect_pod(path(pod), "eth0") is None
-    in_node(node, links.unplumb_pod, host_if, path(pod), "eth0")
-    in_node(node, links.unplumb_pod, host_if, None, "eth0")
-    in_node(node, links.unplumb_pod, host_if, "/var/run/netns/oult-d-gone", "eth0")
+    assert in_node(node, links.unplumb_pod, host_if) is False
 
 
-def test_unplumb_from_the_pod_end(node: str, pod: str) -> None:
+def test_unplumb_never_touches_the_pod_side(node: str, pod: str) -> None:
+    """With the host end gone nothing of ours is left: an eth0 there is someone else's."""
     subprocess.run(["ip", "-n", pod, "link", "add", "eth0", "type", "veth", "peer", "name",
                     "other"], check=True)
-    in_node(node, links.unplumb_pod, "oulnosuchlink", path(pod), "eth0")
-    assert link_names(pod) == {"lo"}
+    assert in_node(node, links.unplumb_pod, "oulnosuchlink") is False
+    assert link_names(pod) == {"lo", "eth0", "other"}
+
+
+def test_an_ifname_without_our_host_end_is_not_ours_and_is_left_alone(
+        node: str, pod: str) -> None:
+    """E.g. a later pod in a reused netns path holds eth0 with the port's old MAC."""
+    subprocess.run(["ip", "-n", pod, "link", "add", "eth0", "address", MAC, "type", "veth",
+                    "peer", "name", "other"], check=True)
+    with pytest.raises(links.LinkError, match="not ours"):
+        plumb(node, path(pod))
+    assert link_names(pod) == {"lo", "eth0", "other"}
+    assert link_names(node) == {"lo"}
 
 
 def test_missing_or_bogus_netns(node: str, tmp_path: Path) -> None:
@@ -265,7 +278,6 @@ def test_missing_or_bogus_netns(node: str, tmp_path: Path) -> None:
             links.inspect_pod(where, "eth0")
         with pytest.raises(links.NetnsNotFound):
             links.set_tx_offload("eth0", False, where)
-        in_node(node, links.unplumb_pod, "oulnosuchlink", where, "eth0")
     assert link_names(node) == {"lo"}
 
 

@@ -38,7 +38,7 @@ class FakeAttacher:
         self.node.enter(att.container_id)
         return Attached(PORT, "oulhost", att.ifname, att.netns, 1450)
 
-    def delete(self, container_id: str, ifname: str, netns: str | None) -> None:
+    def delete(self, container_id: str, ifname: str) -> None:
         self.node.enter(container_id)
 
 

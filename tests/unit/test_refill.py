@@ -63,7 +63,7 @@ class FakeDetacher:
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
 
-    def delete(self, container_id: str, ifname: str, netns: str | None) -> PoolPort | None:
+    def delete(self, container_id: str, ifname: str) -> PoolPort | None:
         return self.pool.release(container_id, ifname)
 
 

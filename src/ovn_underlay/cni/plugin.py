@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager, contextmanager
 from ovn_underlay import config as node_config
 from ovn_underlay.attachments import (
     Attached,
+    AttachedElsewhere,
     Attacher,
     AttachError,
     NotReady,
@@ -30,6 +31,7 @@ from ovn_underlay.pool import Attachment, PoolError, PoolExhausted
 
 LOG = logging.getLogger(__name__)
 ERR_ATTACHMENT_DIFFERS = 103
+ERR_ATTACHED_ELSEWHERE = 104
 
 # Most specific first: the first matching class gives the code.
 _CODES: tuple[tuple[type[Exception], int], ...] = (
@@ -40,6 +42,7 @@ _CODES: tuple[tuple[type[Exception], int], ...] = (
     (OvsUnavailable, spec.ERR_TRY_AGAIN),
     (NetnsNotFound, spec.ERR_INVALID_ENV),
     (node_config.ConfigError, spec.ERR_INVALID_CONFIG),
+    (AttachedElsewhere, ERR_ATTACHED_ELSEWHERE),
     (AttachError, ERR_ATTACHMENT_DIFFERS),
     (ControlPlaneError, spec.ERR_INTERNAL),
     (OvsError, spec.ERR_INTERNAL),
@@ -89,7 +92,7 @@ class UnderlayPlugin:
     def delete(self, req: Request) -> None:
         """DEL: detach; succeeds for an unknown attachment or a vanished netns."""
         with cni_errors("DEL"), self._attacher(need_network=False) as attacher:
-            attacher.delete(req.container_id, req.ifname, req.netns or None)
+            attacher.delete(req.container_id, req.ifname)
 
     def check(self, req: Request) -> None:
         """CHECK: the interface, addresses, route and OVS port still match."""

@@ -44,5 +44,5 @@ def cmd_teardown(args: argparse.Namespace) -> int:
     """Detach the container's eth0; fine when it is not attached."""
     cid = check_container_id(args.container_id)
     with node_attacher(args.ovsdb, need_network=False) as attacher:
-        attacher.delete(cid, IFNAME, args.netns)
+        attacher.delete(cid, IFNAME)
     return 0

@@ -104,13 +104,13 @@ class NodeAgent:
         """:meth:`attacher` as the CNI plugin takes it (nothing to close afterwards)."""
         return nullcontext(self.attacher(ovsdb, readiness_timeout, need_network))
 
-    def _unplumb_later(self, host_if: str, netns: str | None, ifname: str) -> None:
+    def _unplumb_later(self, host_if: str) -> None:
         self.gate.extend(host_if)
-        self._cleanup.submit(self._unplumb, host_if, netns, ifname)
+        self._cleanup.submit(self._unplumb, host_if)
 
-    def _unplumb(self, host_if: str, netns: str | None, ifname: str) -> None:
+    def _unplumb(self, host_if: str) -> None:
         try:
-            links.unplumb_pod(host_if, netns, ifname)
+            links.unplumb_pod(host_if)
         except Exception:
             LOG.exception("could not remove the veth %s of a deleted pod", host_if)
         finally:

@@ -200,7 +200,7 @@ class Refiller:
             try:
                 attacher = self.agent.attacher(self.agent.ovsdb, RECLAIM_READINESS_TIMEOUT,
                                                need_network=False)
-                if attacher.delete(att.container_id, att.ifname, None) is not None:
+                if attacher.delete(att.container_id, att.ifname) is not None:
                     self._count("reclaimed", 1)
                     LOG.info("reclaimed %s of %s/%s: its netns %s is gone", alloc.port.lport,
                              att.container_id[:12], att.ifname, att.netns)

@@ -137,7 +137,7 @@ def host_ifname(container_id: str, ifname: str) -> str:
 
 
 def plumb_pod(netns_path: str, ifname: str, host_if: str, mac: str, ip_cidr: str,
-              gateway: str, mtu: int, tx_offload_off: bool) -> None:
+              gateway: str, mtu: int, tx_offload_off: bool) -> bool:
     """Connect the pod namespace at ``netns_path`` to the node with a veth pair.
 
     The pod end is ``ifname`` with ``mac``, ``mtu`` (0: the kernel's default,
@@ -147,20 +147,22 @@ def plumb_pod(netns_path: str, ifname: str, host_if: str, mac: str, ip_cidr: str
     disabled on both ends (required behind OVS's userspace datapath, which does
     not fill in partial checksums).
 
-    A retried call (the namespace already has ``ifname`` with ``mac``, fully
-    configured, and the host end is up) succeeds without changing anything; an
-    incomplete pair left by an interrupted call is removed and made again;
-    ``ifname`` with another MAC raises LinkError.  A leftover veth named
-    ``host_if`` is replaced.  On any failure after the veth was made it is
-    deleted again before LinkError is raised; NetnsNotFound if the namespace
-    does not exist.
+    Returns True if it made the pair, False if a retried call found it done
+    already (the namespace has ``ifname`` with ``mac``, fully configured, and
+    the host end is up): then nothing was changed, and undoing this call must
+    not remove it.  An incomplete pair left by an interrupted call is removed
+    (through its host end) and made again.  ``ifname`` taken in the namespace
+    by another interface (another MAC, or with no host end ``host_if`` beside
+    it) raises LinkError and is left alone.  A leftover veth named ``host_if``
+    is replaced.  On any failure after the veth was made it is deleted again
+    before LinkError is raised; NetnsNotFound if the namespace does not exist.
     """
     spec = _validate(ifname, host_if, mac, ip_cidr, gateway, mtu)
     with _netns(netns_path) as ns, _Rtnl() as rtnl:
         if not _create_veth(rtnl, spec, ns, netns_path):
             with _netlink() as ipr:
                 if _keep_or_clear(ipr, spec, ns, netns_path):
-                    return
+                    return False
             if not _create_veth(rtnl, spec, ns, netns_path):
                 raise LinkError(f"creating veth {host_if} <-> {ifname}@{netns_path}: "
                                 f"{_strerror(errno.EEXIST)}")
@@ -172,23 +174,25 @@ def plumb_pod(netns_path: str, ifname: str, host_if: str, mac: str, ip_cidr: str
             if isinstance(exc, LinkError):
                 raise
             raise LinkError(f"plumbing {ifname} in {netns_path} failed: {exc}") from exc
+    return True
 
 
-def unplumb_pod(host_if: str, netns_path: str | None, ifname: str) -> None:
-    """Remove a pod's veth pair; nothing to remove is not an error.
+def unplumb_pod(host_if: str) -> bool:
+    """Remove a pod's veth pair by its host end ``host_if`` (in the caller's namespace).
 
-    The pair goes away with its host end ``host_if`` in the caller's
-    namespace.  If that end is already gone, a veth named ``ifname`` in the
-    namespace at ``netns_path`` is removed instead (a missing namespace is
-    fine).  Only veth interfaces are ever deleted.
+    Deleting one end of a veth deletes both, so once the host end is gone
+    nothing that plumb_pod made is left in the pod: its namespace is never
+    entered (the path may name another pod's namespace by now).  Returns
+    whether there was a pair to remove; only a veth is ever deleted.
     """
     with _netlink() as ipr:
-        if _remove_veth(ipr, host_if):
-            return
-    if netns_path is None:
-        return
-    with contextlib.suppress(NetnsNotFound), _netns(netns_path) as ns:
-        nsenter.run_in_netns(ns, _remove_pod_veth, ifname)
+        return _remove_veth(ipr, host_if)
+
+
+def host_end_exists(host_if: str) -> bool:
+    """Whether the host end ``host_if`` of a pod veth exists in the caller's namespace."""
+    with _netlink() as ipr:
+        return _get_link(ipr, host_if) is not None
 
 
 def inspect_pod(netns_path: str, ifname: str) -> PodLinkState | None:
@@ -232,7 +236,7 @@ def _validate(ifname: str, host_if: str, mac: str, ip_cidr: str, gateway: str,
 
 def _check_ifname(name: str) -> None:
     """Raise LinkError unless ``name`` is a valid Linux interface name."""
-    if (not 0 < len(name) < IFNAMSIZ or name in (".", "..")
+    if (not 0 < len(name.encode()) < IFNAMSIZ or name in (".", "..")
             or _BAD_IFNAME_CHARS.intersection(name)):
         raise LinkError(f"{name!r} is not a valid interface name (1-15 chars, no '/', ':' "
                         "or spaces)")
@@ -394,18 +398,24 @@ def _create_veth(rtnl: _Rtnl, spec: _PodSpec, ns_fd: int, netns_path: str) -> bo
 def _keep_or_clear(ipr: Any, spec: _PodSpec, ns_fd: int, netns_path: str) -> bool:
     """After creating the pair met an existing name: True if a retried call finds it done.
 
-    Otherwise removes what is in the way (an incomplete pod end of the right
-    MAC, a leftover veth ``host_if``); LinkError if the pod's ``ifname`` has
-    another MAC or either name belongs to something other than a veth.
+    Otherwise removes what is in the way, through the host end only (a
+    leftover veth ``host_if``, or our incomplete pair: the pod end of the
+    right MAC beside an existing host end); LinkError, touching nothing, if
+    the pod's ``ifname`` has another MAC or has no host end ``host_if`` (then
+    it is not ours), or if ``host_if`` is not a veth.
     """
     existing = nsenter.run_in_netns(ns_fd, _inspect, spec.ifname)
+    host = _get_link(ipr, spec.host_if)
     if existing is not None:
         if existing.mac != spec.mac:
             raise LinkError(f"{netns_path} already has {spec.ifname} with MAC "
                             f"{existing.mac}, not {spec.mac}")
-        if _is_complete(existing, spec) and _is_up(_get_link(ipr, spec.host_if)):
+        if host is None:
+            raise LinkError(f"{netns_path} already has {spec.ifname} (MAC {existing.mac}) "
+                            f"without our host end {spec.host_if}: it is not ours; leaving "
+                            "it alone")
+        if _is_complete(existing, spec) and _is_up(host):
             return True
-        nsenter.run_in_netns(ns_fd, _remove_pod_veth, spec.ifname)
     _remove_veth(ipr, spec.host_if)
     return False
 
@@ -476,12 +486,6 @@ def _remove_veth(ipr: Any, name: str) -> bool:
             return False
         raise LinkError(f"deleting {name}: {_strerror(exc.code)}") from exc
     return True
-
-
-def _remove_pod_veth(ifname: str) -> None:
-    """Delete the veth ``ifname`` in the current thread's namespace, if there."""
-    with _netlink() as ipr:
-        _remove_veth(ipr, ifname)
 
 
 def _inspect(ifname: str) -> PodLinkState | None:
