@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-DEB_PACKAGES := openvswitch-switch ovn-central ovn-host iproute2 ethtool iputils-ping \
+DEB_PACKAGES := openvswitch-switch ovn-central ovn-host iproute2 ethtool iputils-ping nftables \
 	busybox-static containernetworking-plugins podman runc \
 	neutron-common mariadb-server-core mariadb-client-core gcc libc6-dev
 PYTEST_ARGS ?=

@@ -13,6 +13,10 @@ A call undoes only what it did itself: a repeated ADD of a working pod (as
 runtimes retry) that fails leaves the pod as it was, and a DEL removes the
 pod's veth only through its host end on the node, never by name inside a
 namespace that may belong to another pod by now.
+
+On the userspace datapath every ADD first makes sure the host isolation
+ruleset (:mod:`ovn_underlay.node.isolation`) is in place, so no pod is ever
+plugged while the node's own stack would take in its frames.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from ipaddress import IPv4Interface
 from ovn_underlay.config import NodeConfig, from_external_ids
 from ovn_underlay.control.base import ControlPlane, PortOwner
 from ovn_underlay.control.factory import connect
-from ovn_underlay.node import arp, links
+from ovn_underlay.node import arp, isolation, links
 from ovn_underlay.node.ovs import Ovs
 from ovn_underlay.pool import ATTACHED, Allocation, Attachment, Pool, PoolPort
 from ovn_underlay.security_groups import PodSecurityGroups
@@ -131,6 +135,7 @@ class Attacher:
         is gone with its veth, and is refused (AttachedElsewhere) while it lives.
         """
         steps = _Stopwatch()
+        self._isolate()
         host_if = links.host_ifname(att.container_id, att.ifname)
         alloc = self.pool.acquire(att)
         if alloc.attachment.netns != att.netns:
@@ -190,6 +195,13 @@ class Attacher:
         if not self.ovs.wait_applied(DATAPATH_TIMEOUT):
             LOG.warning("ovs-vswitchd has not applied the removal of the stale port %s within "
                         "%gs", host_if, DATAPATH_TIMEOUT)
+
+    def _isolate(self) -> None:
+        """On the userspace datapath, put the host isolation ruleset in place if it is not."""
+        if self.cfg.userspace_datapath and not isolation.in_place():
+            isolation.ensure(isolation.wanted(self.ovs))
+            LOG.warning("the host isolation ruleset (nftables inet/arp %s) was missing: put "
+                        "back in place before plugging a pod", isolation.TABLE)
 
     def _rebind(self, alloc: Allocation, att: Attachment, host_if: str) -> Allocation:
         """The allocation of an ADD into another netns: moved there if the old pair is gone."""

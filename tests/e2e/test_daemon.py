@@ -28,6 +28,7 @@ from ovn_underlay.lab.cluster import CniRuntime, Node, pod_ip
 from ovn_underlay.lab.daemons import netns_argv
 from ovn_underlay.lab.topology import Lab, LabState, nbctl, vsctl
 from tests.conftest import PodFactory, skip_unless_lab_possible
+from tests.e2e import teardown_cases
 
 POOL, LOW, HIGH, BATCH = 8, 4, 12, 4
 METRICS = "127.0.0.1:9476"
@@ -309,3 +310,37 @@ def test_the_port_of_a_vanished_pod_is_reclaimed(running: DaemonProcess, node: N
     wait_for("the reclaim", released)
     assert pool_show(node)["refill"]["daemon"]["refill"]["reclaimed"] >= 1
     assert CniRuntime(node).delete(cid, path).code == 0, "the runtime's late DEL still works"
+
+
+def test_the_daemon_keeps_the_host_isolation_ruleset_and_leaves_it_when_it_stops(
+        running: DaemonProcess, node: Node) -> None:
+    def tables() -> str:
+        return subprocess.run(netns_argv(node.vm.netns, ["nft", "list", "tables"]),
+                              capture_output=True, text=True, check=True).stdout
+
+    assert "table inet ovn_underlay" in tables()
+    for family in ("inet", "arp"):  # as a reboot or a firewall reload would
+        subprocess.run(netns_argv(node.vm.netns, ["nft", "delete", "table", family,
+                                                  "ovn_underlay"]), check=True)
+    wait_for("the daemon to write the ruleset again",
+             lambda: {"table inet ovn_underlay", "table arp ovn_underlay"} <= set(
+                 tables().splitlines()), timeout=15)
+    assert count(running.metrics(), "ovn_underlay_host_isolation_writes_total") >= 1
+    running.stop()
+    assert "table inet ovn_underlay" in tables(), "the ruleset outlives the daemon"
+
+
+@pytest.mark.parametrize("with_netns", [True, False], ids=["del-with-netns", "del-no-netns"])
+def test_a_late_del_leaves_the_pod_that_reused_the_netns_path_alone(
+        running: DaemonProcess, node: Node, pods: PodFactory, with_netns: bool) -> None:
+    teardown_cases.late_del_after_the_netns_path_was_reused(node, pods, with_netns)
+
+
+def test_a_failed_repeated_add_keeps_the_working_pod(running: DaemonProcess, node: Node,
+                                                     pods: PodFactory) -> None:
+    teardown_cases.failed_repeated_add_keeps_the_working_pod(node, pods)
+
+
+def test_an_add_into_another_netns_is_refused_while_the_pod_lives(
+        running: DaemonProcess, node: Node, pods: PodFactory) -> None:
+    teardown_cases.add_into_another_netns_is_refused_while_the_pod_lives(node, pods)

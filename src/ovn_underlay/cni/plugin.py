@@ -25,6 +25,7 @@ from ovn_underlay.cni import spec
 from ovn_underlay.cni.netconf import parse_netconf
 from ovn_underlay.cni.spec import CniError, Request, Result
 from ovn_underlay.control.base import ControlPlaneError, ControlPlaneUnavailable
+from ovn_underlay.node.isolation import IsolationError
 from ovn_underlay.node.links import LinkError, NetnsNotFound
 from ovn_underlay.node.ovs import OvsError, OvsUnavailable
 from ovn_underlay.pool import Attachment, PoolError, PoolExhausted
@@ -48,6 +49,7 @@ _CODES: tuple[tuple[type[Exception], int], ...] = (
     (OvsError, spec.ERR_INTERNAL),
     (LinkError, spec.ERR_INTERNAL),
     (PoolError, spec.ERR_INTERNAL),
+    (IsolationError, spec.ERR_INTERNAL),
 )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ovn_underlay.config import METRICS_OFF
 from ovn_underlay.daemon.agent import NodeAgent
+from ovn_underlay.daemon.isolation import IsolationKeeper
 from ovn_underlay.daemon.metrics import Metrics, split_address
 from ovn_underlay.daemon.refill import DEFAULT_INTERVAL, DEFAULT_RECLAIM_AFTER, Refiller
 from ovn_underlay.daemon.server import DEFAULT_WORKERS, UnixServer
@@ -51,6 +52,8 @@ class Daemon:
         agent = NodeAgent(self.ovsdb, self.metrics)
         self._closing.callback(agent.close)
         cfg = agent.config()
+        keeper = IsolationKeeper(agent)
+        keeper.check()
         refiller = Refiller(agent, self._write_status, self._refill_interval,
                             self._reclaim_after)
         service = CniService(agent, refiller.wake)
@@ -74,6 +77,8 @@ class Daemon:
         self._closing.callback(self._status_path.unlink, missing_ok=True)
         refiller.start()
         self._closing.callback(refiller.stop)
+        keeper.start()
+        self._closing.callback(keeper.stop)
         self.server = server
         LOG.info("serving CNI calls on %s for the node at %s", server.path, self.ovsdb)
 

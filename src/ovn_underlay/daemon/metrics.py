@@ -8,6 +8,8 @@
 ``ovn_underlay_pool_refill_ports_total``               ports added, adopted, reclaimed
 ``ovn_underlay_pool_refill_failures_total``            refill rounds that failed
 ``ovn_underlay_control_plane_request_duration_seconds`` NB transactions / Neutron calls
+``ovn_underlay_host_isolation_writes_total``           host isolation ruleset (re)written
+``ovn_underlay_host_isolation_failures_total``         checks of that ruleset that failed
 =====================================================  =====================================
 """
 
@@ -59,6 +61,14 @@ class Metrics:
             "control_plane_request_duration_seconds", "Control-plane requests (OVN NB "
             "transactions, Neutron API calls), by backend, operation and result",
             ["backend", "operation", "result"], namespace=NAMESPACE, buckets=CONTROL_BUCKETS,
+            registry=self.registry)
+        self.isolation_writes = Counter(
+            "host_isolation_writes", "Times the daemon wrote the host isolation ruleset "
+            "(missing, or the node's OVS NICs changed)", namespace=NAMESPACE,
+            registry=self.registry)
+        self.isolation_failures = Counter(
+            "host_isolation_failures", "Checks of the host isolation ruleset that failed "
+            "(pods cannot be plugged while it is missing)", namespace=NAMESPACE,
             registry=self.registry)
 
     def watch_pool(self, pool_stats: Callable[[], PoolStats]) -> None:

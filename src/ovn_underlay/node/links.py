@@ -38,6 +38,9 @@ from pyroute2.netlink.exceptions import NetlinkError
 from ovn_underlay.node import nsenter
 
 IFNAMSIZ = 16
+HOST_IFNAME_PREFIX = "oul"
+"""Every pod veth's host end is named this and 12 hex digits (:func:`host_ifname`)."""
+_HOST_IFNAME_RE = re.compile(rf"^{HOST_IFNAME_PREFIX}[0-9a-f]{{12}}$")
 IFF_UP = 0x1
 IFF_NOARP = 0x80
 IFF_PROMISC = 0x100
@@ -133,7 +136,12 @@ def host_ifname(container_id: str, ifname: str) -> str:
     hashed "container_id:ifname" string is unambiguous.
     """
     digest = hashlib.sha256(f"{container_id}:{ifname}".encode()).hexdigest()
-    return "oul" + digest[:12]
+    return HOST_IFNAME_PREFIX + digest[:12]
+
+
+def is_host_ifname(name: str) -> bool:
+    """Whether ``name`` has the form of a pod veth's host end (see :func:`host_ifname`)."""
+    return _HOST_IFNAME_RE.match(name) is not None
 
 
 def plumb_pod(netns_path: str, ifname: str, host_if: str, mac: str, ip_cidr: str,

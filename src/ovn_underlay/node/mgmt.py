@@ -37,7 +37,7 @@ def ensure_mgmt_port(ovs: Ovs, cfg: NodeConfig) -> None:
                      prefixlen=iface.network.prefixlen)
         for net in _routed(cfg):
             ipr.route("replace", dst=net, gateway=cfg.gateway_ip, oif=index)
-    if cfg.datapath == "netdev":
+    if cfg.userspace_datapath:
         links.set_tx_offload(MGMT_IFNAME, False)
 
 

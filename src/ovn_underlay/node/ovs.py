@@ -243,6 +243,14 @@ class Ovs:
                      for row in tables["Port"].rows.values()]
         return sorted((p for p in found if key in p.external_ids), key=lambda p: p.name)
 
+    def userspace_interfaces(self) -> list[tuple[str, str]]:
+        """(name, type) of every Interface on a bridge of the userspace (netdev) datapath."""
+        with self._read() as tables:
+            return sorted((str(iface.name), str(iface.type))
+                          for bridge in tables["Bridge"].rows.values()
+                          if bridge.datapath_type == "netdev"
+                          for port in bridge.ports for iface in port.interfaces)
+
     def wait_for_ofport(self, port: str, timeout: float | None = None) -> int:
         """Wait until ovs-vswitchd gives ``port`` an OpenFlow port number; return it.
 

@@ -29,7 +29,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ovn_underlay.config import ConfigError, NodeConfig, to_external_ids
-from ovn_underlay.node import links
+from ovn_underlay.node import isolation, links
 from ovn_underlay.node.ovs import Ovs
 
 LINUX_BRIDGE = "breth1"
@@ -45,7 +45,7 @@ class Change:
     """One change node-init makes: what it does, and how."""
 
     what: str
-    apply: Callable[[], None]
+    apply: Callable[[], object]
 
 
 def detect_datapath() -> str:
@@ -110,7 +110,25 @@ class NodeInit:
                 changes += self._ovs_uplink_changes(ipr)
             else:
                 changes += self._linux_bridge_changes(ipr)
-        return changes
+        return changes + self._isolation_changes()
+
+    def _isolation_changes(self) -> list[Change]:
+        """On the userspace datapath: the ruleset keeping OVS's NICs from the node's stack.
+
+        Planned last, so that the uplink is in OVS (and its addresses on the
+        bridge) by the time the ruleset cuts the kernel off from it.
+        """
+        if not self.cfg.userspace_datapath:
+            return []
+        extra = (self.cfg.uplink,) if self.cfg.uplink_mode == "ovs" else (VETH_OVS_END,)
+        guard = isolation.wanted(self.ovs, extra)
+        if isolation.applied_digest() == guard.digest():
+            return []
+        devices = " and ".join(guard.devices) or "no other NIC"
+        return [Change(f"put the host isolation ruleset in place (nftables tables inet and "
+                       f"arp {isolation.TABLE}): the node's kernel takes in nothing from pods' "
+                       f"host ends ({links.HOST_IFNAME_PREFIX}*) nor from {devices}",
+                       lambda: isolation.ensure(isolation.wanted(self.ovs, extra)))]
 
     def _config_changes(self) -> list[Change]:
         return settings_changes(self.ovs, to_external_ids(self.cfg, _NODE_FIELDS), "settings")
@@ -132,7 +150,7 @@ class NodeInit:
         if info is None or info.bridge != bridge:
             changes.append(Change(f"add {nic} to {bridge} as a VLAN trunk port",
                                   lambda: self.ovs.add_trunk_port(bridge, nic)))
-        if self.cfg.datapath == "netdev" and links.tx_offload_enabled(nic):
+        if self.cfg.userspace_datapath and links.tx_offload_enabled(nic):
             changes.append(Change(f"turn TX checksum offload off on {nic} (userspace "
                                   "datapath)", lambda: links.set_tx_offload(nic, False)))
         addrs = _ipv4_addresses(ipr, nic)
