@@ -103,7 +103,8 @@ def _add_node_init(sub: SubParsers) -> None:
     p.add_argument("--cni-version", default="1.0.0",
                    help="cniVersion of the conflist (the plugin speaks 0.3.1-1.1.0; "
                    "default: %(default)s, which every current runtime accepts)")
-    p.add_argument("--cni-log-file", help="the plugin's log file (default: stderr)")
+    p.add_argument("--cni-log-file", type=os.path.abspath,
+                   help="the plugin's log file, created 0600 (default: stderr)")
     _add_daemon_settings(p)
     _add_neutron_settings(p)
     p.set_defaults(func=_handler("node:cmd_node_init"))
