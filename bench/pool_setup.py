@@ -81,8 +81,8 @@ def inside(plan: dict[str, Any]) -> int:
 def _timed(control: Any, name: str, parent: str, count: int,
            make: Callable[[str], list[Any]]) -> dict[str, Any]:
     """Make node network ``name`` (untimed), time ``make(name)`` plus the pool records."""
-    from ovn_underlay.lswitch import pool_ports
-    from ovn_underlay.pool import Pool
+    from ovn_underlay.pods.network import pool_ports
+    from ovn_underlay.pods.pool import Pool
 
     subnet = next(SUBNETS)
     net = control.create_node_network(name, subnet, ROUTER, parent, 0, mgmt_tag=None)
@@ -129,7 +129,7 @@ def _ovn_cases(plan: dict[str, Any]) -> dict[str, Any]:
 
 def _neutron_cases(plan: dict[str, Any]) -> dict[str, Any]:
     from ovn_underlay.control import neutron
-    from ovn_underlay.credentials import load_openrc
+    from ovn_underlay.control.credentials import load_openrc
 
     creds = load_openrc(plan["openrc"])
     n, parent = plan["ports"], creds.vif_id

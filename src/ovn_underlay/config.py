@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from ipaddress import IPv4Interface, ip_interface
 
-from ovn_underlay.daemon import protocol
+from ovn_underlay.cni import wire
 
 PREFIX = "ovn-underlay:"
 DEFAULT_OVSDB = "unix:/var/run/openvswitch/db.sock"
@@ -20,7 +20,7 @@ DEFAULT_STATE_DIR = "/var/lib/ovn-underlay"
 DEFAULT_BRIDGE = "br-int"
 DEFAULT_MGMT_TAG = 4094
 MGMT_IFNAME = "oul-mgmt"
-DEFAULT_DAEMON_SOCKET = protocol.DEFAULT_SOCKET
+DEFAULT_DAEMON_SOCKET = wire.DEFAULT_SOCKET
 CHILD_PORT_MODES = ("trunk", "binding-profile")
 """Neutron child ports: trunk subports (default) or the seed's binding:profile."""
 DEFAULT_CHILD_PORTS = CHILD_PORT_MODES[0]

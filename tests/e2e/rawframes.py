@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ovn_underlay.node import nsenter
+from ovn_underlay.dataplane import nsenter
 
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800

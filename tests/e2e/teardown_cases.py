@@ -13,10 +13,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ovn_underlay.dataplane import links
 from ovn_underlay.lab import netns, probe
 from ovn_underlay.lab.cluster import CniRuntime, Node, pod_ip
 from ovn_underlay.lab.topology import nbctl, vsctl
-from ovn_underlay.node import links
 from tests.conftest import PodFactory
 
 

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
+from ovn_underlay.dataplane import isolation
 from ovn_underlay.lab import probe
 from ovn_underlay.lab.cluster import Node, pod_ip
 from ovn_underlay.lab.daemons import run
 from ovn_underlay.lab.netns import path as netns_path
-from ovn_underlay.node import isolation
 from tests.conftest import PodFactory
 from tests.e2e import rawframes as rf
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ovn_underlay.node import arp, nsenter
+from ovn_underlay.dataplane import arp, nsenter
 from tests.conftest import needs_netns
 
 pytestmark = needs_netns

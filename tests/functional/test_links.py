@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from ovn_underlay.node import links, nsenter
+from ovn_underlay.dataplane import links, nsenter
 from tests.conftest import needs_netns
 
 pytestmark = needs_netns
@@ -141,7 +141,8 @@ def test_plumb_by_proc_path_from_a_process_in_the_node_namespace(
             time.sleep(0.01)
         subprocess.run(["ip", "netns", "del", anon], check=True)  # only the /proc path is left
         host_if = links.host_ifname("cid-proc", "eth0")
-        code = ("import sys, time; from ovn_underlay.node import links; t = time.perf_counter();"
+        code = ("import sys, time; from ovn_underlay.dataplane import links; "
+                "t = time.perf_counter();"
                 "links.plumb_pod(*sys.argv[1:7], int(sys.argv[7]), True);"
                 "print((time.perf_counter() - t) * 1000)")
         started = time.perf_counter()

@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from ovn_underlay.dataplane.ovs import Ovs, OvsError, OvsUnavailable
 from ovn_underlay.lab import daemons
-from ovn_underlay.node.ovs import Ovs, OvsError, OvsUnavailable
 from tests.conftest import needs_netns
 
 

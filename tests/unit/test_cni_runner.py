@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from ovn_underlay.cni.netconf import NetConf
-from ovn_underlay.cni.plugin import make_plugin
 from ovn_underlay.cni.runner import Plugin, run, setup_logging
 from ovn_underlay.cni.spec import (
     ERR_DECODE,
@@ -32,6 +31,7 @@ from ovn_underlay.cni.spec import (
     Result,
     Route,
 )
+from ovn_underlay.pods.cni_plugin import make_plugin
 from tests.unit.cni_requests import BAD_CONFIGS, CONTAINER_ID, make_config, make_env
 
 OUR_RESULT = Result(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ovn_underlay.config import ConfigError, NodeConfig, from_external_ids, key_of, to_external_ids
-from ovn_underlay.lswitch import default_pool_size
+from ovn_underlay.pods.network import default_pool_size
 
 
 def test_settings_round_trip_through_external_ids() -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ovn_underlay import credentials
 from ovn_underlay.config import ConfigError, NodeConfig
+from ovn_underlay.control import credentials
 from ovn_underlay.control.base import ControlPlaneUnavailable
 from ovn_underlay.control.neutron import NeutronControlPlane
 
@@ -108,7 +108,7 @@ def test_an_openrc_others_can_read_is_warned_about(tmp_path: Path,
                                                     caplog: pytest.LogCaptureFixture) -> None:
     private = write(tmp_path, SEED_OPENRC, 0o600, "private")
     shared = write(tmp_path, SEED_OPENRC, 0o640, "shared")
-    with caplog.at_level(logging.WARNING, "ovn_underlay.credentials"):
+    with caplog.at_level(logging.WARNING, "ovn_underlay.control.credentials"):
         credentials.load_openrc(private)
         assert caplog.messages == []
         credentials.load_openrc(shared)

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from ovn_underlay.cni import shim
-from ovn_underlay.commands.node import launcher, native_shim
-from ovn_underlay.daemon import protocol, server
+from ovn_underlay.cli.node import launcher, native_shim
+from ovn_underlay.cni import shim, wire
+from ovn_underlay.daemon import server
 from ovn_underlay.daemon.server import UnixServer, is_serving
 from tests.unit.cni_requests import make_config, make_env
 
@@ -33,7 +33,7 @@ def test_a_request_carries_only_the_cni_variables_and_stdin_untouched() -> None:
     env = {b"CNI_COMMAND": b"ADD", b"CNI_NETNS": b"/run/netns/p\xff", b"PATH": b"/bin",
            b"HOME": b"/root", b"CNI_ARGS": b"K8S_POD_NAME=a=b"}
     stdin = b'{"cniVersion": "1.0.0"}\x00binary'
-    got_env, got_stdin = protocol.decode_request(protocol.encode_request(env, stdin))
+    got_env, got_stdin = wire.decode_request(wire.encode_request(env, stdin))
     assert got_stdin == stdin
     assert set(got_env) == {"CNI_COMMAND", "CNI_NETNS", "CNI_ARGS"}
     assert got_env["CNI_ARGS"] == "K8S_POD_NAME=a=b"
@@ -41,42 +41,42 @@ def test_a_request_carries_only_the_cni_variables_and_stdin_untouched() -> None:
 
 
 def test_an_empty_environment_and_stdin_round_trip() -> None:
-    assert protocol.decode_request(protocol.encode_request({}, b"")) == ({}, b"")
+    assert wire.decode_request(wire.encode_request({}, b"")) == ({}, b"")
 
 
 def test_a_reply_round_trips_its_exit_code_and_output() -> None:
-    assert protocol.decode_reply(protocol.encode_reply(7, b"{}\n")) == (7, b"{}\n")
-    assert protocol.decode_reply(protocol.encode_reply(0, b"")) == (0, b"")
+    assert wire.decode_reply(wire.encode_reply(7, b"{}\n")) == (7, b"{}\n")
+    assert wire.decode_reply(wire.encode_reply(0, b"")) == (0, b"")
 
 
 @pytest.mark.parametrize("code", [-1, 256])
 def test_exit_codes_outside_a_byte_are_refused(code: int) -> None:
-    with pytest.raises(protocol.ProtocolError):
-        protocol.encode_reply(code, b"")
+    with pytest.raises(wire.ProtocolError):
+        wire.encode_reply(code, b"")
 
 
-REQUEST = protocol.encode_request({b"CNI_COMMAND": b"DEL"}, b"{}")
-REPLY = protocol.encode_reply(1, b"error")
+REQUEST = wire.encode_request({b"CNI_COMMAND": b"DEL"}, b"{}")
+REPLY = wire.encode_reply(1, b"error")
 
 
 @pytest.mark.parametrize(("what", "data", "decode"), [
-    ("foreign magic", b"HTTP" + REQUEST[4:], protocol.decode_request),
-    ("cut in a length", REQUEST[:6], protocol.decode_request),
-    ("cut in stdin", REQUEST[:-1], protocol.decode_request),
-    ("stray bytes", REQUEST + b"x", protocol.decode_request),
-    ("env without =", protocol.MAGIC + (4).to_bytes(4, "big") + b"CNI_" + bytes(4),
-     protocol.decode_request),
-    ("reply without code", protocol.MAGIC, protocol.decode_reply),
-    ("reply cut short", REPLY[:-2], protocol.decode_reply),
+    ("foreign magic", b"HTTP" + REQUEST[4:], wire.decode_request),
+    ("cut in a length", REQUEST[:6], wire.decode_request),
+    ("cut in stdin", REQUEST[:-1], wire.decode_request),
+    ("stray bytes", REQUEST + b"x", wire.decode_request),
+    ("env without =", wire.MAGIC + (4).to_bytes(4, "big") + b"CNI_" + bytes(4),
+     wire.decode_request),
+    ("reply without code", wire.MAGIC, wire.decode_reply),
+    ("reply cut short", REPLY[:-2], wire.decode_reply),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_malformed_messages_are_refused(what: str, data: bytes, decode: Any) -> None:
-    with pytest.raises(protocol.ProtocolError):
+    with pytest.raises(wire.ProtocolError):
         decode(data)
 
 
 def test_an_oversized_message_is_refused() -> None:
-    with pytest.raises(protocol.ProtocolError):
-        protocol.encode_request({}, b"x" * (protocol.MAX_MESSAGE + 1))
+    with pytest.raises(wire.ProtocolError):
+        wire.encode_request({}, b"x" * (wire.MAX_MESSAGE + 1))
 
 
 # -- the shim against a daemon ----------------------------------------------------------------
@@ -175,7 +175,7 @@ def test_the_shim_loads_no_library_beyond_the_standard_one(daemon: FakeDaemon,
               if line.startswith("import time:") and "|" in line}
     ours = {m for m in loaded if m.startswith("ovn_underlay")}
     assert ours == {"ovn_underlay", "ovn_underlay.cni", "ovn_underlay.cni.shim",
-                    "ovn_underlay.daemon", "ovn_underlay.daemon.protocol"}
+                    "ovn_underlay.cni.wire"}
     assert not loaded & {"json", "socket", "pyroute2", "ovsdbapp", "enum", "typing"}
     assert len(daemon.calls) == 1
 
@@ -208,7 +208,7 @@ def test_a_daemon_that_dies_before_answering_leaves_the_call_to_the_shim(
     def crash() -> None:
         conn, _ = listener.accept()
         conn.recv(1 << 16)
-        conn.sendall(protocol.encode_reply(0, b"half a rep")[:-3])
+        conn.sendall(wire.encode_reply(0, b"half a rep")[:-3])
         conn.close()
 
     thread = threading.Thread(target=crash)
@@ -412,7 +412,7 @@ def test_a_connection_is_closed_when_its_request_is_late(
         for client in (idle, half):
             client.settimeout(5)
             assert client.recv(100) == b"", "the daemon closed the connection"
-        assert send_raw(sock, REQUEST) == protocol.encode_reply(*fake.reply)
+        assert send_raw(sock, REQUEST) == wire.encode_reply(*fake.reply)
     late = [(r.levelno, r.getMessage()) for r in caplog.records if "0.3s" in r.getMessage()]
     assert sorted(late) == [
         (logging.DEBUG, "closing a connection that sent nothing in 0.3s"),
@@ -448,10 +448,10 @@ def test_connections_beyond_the_cap_are_closed_at_once(
 def test_an_oversized_request_is_dropped(daemon: FakeDaemon, sock: Path,
                                          monkeypatch: pytest.MonkeyPatch,
                                          caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(protocol, "MAX_MESSAGE", 1000)
+    monkeypatch.setattr(wire, "MAX_MESSAGE", 1000)
     with caplog.at_level(logging.WARNING, "ovn_underlay.daemon.server"):
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # closed early
-            assert send_raw(sock, protocol.MAGIC + bytes(2000)) == b""
+            assert send_raw(sock, wire.MAGIC + bytes(2000)) == b""
         assert wait_until(lambda: bool(caplog.messages))
     assert caplog.messages == ["dropping a request that could not be read: request larger "
                                "than 1000 bytes"]
@@ -472,7 +472,7 @@ def test_stopping_waits_for_the_calls_in_progress_not_for_idle_connections(sock:
             assert client.recv(100) == b"", "an idle connection is closed on stop"
         caller.join()
         stopped = time.monotonic() - started
-    assert replies == [protocol.encode_reply(*fake.reply)], "the call in progress was answered"
+    assert replies == [wire.encode_reply(*fake.reply)], "the call in progress was answered"
     assert stopped < 2, f"stop took {stopped:.1f}s"
 
 
@@ -497,8 +497,8 @@ def test_a_runtime_slow_to_write_stdin_holds_no_connection_meanwhile(
             conn, _ = listener.accept()
             with conn:
                 request = b"".join(iter(lambda: conn.recv(1 << 16), b""))
-                conn.sendall(protocol.encode_reply(0, b"answered\n"))
+                conn.sendall(wire.encode_reply(0, b"answered\n"))
             assert proc.stdout.read() == b"answered\n"
             assert proc.wait(timeout=30) == 0
-    env, stdin = protocol.decode_request(request)
+    env, stdin = wire.decode_request(request)
     assert (env["CNI_COMMAND"], stdin) == ("VERSION", b'{"cniVersion": "1.0.0"}')

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from ovn_underlay.attachments import Attached
-from ovn_underlay.commands.daemon import _setup_logging
+from ovn_underlay.cli.daemon import _setup_logging
 from ovn_underlay.config import ConfigError
 from ovn_underlay.control.base import ChildPort
 from ovn_underlay.daemon.gate import KeyedGate
 from ovn_underlay.daemon.metrics import Metrics, split_address, timed
 from ovn_underlay.daemon.service import CniService
-from ovn_underlay.pool import Attachment, PoolPort, PoolStats
+from ovn_underlay.pods.attach import Attached
+from ovn_underlay.pods.pool import Attachment, PoolPort, PoolStats
 from tests.unit.cni_requests import BAD_CONFIGS, CONTAINER_ID, make_config, make_env
 
 PORT = PoolPort("node1-p3", "0a:58:c0:00:02:09", "192.0.2.9", 24, "192.0.2.1", 3)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ovn_underlay.node import isolation
-from ovn_underlay.node.links import host_ifname, is_host_ifname
+from ovn_underlay.dataplane import isolation
+from ovn_underlay.dataplane.links import host_ifname, is_host_ifname
 
 
 def rules(guard: isolation.HostGuard) -> list[dict[str, Any]]:

@@ -18,11 +18,11 @@ import kmock
 import pytest
 import yaml
 
-from ovn_underlay import kube
 from ovn_underlay.config import NodeConfig
 from ovn_underlay.control.base import ControlPlaneError, ControlPlaneUnavailable
-from ovn_underlay.pool import Attachment
-from ovn_underlay.security_groups import PodSecurityGroups, parse_groups
+from ovn_underlay.kube import client as kube
+from ovn_underlay.pods.pool import Attachment
+from ovn_underlay.pods.security_groups import PodSecurityGroups, parse_groups
 
 TOKEN = "t0ken"
 
@@ -184,7 +184,7 @@ def test_without_a_kubeconfig_the_feature_is_off_and_said_once_per_node(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cfg = NodeConfig(state_dir=str(tmp_path))
     att = Attachment("c", "eth0", "/ns", "web", "front-0")
-    with caplog.at_level(logging.INFO, "ovn_underlay.security_groups"):
+    with caplog.at_level(logging.INFO, "ovn_underlay.pods.security_groups"):
         for _ in range(3):  # three processes, as three CNI calls would be
             assert PodSecurityGroups(cfg).groups_for(att) == ()
     assert len(caplog.messages) == 1

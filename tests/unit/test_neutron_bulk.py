@@ -15,8 +15,8 @@ import pytest
 
 from ovn_underlay.control import neutron
 from ovn_underlay.control.base import ControlPlaneError
+from ovn_underlay.control.credentials import Credentials
 from ovn_underlay.control.neutron_view import BINDING_PROFILE, PORT_OWNER, Meta, View
-from ovn_underlay.credentials import Credentials
 
 PARENT = "vm-port"
 

@@ -12,7 +12,7 @@ import pytest
 from keystoneauth1 import exceptions as ks
 from openstack import exceptions as sdk
 
-from ovn_underlay import credentials
+from ovn_underlay.control import credentials
 from ovn_underlay.control.base import Conflict, ControlPlaneError, ControlPlaneUnavailable
 from ovn_underlay.control.neutron_errors import translate
 from ovn_underlay.control.neutron_view import (

@@ -10,7 +10,7 @@ import pytest
 
 from ovn_underlay.control.base import ControlPlaneUnavailable, PortOwner
 from ovn_underlay.daemon.owners import OwnerWriter
-from ovn_underlay.pool import Attachment, Pool, PoolPort
+from ovn_underlay.pods.pool import Attachment, Pool, PoolPort
 
 WEB = PortOwner("default", "web", "c1")
 DB = PortOwner("default", "db", "c2")

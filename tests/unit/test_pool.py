@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from ovn_underlay.pool import (
+from ovn_underlay.pods.pool import (
     ATTACHED,
     ATTACHING,
     SCHEMA_VERSION,

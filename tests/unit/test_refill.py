@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from ovn_underlay import pool_fill
 from ovn_underlay.config import ConfigError, NodeConfig
 from ovn_underlay.control.base import ChildPort, ControlPlaneError, NodeNetwork, mac_for_ip
 from ovn_underlay.daemon.gate import KeyedGate
 from ovn_underlay.daemon.metrics import Metrics
 from ovn_underlay.daemon.refill import Refiller, Watermarks
-from ovn_underlay.node.links import host_ifname
-from ovn_underlay.pool import Attachment, Pool, PoolPort
+from ovn_underlay.dataplane.links import host_ifname
+from ovn_underlay.pods import fill as pool_fill
+from ovn_underlay.pods.pool import Attachment, Pool, PoolPort
 
 CFG = NodeConfig(switch="node1", subnet="10.9.0.0/24", gateway_ip="10.9.0.1", router="r",
                  pool_low=4, pool_high=10, pool_batch=4)

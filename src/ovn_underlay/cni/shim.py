@@ -25,7 +25,7 @@ import _socket
 import posix
 import sys
 
-from ovn_underlay.daemon import protocol
+from ovn_underlay.cni import wire
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ TIMED_OUT = "--timed-out"
 _CHUNK = 1 << 16
 
 
-def main(socket_path: str = protocol.DEFAULT_SOCKET,
+def main(socket_path: str = wire.DEFAULT_SOCKET,
          reply_timeout: float = REPLY_TIMEOUT) -> int:
     """Serve one CNI call through the daemon at ``socket_path``, else in-process."""
     stdin = sys.stdin.buffer.read()
@@ -79,14 +79,14 @@ def launch(socket_path: str, reply_timeout: float = REPLY_TIMEOUT) -> "NoReturn"
 def _through_daemon(socket_path: str, stdin: bytes, reply_timeout: float) -> int | None:
     """Forward the call and print the daemon's answer; its exit code, None if none came."""
     try:
-        raw = _ask(socket_path, protocol.encode_request(posix.environ, stdin), reply_timeout)
+        raw = _ask(socket_path, wire.encode_request(posix.environ, stdin), reply_timeout)
     except TimeoutError:
         return _timed_out(stdin, socket_path, reply_timeout)
     if raw is None:
         return None
     try:
-        code, stdout = protocol.decode_reply(raw)
-    except protocol.ProtocolError:
+        code, stdout = wire.decode_reply(raw)
+    except wire.ProtocolError:
         return None
     sys.stdout.buffer.write(stdout)
     sys.stdout.buffer.flush()
@@ -131,7 +131,7 @@ def _in_process(stdin: bytes) -> int:
 
 def _plugin(req: "Request") -> "Plugin":
     """The plugin, imported only once the request is known to be valid."""
-    from ovn_underlay.cni.plugin import make_plugin
+    from ovn_underlay.pods.cni_plugin import make_plugin
 
     return make_plugin(req)
 

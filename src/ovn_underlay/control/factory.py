@@ -16,8 +16,7 @@ def connect(cfg: NodeConfig, timeout: float = 10.0) -> ControlPlane:
 
         return OvnNbControlPlane(cfg.nb, timeout=timeout)
     if cfg.backend == "neutron":
-        from ovn_underlay import credentials
-        from ovn_underlay.control import neutron
+        from ovn_underlay.control import credentials, neutron
 
         # A bulk POST takes ~0.2 s per port: Neutron requests get a longer timeout.
         return neutron.NeutronControlPlane(

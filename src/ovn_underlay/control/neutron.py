@@ -49,6 +49,7 @@ from ovn_underlay.control.base import (
     mgmt_ip,
     plan_pool,
 )
+from ovn_underlay.control.credentials import Credentials
 from ovn_underlay.control.neutron_errors import translate
 from ovn_underlay.control.neutron_view import (
     BINDING_PROFILE,
@@ -64,7 +65,6 @@ from ovn_underlay.control.neutron_view import (
     pool_port_name,
     tag_of_name,
 )
-from ovn_underlay.credentials import Credentials
 
 if TYPE_CHECKING:
     from openstack.connection import Connection

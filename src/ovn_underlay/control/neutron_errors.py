@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 
 from ovn_underlay.control.base import Conflict, ControlPlaneError, ControlPlaneUnavailable
+from ovn_underlay.control.credentials import Credentials
 from ovn_underlay.control.neutron_view import BINDING_PROFILE
-from ovn_underlay.credentials import Credentials
 
 
 def translate(action: str, exc: Exception, creds: Credentials, mode: str) -> ControlPlaneError:

@@ -1,7 +1,7 @@
 """The daemon's long-lived connections to the node: local OVS, pool, control plane.
 
 One :class:`NodeAgent` serves every request thread.  Each request gets an
-:class:`~ovn_underlay.attachments.Attacher` of its own over the shared
+:class:`~ovn_underlay.pods.attach.Attacher` of its own over the shared
 connections (they are thread-safe: ovsdbapp commits one transaction at a
 time per connection, the pool takes a lock per call).  Settings are read from
 the local OVS database's in-memory replica on every request, so
@@ -25,16 +25,16 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 
-from ovn_underlay.attachments import Attacher
 from ovn_underlay.config import ConfigError, NodeConfig, from_external_ids
 from ovn_underlay.control.base import ControlPlane
 from ovn_underlay.control.factory import connect
 from ovn_underlay.daemon.gate import KeyedGate
 from ovn_underlay.daemon.metrics import Metrics, timed
 from ovn_underlay.daemon.owners import OwnerWriter
-from ovn_underlay.node import links
-from ovn_underlay.node.ovs import Ovs
-from ovn_underlay.pool import Pool, PoolStats
+from ovn_underlay.dataplane import links
+from ovn_underlay.dataplane.ovs import Ovs
+from ovn_underlay.pods.attach import Attacher
+from ovn_underlay.pods.pool import Pool, PoolStats
 
 LOG = logging.getLogger(__name__)
 CLEANUP_THREADS = 4

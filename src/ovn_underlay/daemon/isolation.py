@@ -1,6 +1,6 @@
 """Keeping the host isolation ruleset in place while the daemon runs.
 
-The ruleset (:mod:`ovn_underlay.node.isolation`) is kernel state: something
+The ruleset (:mod:`ovn_underlay.dataplane.isolation`) is kernel state: something
 may flush it (a firewall reload, ``nft flush ruleset``), and the set of NICs
 that OVS owns may change (an uplink added to br-int).  The daemon writes it
 before it serves its first call, then checks it every :data:`DEFAULT_INTERVAL`
@@ -14,7 +14,7 @@ import logging
 import threading
 
 from ovn_underlay.daemon.agent import NodeAgent
-from ovn_underlay.node import isolation
+from ovn_underlay.dataplane import isolation
 
 LOG = logging.getLogger(__name__)
 DEFAULT_INTERVAL = 5.0

@@ -25,7 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ovn_underlay.control.base import ControlPlane
-from ovn_underlay.pool import PoolStats
+from ovn_underlay.pods.pool import PoolStats
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer

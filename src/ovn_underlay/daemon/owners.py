@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 
 from ovn_underlay.control.base import ControlPlane, PortOwner
-from ovn_underlay.pool import Pool
+from ovn_underlay.pods.pool import Pool
 
 LOG = logging.getLogger(__name__)
 WINDOW = 0.05

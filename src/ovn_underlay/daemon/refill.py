@@ -33,15 +33,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 
-from ovn_underlay import pool_fill
 from ovn_underlay.config import ConfigError, NodeConfig
 from ovn_underlay.control.base import ChildPort, ControlPlane
 from ovn_underlay.control.factory import connect
 from ovn_underlay.daemon.agent import NodeAgent
 from ovn_underlay.daemon.metrics import timed
 from ovn_underlay.daemon.status import RefillStatus
-from ovn_underlay.node.links import host_ifname
-from ovn_underlay.pool import PoolPort
+from ovn_underlay.dataplane.links import host_ifname
+from ovn_underlay.pods import fill as pool_fill
+from ovn_underlay.pods.pool import PoolPort
 
 LOG = logging.getLogger(__name__)
 DEFAULT_INTERVAL = 2.0

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ovn_underlay.daemon import protocol
+from ovn_underlay.cni import wire
 
 LOG = logging.getLogger(__name__)
 DEFAULT_WORKERS = 32
@@ -188,9 +188,9 @@ class UnixServer:
             return
         if chunk:
             client.data += chunk
-            if len(client.data) > protocol.MAX_MESSAGE:
+            if len(client.data) > wire.MAX_MESSAGE:
                 LOG.warning("dropping a request that could not be read: request larger than "
-                            "%d bytes", protocol.MAX_MESSAGE)
+                            "%d bytes", wire.MAX_MESSAGE)
                 self._close(selector, reading, client)
             return
         if not client.data:
@@ -228,14 +228,14 @@ class UnixServer:
         try:
             with conn:
                 try:
-                    env, stdin = protocol.decode_request(data)
-                except protocol.ProtocolError as exc:
+                    env, stdin = wire.decode_request(data)
+                except wire.ProtocolError as exc:
                     LOG.warning("dropping a request that could not be read: %s", exc)
                     return
                 code, stdout = self._handler(env, stdin)
                 conn.settimeout(SEND_TIMEOUT)
                 try:
-                    conn.sendall(protocol.encode_reply(code, stdout))
+                    conn.sendall(wire.encode_reply(code, stdout))
                 except OSError as exc:
                     LOG.warning("the caller left before its reply: %s", exc)
         finally:

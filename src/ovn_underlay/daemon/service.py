@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from typing import Any
 
-from ovn_underlay.cni.plugin import UnderlayPlugin
 from ovn_underlay.cni.runner import dispatch
 from ovn_underlay.cni.spec import (
     COMMANDS,
@@ -29,7 +28,8 @@ from ovn_underlay.cni.spec import (
     reply_version,
 )
 from ovn_underlay.daemon.agent import NodeAgent
-from ovn_underlay.node.links import host_ifname
+from ovn_underlay.dataplane.links import host_ifname
+from ovn_underlay.pods.cni_plugin import UnderlayPlugin
 
 LOG = logging.getLogger(__name__)
 GATED = ("ADD", "DEL", "CHECK")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from ovn_underlay.attachments import node_attacher
-from ovn_underlay.commands.node import node_settings
-from ovn_underlay.kubelet import IFNAME, check_container_id, container_netns
-from ovn_underlay.pool import Attachment, Pool
+from ovn_underlay.cli.node import node_settings
+from ovn_underlay.container_engine import IFNAME, check_container_id, container_netns
+from ovn_underlay.pods.attach import node_attacher
+from ovn_underlay.pods.pool import Attachment, Pool
 
 
 def cmd_init(args: argparse.Namespace) -> int:

@@ -29,11 +29,11 @@ if TYPE_CHECKING:
 
 
 def _handler(spec: str) -> Handler:
-    """A lazily imported handler ``module:function`` under ovn_underlay.commands."""
+    """A lazily imported handler ``module:function`` under ovn_underlay.cli."""
     module, func = spec.split(":")
 
     def call(args: argparse.Namespace) -> int:
-        handler: Handler = getattr(importlib.import_module(f"ovn_underlay.commands.{module}"),
+        handler: Handler = getattr(importlib.import_module(f"ovn_underlay.cli.{module}"),
                                    func)
         return handler(args)
 

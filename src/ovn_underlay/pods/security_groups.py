@@ -16,7 +16,7 @@ import os
 
 from ovn_underlay.config import NodeConfig, key_of
 from ovn_underlay.control.base import ControlPlaneError, ControlPlaneUnavailable
-from ovn_underlay.pool import Attachment
+from ovn_underlay.pods.pool import Attachment
 
 LOG = logging.getLogger(__name__)
 ANNOTATION = "security-group"
@@ -51,7 +51,7 @@ class PodSecurityGroups:
             return ()
         if not att.pod_name:
             return ()
-        from ovn_underlay import kube
+        from ovn_underlay.kube import client as kube
 
         try:
             client = kube.client_for(self.cfg.kubeconfig)

@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ovn_underlay import config as node_config
-from ovn_underlay import lswitch
-from ovn_underlay.attachments import Attacher
 from ovn_underlay.config import NodeConfig
 from ovn_underlay.control.factory import connect
 from ovn_underlay.daemon import status as daemon_status
-from ovn_underlay.node.ovs import Ovs
-from ovn_underlay.pool import Pool
+from ovn_underlay.dataplane.ovs import Ovs
+from ovn_underlay.pods import network as lswitch
+from ovn_underlay.pods.attach import Attacher
+from ovn_underlay.pods.pool import Pool
 
 if TYPE_CHECKING:
-    from ovn_underlay.node.uplink import Change
+    from ovn_underlay.dataplane.node_init import Change
 
 CONFLIST_NAME = "10-ovn-underlay.conflist"
 NETWORK_NAME = "ovn-underlay"
@@ -64,7 +64,7 @@ def _uplink_mtu(name: str) -> int:
 
 def cmd_node_init(args: argparse.Namespace) -> int:
     """Prepare the node: settings, br-int, uplink; optionally install the CNI plugin."""
-    from ovn_underlay.node.uplink import NodeInit, detect_datapath
+    from ovn_underlay.dataplane.node_init import NodeInit, detect_datapath
 
     with open_ovs(args) as ovs:
         cfg = replace(load(ovs), **_overrides(args))
@@ -77,7 +77,7 @@ def cmd_node_init(args: argparse.Namespace) -> int:
         if cfg.backend == "ovn":
             cfg.require("nb", "parent")
         if cfg.backend == "neutron":
-            from ovn_underlay.commands import neutron
+            from ovn_underlay.cli import neutron
 
             cfg, checked = neutron.check_node(cfg, args.parent)
             print(checked, flush=True)
@@ -102,7 +102,7 @@ def cmd_node_init(args: argparse.Namespace) -> int:
 
 def _daemon_setting_changes(ovs: Ovs, args: argparse.Namespace) -> list[Change]:
     """Record the daemon settings given on the command line that differ from the node's."""
-    from ovn_underlay.node.uplink import settings_changes
+    from ovn_underlay.dataplane.node_init import settings_changes
 
     want = {node_config.key_of(name): str(value) for name in node_config.DAEMON_FIELDS
             if (value := getattr(args, name, None)) is not None}
@@ -204,7 +204,7 @@ def cmd_lswitch_setup(args: argparse.Namespace) -> int:
     With Neutron only a first batch of the pool is made here; the rest is made
     in the background, or before returning with --wait.
     """
-    from ovn_underlay.commands import pool as pool_cmds
+    from ovn_underlay.cli import pool as pool_cmds
 
     with open_ovs(args) as ovs:
         cfg = load(ovs)
@@ -230,7 +230,7 @@ def cmd_lswitch_setup(args: argparse.Namespace) -> int:
 
 def cmd_lswitch_destroy(args: argparse.Namespace) -> int:
     """Remove the node's switch and everything setup made (a pool filler is stopped first)."""
-    from ovn_underlay import pool_fill
+    from ovn_underlay.pods import fill as pool_fill
 
     with open_ovs(args) as ovs:
         cfg = load(ovs)

@@ -15,7 +15,7 @@ pod's veth only through its host end on the node, never by name inside a
 namespace that may belong to another pod by now.
 
 On the userspace datapath every ADD first makes sure the host isolation
-ruleset (:mod:`ovn_underlay.node.isolation`) is in place, so no pod is ever
+ruleset (:mod:`ovn_underlay.dataplane.isolation`) is in place, so no pod is ever
 plugged while the node's own stack would take in its frames.
 """
 
@@ -31,10 +31,10 @@ from ipaddress import IPv4Interface
 from ovn_underlay.config import NodeConfig, from_external_ids
 from ovn_underlay.control.base import ControlPlane, PortOwner
 from ovn_underlay.control.factory import connect
-from ovn_underlay.node import arp, isolation, links
-from ovn_underlay.node.ovs import Ovs
-from ovn_underlay.pool import ATTACHED, Allocation, Attachment, Pool, PoolPort
-from ovn_underlay.security_groups import PodSecurityGroups
+from ovn_underlay.dataplane import arp, isolation, links
+from ovn_underlay.dataplane.ovs import Ovs
+from ovn_underlay.pods.pool import ATTACHED, Allocation, Attachment, Pool, PoolPort
+from ovn_underlay.pods.security_groups import PodSecurityGroups
 
 LOG = logging.getLogger(__name__)
 EXT_CONTAINER = "ovn-underlay:container-id"

@@ -20,7 +20,7 @@ import struct
 import threading
 import time
 
-from ovn_underlay.node import nsenter
+from ovn_underlay.dataplane import nsenter
 
 ETH_P_ARP = 0x0806
 ETH_P_IP = 0x0800

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ovn_underlay.config import MGMT_IFNAME
-from ovn_underlay.node.links import HOST_IFNAME_PREFIX, is_host_ifname
-from ovn_underlay.node.ovs import Ovs
+from ovn_underlay.dataplane.links import HOST_IFNAME_PREFIX, is_host_ifname
+from ovn_underlay.dataplane.ovs import Ovs
 
 TABLE = "ovn_underlay"
 MARK = "ovn-underlay host isolation"

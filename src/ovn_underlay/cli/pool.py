@@ -8,10 +8,10 @@ import signal
 import sys
 import threading
 
-from ovn_underlay import pool_fill
-from ovn_underlay.commands.node import node_settings
+from ovn_underlay.cli.node import node_settings
 from ovn_underlay.config import ConfigError, NodeConfig
 from ovn_underlay.control.factory import connect
+from ovn_underlay.pods import fill as pool_fill
 
 FIRST_BATCH = 8
 """Neutron ports lswitch-setup makes before it returns (~2 s of bulk POST)."""

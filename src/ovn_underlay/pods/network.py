@@ -12,12 +12,12 @@ import logging
 from dataclasses import replace
 from ipaddress import IPv4Network
 
-from ovn_underlay.attachments import Attacher
 from ovn_underlay.config import NETWORK_FIELDS, ConfigError, NodeConfig, key_of, to_external_ids
 from ovn_underlay.control.base import VLAN_MAX, ControlPlane, NodeNetwork, parse_subnet
-from ovn_underlay.node.mgmt import ensure_mgmt_port, remove_mgmt_port
-from ovn_underlay.node.ovs import Ovs
-from ovn_underlay.pool import Pool, PoolPort
+from ovn_underlay.dataplane.mgmt import ensure_mgmt_port, remove_mgmt_port
+from ovn_underlay.dataplane.ovs import Ovs
+from ovn_underlay.pods.attach import Attacher
+from ovn_underlay.pods.pool import Pool, PoolPort
 
 LOG = logging.getLogger(__name__)
 RESERVED_ADDRESSES = 4

@@ -25,8 +25,8 @@ from typing import TextIO
 
 from ovn_underlay.config import ConfigError, NodeConfig
 from ovn_underlay.control.base import ControlPlane
-from ovn_underlay.lswitch import pool_ports
-from ovn_underlay.pool import Pool
+from ovn_underlay.pods.network import pool_ports
+from ovn_underlay.pods.pool import Pool
 
 PID_FILE = "pool-fill.pid"
 LOG_FILE = "pool-fill.log"

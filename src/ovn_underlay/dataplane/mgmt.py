@@ -13,9 +13,9 @@ from ipaddress import IPv4Network
 from pyroute2 import IPRoute
 
 from ovn_underlay.config import MGMT_IFNAME, NodeConfig
-from ovn_underlay.node import links
-from ovn_underlay.node.ovs import Ovs
-from ovn_underlay.node.uplink import wait_for_link
+from ovn_underlay.dataplane import links
+from ovn_underlay.dataplane.node_init import wait_for_link
+from ovn_underlay.dataplane.ovs import Ovs
 
 EXT_ROLE = "ovn-underlay:role"
 

@@ -29,8 +29,8 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ovn_underlay.config import ConfigError, NodeConfig, to_external_ids
-from ovn_underlay.node import isolation, links
-from ovn_underlay.node.ovs import Ovs
+from ovn_underlay.dataplane import isolation, links
+from ovn_underlay.dataplane.ovs import Ovs
 
 LINUX_BRIDGE = "breth1"
 VETH_BRIDGE_END = "breth1-veth"

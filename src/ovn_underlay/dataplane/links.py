@@ -7,7 +7,7 @@ its final name (``eth0``), so it never collides with the node's own interfaces.
 
 Every function that touches a pod's namespace takes it by *path* (a bind mount
 such as ``/var/run/netns/NAME`` or ``/proc/PID/ns/net``) and works in it from a
-short-lived thread (:mod:`ovn_underlay.node.nsenter`): the process stays where
+short-lived thread (:mod:`ovn_underlay.dataplane.nsenter`): the process stays where
 it is.  IPv4 only.
 
 :func:`plumb_pod`'s usual path (nothing there yet) speaks rtnetlink directly
@@ -35,7 +35,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from ovn_underlay.node import nsenter
+from ovn_underlay.dataplane import nsenter
 
 IFNAMSIZ = 16
 HOST_IFNAME_PREFIX = "oul"

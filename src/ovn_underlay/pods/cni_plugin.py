@@ -12,7 +12,14 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 from ovn_underlay import config as node_config
-from ovn_underlay.attachments import (
+from ovn_underlay.cni import spec
+from ovn_underlay.cni.netconf import parse_netconf
+from ovn_underlay.cni.spec import CniError, Request, Result
+from ovn_underlay.control.base import ControlPlaneError, ControlPlaneUnavailable
+from ovn_underlay.dataplane.isolation import IsolationError
+from ovn_underlay.dataplane.links import LinkError, NetnsNotFound
+from ovn_underlay.dataplane.ovs import OvsError, OvsUnavailable
+from ovn_underlay.pods.attach import (
     Attached,
     AttachedElsewhere,
     Attacher,
@@ -21,14 +28,7 @@ from ovn_underlay.attachments import (
     UnknownAttachment,
     node_attacher,
 )
-from ovn_underlay.cni import spec
-from ovn_underlay.cni.netconf import parse_netconf
-from ovn_underlay.cni.spec import CniError, Request, Result
-from ovn_underlay.control.base import ControlPlaneError, ControlPlaneUnavailable
-from ovn_underlay.node.isolation import IsolationError
-from ovn_underlay.node.links import LinkError, NetnsNotFound
-from ovn_underlay.node.ovs import OvsError, OvsUnavailable
-from ovn_underlay.pool import Attachment, PoolError, PoolExhausted
+from ovn_underlay.pods.pool import Attachment, PoolError, PoolExhausted
 
 LOG = logging.getLogger(__name__)
 ERR_ATTACHMENT_DIFFERS = 103
@@ -69,7 +69,7 @@ def cni_errors(what: str) -> Iterator[None]:
 
 AttacherSource = Callable[[str, float, bool], AbstractContextManager[Attacher]]
 """The Attacher of one call, from (OVS database, readiness timeout, need_network):
-:func:`~ovn_underlay.attachments.node_attacher` connects for the call; the
+:func:`~ovn_underlay.pods.attach.node_attacher` connects for the call; the
 node daemon lends one on its long-lived connections."""
 
 

@@ -6,10 +6,10 @@ import argparse
 from dataclasses import replace
 
 from ovn_underlay import config as node_config
-from ovn_underlay import credentials
 from ovn_underlay.config import NodeConfig
-from ovn_underlay.node.ovs import Ovs
-from ovn_underlay.node.uplink import Change, settings_changes
+from ovn_underlay.control import credentials
+from ovn_underlay.dataplane.node_init import Change, settings_changes
+from ovn_underlay.dataplane.ovs import Ovs
 
 NEUTRON_FIELDS = ("neutron_cloud", "child_ports", "kubeconfig")
 """Settings node-init records besides the ones of node.uplink."""

@@ -1,0 +1,1 @@
+"""The Kubernetes API side: the client the node reads pods' annotations with."""

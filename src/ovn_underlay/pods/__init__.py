@@ -1,0 +1,1 @@
+"""The pod core: the node's port pool, attaching and detaching pods, the node network."""
