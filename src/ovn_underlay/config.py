@@ -2,7 +2,7 @@
 
 ``node-init`` writes the node's own settings and ``lswitch-setup`` adds the node
 network's; the CNI plugin, the kubelet verbs and ``config show`` read them back.
-Every key is prefixed ``ovn-underlay:``, except the seed's ``neutron-config``
+Every key is prefixed :data:`~ovn_underlay.names.EXT_PREFIX`, except the seed's ``neutron-config``
 (path of an openrc file), kept under its original name for compatibility.
 """
 
@@ -13,13 +13,12 @@ from dataclasses import dataclass, fields
 from ipaddress import IPv4Interface, ip_interface
 
 from ovn_underlay.cni import wire
+from ovn_underlay.names import EXT_PREFIX
 
-PREFIX = "ovn-underlay:"
 DEFAULT_OVSDB = "unix:/var/run/openvswitch/db.sock"
 DEFAULT_STATE_DIR = "/var/lib/ovn-underlay"
 DEFAULT_BRIDGE = "br-int"
 DEFAULT_MGMT_TAG = 4094
-MGMT_IFNAME = "oul-mgmt"
 DEFAULT_DAEMON_SOCKET = wire.DEFAULT_SOCKET
 CHILD_PORT_MODES = ("trunk", "binding-profile")
 """Neutron child ports: trunk subports (default) or the seed's binding:profile."""
@@ -83,7 +82,11 @@ class NodeConfig:
     @property
     def has_network(self) -> bool:
         """Whether lswitch-setup has run on this node."""
-        return bool(self.switch and self.subnet and self.gateway_ip)
+        return all(getattr(self, name) for name in NETWORK_REQUIRED)
+
+    def require_network(self) -> None:
+        """Raise ConfigError unless lswitch-setup has run (:attr:`has_network`)."""
+        self.require(*NETWORK_REQUIRED)
 
     @property
     def mgmt_interface(self) -> IPv4Interface:
@@ -104,9 +107,11 @@ class NodeConfig:
 
 def key_of(field_name: str) -> str:
     """The external_ids key that holds a NodeConfig field."""
-    return SEED_KEYS.get(field_name, PREFIX + field_name.replace("_", "-"))
+    return SEED_KEYS.get(field_name, EXT_PREFIX + field_name.replace("_", "-"))
 
 
+NETWORK_REQUIRED = ("switch", "subnet", "gateway_ip")
+"""The settings :attr:`NodeConfig.has_network` looks at."""
 NETWORK_FIELDS = ("switch", "subnet", "router", "gateway_ip", "gateway_mac", "mgmt_port",
                   "mgmt_mac", "mgmt_ip", "pool_size")
 DAEMON_FIELDS = ("daemon_socket", "metrics_address", "pool_low", "pool_high", "pool_batch")

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from ovn_underlay.dataplane import links, nsenter
+from ovn_underlay.names import host_ifname
 from tests.conftest import needs_netns
 
 pytestmark = needs_netns
@@ -92,18 +93,18 @@ def in_node(node: str, fn: Any, *args: Any) -> Any:
 def plumb(node: str, pod_path: str, ifname: str = "eth0", mac: str = MAC,
           host_if: str | None = None, gateway: str = GATEWAY, mtu: int = MTU) -> str:
     """plumb_pod from the node namespace with the test defaults; return the host end."""
-    host_if = host_if or links.host_ifname(f"cid-{pod_path}", ifname)
+    host_if = host_if or host_ifname(f"cid-{pod_path}", ifname)
     in_node(node, links.plumb_pod, pod_path, ifname, host_if, mac, IP_CIDR, gateway, mtu,
             True)
     return host_if
 
 
 def test_host_ifname_is_deterministic_and_short() -> None:
-    name = links.host_ifname("0123456789abcdef" * 4, "eth0")
-    assert name == links.host_ifname("0123456789abcdef" * 4, "eth0")
+    name = host_ifname("0123456789abcdef" * 4, "eth0")
+    assert name == host_ifname("0123456789abcdef" * 4, "eth0")
     assert len(name) == 15 and name.startswith("oul")
-    assert name != links.host_ifname("0123456789abcdef" * 4, "eth1")
-    assert links.host_ifname("cid1", "eth0") != links.host_ifname("cid", "1eth0")
+    assert name != host_ifname("0123456789abcdef" * 4, "eth1")
+    assert host_ifname("cid1", "eth0") != host_ifname("cid", "1eth0")
 
 
 def test_plumb_configures_both_ends(node: str, pod: str) -> None:
@@ -140,7 +141,7 @@ def test_plumb_by_proc_path_from_a_process_in_the_node_namespace(
             assert time.monotonic() < deadline, "sleep did not enter its namespace"
             time.sleep(0.01)
         subprocess.run(["ip", "netns", "del", anon], check=True)  # only the /proc path is left
-        host_if = links.host_ifname("cid-proc", "eth0")
+        host_if = host_ifname("cid-proc", "eth0")
         code = ("import sys, time; from ovn_underlay.dataplane import links; "
                 "t = time.perf_counter();"
                 "links.plumb_pod(*sys.argv[1:7], int(sys.argv[7]), True);"
@@ -163,7 +164,7 @@ def test_plumb_by_proc_path_from_a_process_in_the_node_namespace(
 
 
 def test_retried_plumb_succeeds_without_change(node: str, pod: str) -> None:
-    host_if = links.host_ifname(f"cid-{path(pod)}", "eth0")
+    host_if = host_ifname(f"cid-{path(pod)}", "eth0")
     assert in_node(node, links.plumb_pod, path(pod), "eth0", host_if, MAC, IP_CIDR, GATEWAY,
                    MTU, True) is True, "the first call makes the pair"
     before = ip_json(pod, "link", "show", "dev", "eth0")[0]["ifindex"]
@@ -190,7 +191,7 @@ def test_failure_half_way_removes_the_veth(node: str, pod: str) -> None:
 
 
 def test_leftover_host_veth_is_replaced(node: str, pod: str) -> None:
-    host_if = links.host_ifname("cid-leftover", "eth0")
+    host_if = host_ifname("cid-leftover", "eth0")
     subprocess.run(["ip", "-n", node, "link", "add", host_if, "type", "veth", "peer", "name",
                     "leftover"], check=True)
     plumb(node, path(pod), host_if=host_if)
@@ -200,7 +201,7 @@ def test_leftover_host_veth_is_replaced(node: str, pod: str) -> None:
 
 def test_incomplete_pair_of_an_interrupted_call_is_rebuilt(node: str, pod: str) -> None:
     """A call killed after making the veth left eth0 with our MAC but no address."""
-    host_if = links.host_ifname("cid-interrupted", "eth0")
+    host_if = host_ifname("cid-interrupted", "eth0")
     subprocess.run(["ip", "-n", node, "link", "add", host_if, "type", "veth", "peer", "name",
                     "eth0", "address", MAC, "netns", pod], check=True)
     plumb(node, path(pod), host_if=host_if)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ovn_underlay.dataplane import isolation
-from ovn_underlay.dataplane.links import host_ifname, is_host_ifname
+from ovn_underlay.names import host_ifname, is_host_ifname
 
 
 def rules(guard: isolation.HostGuard) -> list[dict[str, Any]]:

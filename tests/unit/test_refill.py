@@ -13,7 +13,7 @@ from ovn_underlay.control.base import ChildPort, ControlPlaneError, NodeNetwork,
 from ovn_underlay.daemon.gate import KeyedGate
 from ovn_underlay.daemon.metrics import Metrics
 from ovn_underlay.daemon.refill import Refiller, Watermarks
-from ovn_underlay.dataplane.links import host_ifname
+from ovn_underlay.names import host_ifname
 from ovn_underlay.pods import fill as pool_fill
 from ovn_underlay.pods.pool import Attachment, Pool, PoolPort
 

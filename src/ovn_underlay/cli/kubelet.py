@@ -14,7 +14,7 @@ from ovn_underlay.pods.pool import Attachment, Pool
 def cmd_init(args: argparse.Namespace) -> int:
     """Succeed when the node is set up for pods (settings and network present)."""
     cfg = node_settings(args)
-    cfg.require("switch", "subnet", "gateway_ip")
+    cfg.require_network()
     return 0
 
 

@@ -24,6 +24,8 @@ import os
 import re
 from dataclasses import dataclass, replace
 
+from ovn_underlay.names import ifname_problem
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -95,7 +97,6 @@ _REQUIRED_ENV = {
 _ATTACHMENT_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 _NAME_RULE = "it must start with a letter or digit, followed by letters, digits, '_', '.' or '-'"
-_IFNAMSIZ = 16  # Linux interface names hold at most IFNAMSIZ - 1 bytes
 _OWN_NETNS = "/proc/self/ns/net"
 
 
@@ -613,16 +614,9 @@ def _attachment_env(command: str, environ: Mapping[str, str]) -> tuple[str, str,
 
 
 def _check_ifname(ifname: str) -> None:
-    size = len(ifname.encode("utf-8", "surrogateescape"))  # the bytes the kernel is given
-    if size >= _IFNAMSIZ:
-        problem = f"it is {size} bytes long, more than {_IFNAMSIZ - 1} bytes"
-    elif ifname in (".", ".."):
-        problem = "'.' and '..' are not interface names"
-    elif any(char in "/:" or char.isspace() for char in ifname):
-        problem = "it contains '/', ':' or whitespace"
-    else:
-        return
-    raise CniError(ERR_INVALID_ENV, f"invalid CNI_IFNAME {ifname!r}", problem)
+    problem = ifname_problem(ifname)
+    if problem is not None:
+        raise CniError(ERR_INVALID_ENV, f"invalid CNI_IFNAME {ifname!r}", problem)
 
 
 def _check_netns(command: str, netns: str) -> None:

@@ -14,9 +14,10 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from ovn_underlay.config import DEFAULT_MGMT_TAG
+
 VLAN_MIN = 1
 VLAN_MAX = 4094
-DEFAULT_MGMT_TAG = VLAN_MAX
 MAX_PREFIX_LEN = 30
 """Longest accepted prefix: network, gateway, one more host, broadcast."""
 

@@ -34,8 +34,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ovn_underlay.config import DEFAULT_MGMT_TAG
 from ovn_underlay.control.base import (
-    DEFAULT_MGMT_TAG,
     ChildPort,
     Conflict,
     ControlPlane,

@@ -35,8 +35,8 @@ from ovsdbapp.backend.ovs_idl import connection as ovs_connection
 from ovsdbapp.backend.ovs_idl import idlutils
 from ovsdbapp.schema.ovn_northbound import impl_idl
 
+from ovn_underlay.config import DEFAULT_MGMT_TAG
 from ovn_underlay.control.base import (
-    DEFAULT_MGMT_TAG,
     ChildPort,
     Conflict,
     ControlPlane,
@@ -52,20 +52,20 @@ from ovn_underlay.control.base import (
     parse_subnet,
     plan_pool,
 )
+from ovn_underlay.names import EXT_PREFIX
 
 SCHEMA = "OVN_Northbound"
 TABLES = ("Logical_Switch", "Logical_Switch_Port", "Logical_Router", "Logical_Router_Port")
 
-PREFIX = "ovn-underlay:"
-KEY_ROLE = PREFIX + "role"
-KEY_SWITCH = PREFIX + "switch"
-KEY_SUBNET = PREFIX + "subnet"
-KEY_ROUTER = PREFIX + "router"
-KEY_PARENT = PREFIX + "parent"
-KEY_CLUSTER_SUBNET = PREFIX + "cluster-subnet"
-KEY_POD_NAMESPACE = PREFIX + "pod-namespace"
-KEY_POD_NAME = PREFIX + "pod-name"
-KEY_CONTAINER_ID = PREFIX + "container-id"
+KEY_ROLE = EXT_PREFIX + "role"
+KEY_SWITCH = EXT_PREFIX + "switch"
+KEY_SUBNET = EXT_PREFIX + "subnet"
+KEY_ROUTER = EXT_PREFIX + "router"
+KEY_PARENT = EXT_PREFIX + "parent"
+KEY_CLUSTER_SUBNET = EXT_PREFIX + "cluster-subnet"
+KEY_POD_NAMESPACE = EXT_PREFIX + "pod-namespace"
+KEY_POD_NAME = EXT_PREFIX + "pod-name"
+KEY_CONTAINER_ID = EXT_PREFIX + "container-id"
 OWNER_KEYS = (KEY_POD_NAMESPACE, KEY_POD_NAME, KEY_CONTAINER_ID)
 
 ROLE_SWITCH = "node-switch"
@@ -273,7 +273,7 @@ def _check_same(switch: _Switch, subnet: str, router: str, parent: str) -> None:
         raise Conflict(f"logical switch {switch.name} already exists and was not created "
                        "by ovn-underlay")
     wanted = {KEY_SUBNET: subnet, KEY_ROUTER: router, KEY_PARENT: parent}
-    differs = [f"{key.removeprefix(PREFIX)} {switch.external_ids[key]} (not {value})"
+    differs = [f"{key.removeprefix(EXT_PREFIX)} {switch.external_ids[key]} (not {value})"
                for key, value in wanted.items() if switch.external_ids[key] != value]
     if differs:
         raise Conflict(f"node network {switch.name} already exists with " + ", ".join(differs))

@@ -92,7 +92,7 @@ class NodeAgent:
                               f"but this daemon serves {self.ovsdb}")
         cfg = self.config()
         if need_network:
-            cfg.require("switch", "subnet", "gateway_ip")
+            cfg.require_network()
         if cfg.pool_path != self.pool_path:
             raise ConfigError(f"the node's pool moved to {cfg.pool_path} since the daemon "
                               f"opened {self.pool_path}: restart the daemon")

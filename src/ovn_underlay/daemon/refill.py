@@ -39,7 +39,7 @@ from ovn_underlay.control.factory import connect
 from ovn_underlay.daemon.agent import NodeAgent
 from ovn_underlay.daemon.metrics import timed
 from ovn_underlay.daemon.status import RefillStatus
-from ovn_underlay.dataplane.links import host_ifname
+from ovn_underlay.names import host_ifname
 from ovn_underlay.pods import fill as pool_fill
 from ovn_underlay.pods.pool import PoolPort
 

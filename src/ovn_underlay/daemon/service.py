@@ -28,7 +28,7 @@ from ovn_underlay.cni.spec import (
     reply_version,
 )
 from ovn_underlay.daemon.agent import NodeAgent
-from ovn_underlay.dataplane.links import host_ifname
+from ovn_underlay.names import host_ifname
 from ovn_underlay.pods.cni_plugin import UnderlayPlugin
 
 LOG = logging.getLogger(__name__)

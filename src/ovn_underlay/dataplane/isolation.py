@@ -38,9 +38,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
-from ovn_underlay.config import MGMT_IFNAME
-from ovn_underlay.dataplane.links import HOST_IFNAME_PREFIX, is_host_ifname
 from ovn_underlay.dataplane.ovs import Ovs
+from ovn_underlay.names import HOST_IFNAME_PREFIX, MGMT_IFNAME, is_host_ifname
 
 TABLE = "ovn_underlay"
 MARK = "ovn-underlay host isolation"

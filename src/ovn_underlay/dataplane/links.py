@@ -1,7 +1,7 @@
 """Pod links: a veth pair between the node (the VM) and a pod's network namespace.
 
 The host end stays in the caller's network namespace (the node's) under a name
-derived from the container id (:func:`host_ifname`), ready to become an OVS
+derived from the container id (:func:`ovn_underlay.names.host_ifname`), ready to become an OVS
 access port; the pod end is created directly inside the pod's namespace under
 its final name (``eth0``), so it never collides with the node's own interfaces.
 
@@ -22,7 +22,6 @@ import contextlib
 import ctypes
 import errno
 import fcntl
-import hashlib
 import ipaddress
 import os
 import re
@@ -36,11 +35,8 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ovn_underlay.dataplane import nsenter
+from ovn_underlay.names import ifname_problem
 
-IFNAMSIZ = 16
-HOST_IFNAME_PREFIX = "oul"
-"""Every pod veth's host end is named this and 12 hex digits (:func:`host_ifname`)."""
-_HOST_IFNAME_RE = re.compile(rf"^{HOST_IFNAME_PREFIX}[0-9a-f]{{12}}$")
 IFF_UP = 0x1
 IFF_NOARP = 0x80
 IFF_PROMISC = 0x100
@@ -85,7 +81,6 @@ _IFADDRMSG = struct.Struct("=BBBBi")
 _RTMSG = struct.Struct("=BBBBBBBBI")
 _RTATTR = struct.Struct("=HH")
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-_BAD_IFNAME_CHARS = frozenset("/: \t\n")
 
 
 @dataclass(frozen=True)
@@ -126,22 +121,6 @@ class _EthtoolValue(ctypes.Structure):
     """``struct ethtool_value`` of <linux/ethtool.h>."""
 
     _fields_ = (("cmd", ctypes.c_uint32), ("data", ctypes.c_uint32))
-
-
-def host_ifname(container_id: str, ifname: str) -> str:
-    """The node-side veth name of a pod interface: "oul" + 12 hex digits (15 chars).
-
-    Deterministic, so that DEL finds the link from the container id and
-    interface name alone.  Linux interface names cannot contain ':', so the
-    hashed "container_id:ifname" string is unambiguous.
-    """
-    digest = hashlib.sha256(f"{container_id}:{ifname}".encode()).hexdigest()
-    return HOST_IFNAME_PREFIX + digest[:12]
-
-
-def is_host_ifname(name: str) -> bool:
-    """Whether ``name`` has the form of a pod veth's host end (see :func:`host_ifname`)."""
-    return _HOST_IFNAME_RE.match(name) is not None
 
 
 def plumb_pod(netns_path: str, ifname: str, host_if: str, mac: str, ip_cidr: str,
@@ -244,10 +223,9 @@ def _validate(ifname: str, host_if: str, mac: str, ip_cidr: str, gateway: str,
 
 def _check_ifname(name: str) -> None:
     """Raise LinkError unless ``name`` is a valid Linux interface name."""
-    if (not 0 < len(name.encode()) < IFNAMSIZ or name in (".", "..")
-            or _BAD_IFNAME_CHARS.intersection(name)):
-        raise LinkError(f"{name!r} is not a valid interface name (1-15 chars, no '/', ':' "
-                        "or spaces)")
+    problem = ifname_problem(name)
+    if problem is not None:
+        raise LinkError(f"{name!r} is not a valid interface name: {problem}")
 
 
 @contextlib.contextmanager

@@ -12,12 +12,13 @@ from ipaddress import IPv4Network
 
 from pyroute2 import IPRoute
 
-from ovn_underlay.config import MGMT_IFNAME, NodeConfig
+from ovn_underlay.config import NodeConfig
 from ovn_underlay.dataplane import links
 from ovn_underlay.dataplane.node_init import wait_for_link
 from ovn_underlay.dataplane.ovs import Ovs
+from ovn_underlay.names import EXT_PREFIX, MGMT_IFNAME
 
-EXT_ROLE = "ovn-underlay:role"
+EXT_ROLE = EXT_PREFIX + "role"
 
 
 def ensure_mgmt_port(ovs: Ovs, cfg: NodeConfig) -> None:

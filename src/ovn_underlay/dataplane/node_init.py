@@ -29,13 +29,13 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ovn_underlay.config import ConfigError, NodeConfig, to_external_ids
-from ovn_underlay.dataplane import isolation, links
+from ovn_underlay.dataplane import isolation, links, nsenter
 from ovn_underlay.dataplane.ovs import Ovs
+from ovn_underlay.names import HOST_IFNAME_PREFIX
 
 LINUX_BRIDGE = "breth1"
 VETH_BRIDGE_END = "breth1-veth"
 VETH_OVS_END = "br-int-veth"
-CLONE_NEWNET = 0x40000000
 AF_INET = 2
 RT_PROTO_KERNEL = 2
 
@@ -59,7 +59,7 @@ def vlan_filtering_supported() -> bool:
 
     def probe() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.unshare(CLONE_NEWNET) != 0:
+        if libc.unshare(nsenter.CLONE_NEWNET) != 0:
             result.append(False)
             return
         with IPRoute(groups=0) as ipr:
@@ -127,7 +127,7 @@ class NodeInit:
         devices = " and ".join(guard.devices) or "no other NIC"
         return [Change(f"put the host isolation ruleset in place (nftables tables inet and "
                        f"arp {isolation.TABLE}): the node's kernel takes in nothing from pods' "
-                       f"host ends ({links.HOST_IFNAME_PREFIX}*) nor from {devices}",
+                       f"host ends ({HOST_IFNAME_PREFIX}*) nor from {devices}",
                        lambda: isolation.ensure(isolation.wanted(self.ovs, extra)))]
 
     def _config_changes(self) -> list[Change]:

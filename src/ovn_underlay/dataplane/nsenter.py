@@ -74,6 +74,12 @@ def _setns(fd: int, label: str) -> None:
         raise OSError(err, f"setns({label}): {os.strerror(err)}")
 
 
+def enter_netns(path: str) -> None:
+    """Move the calling thread (only it) into the network namespace at ``path``, for good."""
+    with open_netns(path) as fd:
+        _setns(fd, path)
+
+
 def run_in_netns(ns: int | str, fn: Callable[..., T], *args: object) -> T:
     """Call ``fn(*args)`` in a new thread inside the namespace ``ns``; return its result.
 

@@ -32,7 +32,8 @@ from ovsdbapp.backend.ovs_idl import command, idlutils, transaction
 from ovsdbapp.backend.ovs_idl import connection as ovs_connection
 from ovsdbapp.schema.open_vswitch import impl_idl
 
-DEFAULT_CONNECTION = "unix:/var/run/openvswitch/db.sock"
+from ovn_underlay.config import DEFAULT_OVSDB
+
 SCHEMA = "Open_vSwitch"
 # The only columns monitored: enough for every method here, and none of the
 # ones ovs-vswitchd rewrites every few seconds (statistics, status, ...).
@@ -144,7 +145,7 @@ class _Api(impl_idl.OvsdbIdl):  # type: ignore[misc]
 class Ovs:
     """A connection to one Open_vSwitch database; close() it when done."""
 
-    def __init__(self, connection: str = DEFAULT_CONNECTION, timeout: float = 10.0) -> None:
+    def __init__(self, connection: str = DEFAULT_OVSDB, timeout: float = 10.0) -> None:
         """Connect to ``connection`` and load the monitored tables.
 
         Raises OvsUnavailable (naming ``connection``) if the server cannot be

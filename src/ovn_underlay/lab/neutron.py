@@ -24,12 +24,10 @@ hypervisor's namespace (only that thread's sockets live there).
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -38,6 +36,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from ovn_underlay.dataplane import nsenter
 from ovn_underlay.lab import netns
 from ovn_underlay.lab.daemons import DaemonError, alive, run
 
@@ -53,7 +52,6 @@ VM_NETWORK_NAME = "vmnet"
 SYSTEM_PYTHON = "/usr/bin/python3"
 READY_TIMEOUT = 90.0
 READY_STREAK = 4
-CLONE_NEWNET = 0x40000000
 TOOLS = ("neutron-server", "neutron-db-manage", "mariadbd", "mariadb-install-db", "mariadb")
 _T = TypeVar("_T")
 
@@ -146,34 +144,12 @@ def require_tools() -> None:
 
 def enter_netns(name: str) -> None:
     """Move the calling thread (only it) into the named network namespace."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(netns.path(name), os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns into {name}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
+    nsenter.enter_netns(netns.path(name))
 
 
 def in_netns(name: str, func: Callable[[], _T]) -> _T:
     """``func()`` run in a thread inside the named network namespace."""
-    box: list[_T] = []
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            enter_netns(name)
-            box.append(func())
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name=f"in-{name}")
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return box[0]
+    return nsenter.run_in_netns(netns.path(name), func)
 
 
 def call(state: LabState, func: Callable[[Connection], _T]) -> _T:

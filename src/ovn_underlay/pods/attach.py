@@ -33,16 +33,17 @@ from ovn_underlay.control.base import ControlPlane, PortOwner
 from ovn_underlay.control.factory import connect
 from ovn_underlay.dataplane import arp, isolation, links
 from ovn_underlay.dataplane.ovs import Ovs
+from ovn_underlay.names import EXT_PREFIX, host_ifname
 from ovn_underlay.pods.pool import ATTACHED, Allocation, Attachment, Pool, PoolPort
 from ovn_underlay.pods.security_groups import PodSecurityGroups
 
 LOG = logging.getLogger(__name__)
-EXT_CONTAINER = "ovn-underlay:container-id"
-EXT_IFNAME = "ovn-underlay:ifname"
-EXT_NETNS = "ovn-underlay:netns"
-EXT_POD_NAMESPACE = "ovn-underlay:pod-namespace"
-EXT_POD_NAME = "ovn-underlay:pod-name"
-EXT_SECURITY_GROUPS = "ovn-underlay:security-groups"
+EXT_CONTAINER = EXT_PREFIX + "container-id"
+EXT_IFNAME = EXT_PREFIX + "ifname"
+EXT_NETNS = EXT_PREFIX + "netns"
+EXT_POD_NAMESPACE = EXT_PREFIX + "pod-namespace"
+EXT_POD_NAME = EXT_PREFIX + "pod-name"
+EXT_SECURITY_GROUPS = EXT_PREFIX + "security-groups"
 """On the pod's OVS port: the groups its logical port got, to be reset at DEL."""
 DATAPATH_TIMEOUT = 5.0
 """How long a DEL waits for ovs-vswitchd to take the pod's port out of the datapath."""
@@ -136,7 +137,7 @@ class Attacher:
         """
         steps = _Stopwatch()
         self._isolate()
-        host_if = links.host_ifname(att.container_id, att.ifname)
+        host_if = host_ifname(att.container_id, att.ifname)
         alloc = self.pool.acquire(att)
         if alloc.attachment.netns != att.netns:
             alloc = self._rebind(alloc, att, host_if)
@@ -248,7 +249,7 @@ class Attacher:
         """
         steps = _Stopwatch()
         alloc = self.pool.find(container_id, ifname)
-        host_if = links.host_ifname(container_id, ifname)
+        host_if = host_ifname(container_id, ifname)
         if alloc is not None:
             self._reset_security_groups(host_if, alloc.port.lport)
         self.ovs.del_port(host_if)
@@ -283,7 +284,7 @@ class Attacher:
             raise UnknownAttachment(f"no attachment for container {container_id} "
                                     f"interface {ifname}")
         port = alloc.port
-        host_if = links.host_ifname(container_id, ifname)
+        host_if = host_ifname(container_id, ifname)
         attached = Attached(port, host_if, ifname, netns, self.cfg.mtu)
         problems = self._link_problems(attached) + self._ovs_problems(attached)
         if problems:
@@ -368,7 +369,7 @@ def node_attacher(ovsdb: str, readiness_timeout: float = 5.0,
     try:
         cfg = from_external_ids(ovs.get_config())
         if need_network:
-            cfg.require("switch", "subnet", "gateway_ip")
+            cfg.require_network()
         with Pool(cfg.pool_path) as pool:
             attacher = Attacher(cfg, ovs, pool, lambda: connect(cfg), readiness_timeout)
             try:
