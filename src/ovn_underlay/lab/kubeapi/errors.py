@@ -30,21 +30,15 @@ class FieldError:
     value: Any = None
     has_value: bool = False
 
-    REASONS = {
-        "Invalid value": "FieldValueInvalid",
-        "Required value": "FieldValueRequired",
-        "Forbidden": "FieldValueForbidden",
-        "Duplicate value": "FieldValueDuplicate",
-        "Unsupported value": "FieldValueNotSupported",
-    }
-
     def message(self) -> str:
         """The text after ``<field>: `` in the Status message."""
         if self.has_value:
             value = self.value
-            shown = value if isinstance(value, str) and value.startswith("0x") else json.dumps(
-                value)
-            return f"{self.kind}: {shown}: {self.detail}" if self.detail else f"{self.kind}: {shown}"
+            raw = isinstance(value, str) and value.startswith("0x")
+            shown = value if raw else json.dumps(value)
+            if self.detail:
+                return f"{self.kind}: {shown}: {self.detail}"
+            return f"{self.kind}: {shown}"
         return f"{self.kind}: {self.detail}" if self.detail else self.kind
 
 
@@ -67,6 +61,15 @@ def duplicate(field: str, value: Any) -> FieldError:
 def unsupported(field: str, value: Any, allowed: list[str]) -> FieldError:
     shown = ", ".join(json.dumps(a) for a in allowed)
     return FieldError(field, "Unsupported value", f"supported values: {shown}", value, True)
+
+
+REASONS = {
+    "Invalid value": "FieldValueInvalid",
+    "Required value": "FieldValueRequired",
+    "Forbidden": "FieldValueForbidden",
+    "Duplicate value": "FieldValueDuplicate",
+    "Unsupported value": "FieldValueNotSupported",
+}
 
 
 class ApiError(Exception):
@@ -124,7 +127,7 @@ def invalid(group: str, kind: str, name: str, errors: list[FieldError]) -> ApiEr
     texts = [f"{e.field}: {e.message()}" for e in errors]
     joined = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
     details = _details(group, kind, name)
-    details["causes"] = [{"reason": FieldError.REASONS.get(e.kind, "FieldValueInvalid"),
+    details["causes"] = [{"reason": REASONS.get(e.kind, "FieldValueInvalid"),
                           "message": e.message(), "field": e.field} for e in errors]
     return ApiError(422, "Invalid", f'{kind}{"." + group if group else ""} "{name}" is invalid: '
                     f"{joined}", details)
@@ -173,4 +176,5 @@ def too_large_resource_version(requested: int, current: int) -> ApiError:
 
 def route_not_found() -> ApiError:
     return ApiError(404, "NotFound", "the server could not find the requested resource",
-                    {"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]})
+                    {"causes": [{"reason": "UnexpectedServerResponse",
+                                 "message": "404 page not found"}]})

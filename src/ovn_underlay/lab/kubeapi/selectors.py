@@ -181,10 +181,7 @@ class FieldSelector:
         return [t[0] for t in self.terms]
 
     def matches(self, obj: dict[str, Any], getters: Mapping[str, FieldGetter]) -> bool:
-        for field, equal, value in self.terms:
-            if (getters[field](obj) == value) != equal:
-                return False
-        return True
+        return all((getters[field](obj) == value) == equal for field, equal, value in self.terms)
 
     def empty(self) -> bool:
         return not self.terms
