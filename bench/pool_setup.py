@@ -43,7 +43,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -81,17 +80,16 @@ def inside(plan: dict[str, Any]) -> int:
 def _timed(control: Any, name: str, parent: str, count: int,
            make: Callable[[str], list[Any]]) -> dict[str, Any]:
     """Make node network ``name`` (untimed), time ``make(name)`` plus the pool records."""
-    from ovn_underlay.pods.network import pool_ports
     from ovn_underlay.pods.pool import Pool
 
     subnet = next(SUBNETS)
-    net = control.create_node_network(name, subnet, ROUTER, parent, 0, mgmt_tag=None)
+    control.create_node_network(name, subnet, ROUTER, parent, 0, mgmt_tag=None)
     with tempfile.TemporaryDirectory() as state, Pool(Path(state) / "pool.db") as pool:
         try:
             cpu_before = benchlib.cpu_by_process()
             started = time.perf_counter()
             ports = make(name)
-            pool.add_ports(pool_ports(replace(net, ports=tuple(ports))))
+            pool.add_ports(ports)
             seconds = time.perf_counter() - started
             cpu = benchlib.cpu_delta(cpu_before, benchlib.cpu_by_process(), least=0.1)
         finally:
@@ -173,17 +171,16 @@ def _bodies(control: Any, switch: str, parent: str, count: int) -> list[dict[str
             for ip, tag in plan_pool(subnet.cidr, count, {gateway_ip(subnet.cidr)}, set())]
 
 
-def _child(port: Any) -> Any:
-    from ovn_underlay.control.base import ChildPort
-
-    return ChildPort(port.id, port.mac_address, port.fixed_ips[0]["ip_address"],
-                     port.binding_profile["tag"])
-
-
 def _seed_ports(control: Any, switch: str, parent: str, count: int) -> list[Any]:
     """The seed's way: one create_port per address, in sequence."""
-    return [_child(control.conn.network.create_port(**body))
-            for body in _bodies(control, switch, parent, count)]
+    from ovn_underlay.control.base import ChildPort, parse_subnet
+
+    net = control.get_node_network(switch)
+    prefixlen = parse_subnet(net.subnet).prefixlen
+    return [ChildPort(port.id, port.mac_address, port.fixed_ips[0]["ip_address"], prefixlen,
+                      net.gateway_ip, port.binding_profile["tag"])
+            for port in (control.conn.network.create_port(**body)
+                         for body in _bodies(control, switch, parent, count))]
 
 
 # -- outside: the lab -----------------------------------------------------------------------

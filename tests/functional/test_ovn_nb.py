@@ -174,7 +174,8 @@ def test_create_node_network_writes_the_rows(nb: str, cp: OvnNbControlPlane) -> 
 
     assert net.gateway_ip == "198.19.1.1"
     assert net.gateway_mac == lrp["mac"]
-    assert net.mgmt == ChildPort("node1-mgmt", "0a:58:c6:13:01:02", "198.19.1.2", 4094)
+    assert net.mgmt == ChildPort("node1-mgmt", "0a:58:c6:13:01:02", "198.19.1.2", 24,
+                                 "198.19.1.1", 4094)
     assert [p.tag for p in net.ports] == list(range(1, 11))
     assert cp.get_node_network("node1") == net
 

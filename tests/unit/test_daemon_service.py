@@ -21,11 +21,11 @@ from ovn_underlay.control.base import ChildPort
 from ovn_underlay.daemon.gate import KeyedGate
 from ovn_underlay.daemon.metrics import Metrics, split_address, timed
 from ovn_underlay.daemon.service import CniService
-from ovn_underlay.pods.attach import Attached
-from ovn_underlay.pods.pool import Attachment, PoolPort, PoolStats
+from ovn_underlay.pods.attach import PodLink
+from ovn_underlay.pods.pool import PodInterface, PoolStats
 from tests.unit.cni_requests import BAD_CONFIGS, CONTAINER_ID, make_config, make_env
 
-PORT = PoolPort("node1-p3", "0a:58:c0:00:02:09", "192.0.2.9", 24, "192.0.2.1", 3)
+PORT = ChildPort("node1-p3", "0a:58:c0:00:02:09", "192.0.2.9", 24, "192.0.2.1", 3)
 
 
 class FakeAttacher:
@@ -34,9 +34,9 @@ class FakeAttacher:
     def __init__(self, node: FakeAgent) -> None:
         self.node = node
 
-    def add(self, att: Attachment) -> Attached:
+    def add(self, att: PodInterface) -> PodLink:
         self.node.enter(att.container_id)
-        return Attached(PORT, "oulhost", att.ifname, att.netns, 1450)
+        return PodLink(PORT, "oulhost", att.ifname, att.netns, 1450)
 
     def delete(self, container_id: str, ifname: str) -> None:
         self.node.enter(container_id)
@@ -191,7 +191,7 @@ class RecordingControl:
     """A control plane that answers add_pool_ports and fails record_owners."""
 
     def add_pool_ports(self, switch: str, count: int) -> tuple[ChildPort, ...]:
-        return tuple(ChildPort(f"{switch}-p{i}", "0a:58:00:00:00:01", "10.0.0.9", i)
+        return tuple(ChildPort(f"{switch}-p{i}", "0a:58:00:00:00:01", "10.0.0.9", 24, "10.0.0.1", i)
                      for i in range(count))
 
     def record_owners(self, owners: object) -> list[str]:

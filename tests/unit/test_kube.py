@@ -21,7 +21,7 @@ import yaml
 from ovn_underlay.config import NodeConfig
 from ovn_underlay.control.base import ControlPlaneError, ControlPlaneUnavailable
 from ovn_underlay.kube import client as kube
-from ovn_underlay.pods.pool import Attachment
+from ovn_underlay.pods.pool import PodInterface
 from ovn_underlay.pods.security_groups import PodSecurityGroups, parse_groups
 
 TOKEN = "t0ken"
@@ -161,29 +161,29 @@ def test_the_pods_groups_come_from_its_annotation(api: Emulator, tmp_path: Path)
     path = tmp_path / "kubeconfig"
     path.write_text(kubeconfig(api.url))
     groups = PodSecurityGroups(NodeConfig(kubeconfig=str(path), state_dir=str(tmp_path)))
-    assert groups.groups_for(Attachment("c1", "eth0", "/ns", "web", "front-0")) == ("web", "db")
-    assert groups.groups_for(Attachment("c2", "eth0", "/ns", "web", "plain")) == ()
-    assert groups.groups_for(Attachment("c3", "eth0", "/ns", "web", "absent")) == ()
-    assert groups.groups_for(Attachment("c4", "eth0", "/ns")) == ()  # not from Kubernetes
+    assert groups.groups_for(PodInterface("c1", "eth0", "/ns", "web", "front-0")) == ("web", "db")
+    assert groups.groups_for(PodInterface("c2", "eth0", "/ns", "web", "plain")) == ()
+    assert groups.groups_for(PodInterface("c3", "eth0", "/ns", "web", "absent")) == ()
+    assert groups.groups_for(PodInterface("c4", "eth0", "/ns")) == ()  # not from Kubernetes
 
 
 def test_a_lookup_failure_fails_closed(tmp_path: Path) -> None:
     broken = PodSecurityGroups(NodeConfig(kubeconfig=str(tmp_path / "absent")))
     with pytest.raises(ControlPlaneError, match="cannot read the annotations of pod web/x"):
-        broken.groups_for(Attachment("c", "eth0", "/ns", "web", "x"))
+        broken.groups_for(PodInterface("c", "eth0", "/ns", "web", "x"))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     (tmp_path / "down").write_text(kubeconfig(f"http://127.0.0.1:{port}"))
     down = PodSecurityGroups(NodeConfig(kubeconfig=str(tmp_path / "down")))
     with pytest.raises(ControlPlaneUnavailable):
-        down.groups_for(Attachment("c", "eth0", "/ns", "web", "x"))
+        down.groups_for(PodInterface("c", "eth0", "/ns", "web", "x"))
 
 
 def test_without_a_kubeconfig_the_feature_is_off_and_said_once_per_node(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cfg = NodeConfig(state_dir=str(tmp_path))
-    att = Attachment("c", "eth0", "/ns", "web", "front-0")
+    att = PodInterface("c", "eth0", "/ns", "web", "front-0")
     with caplog.at_level(logging.INFO, "ovn_underlay.pods.security_groups"):
         for _ in range(3):  # three processes, as three CNI calls would be
             assert PodSecurityGroups(cfg).groups_for(att) == ()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ovn_underlay.control.base import ControlPlaneUnavailable, PortOwner
+from ovn_underlay.control.base import ChildPort, ControlPlaneUnavailable, PortOwner
 from ovn_underlay.daemon.owners import OwnerWriter
-from ovn_underlay.pods.pool import Attachment, Pool, PoolPort
+from ovn_underlay.pods.pool import PodInterface, Pool
 
 WEB = PortOwner("default", "web", "c1")
 DB = PortOwner("default", "db", "c2")
@@ -129,16 +129,16 @@ def test_close_gives_up_on_an_unreachable_control_plane() -> None:
 def test_reconcile_queues_every_pool_port_as_the_pool_has_it(tmp_path: Path) -> None:
     control = RecordingControl()
     with Pool(tmp_path / "pool.db") as pool:
-        pool.add_ports(PoolPort(f"sw-p{tag}", f"0a:58:00:00:00:0{tag}", f"198.19.1.{tag + 2}",
+        pool.add_ports(ChildPort(f"sw-p{tag}", f"0a:58:00:00:00:0{tag}", f"198.19.1.{tag + 2}",
                                 24, "198.19.1.1", tag) for tag in (1, 2, 3))
-        taken = pool.acquire(Attachment("c1", "eth0", "/run/netns/a", "default", "web"))
+        taken = pool.acquire(PodInterface("c1", "eth0", "/run/netns/a", "default", "web"))
         writer = writer_for(control, window=0.2)
         writer.record("sw-p3", DB)  # newer than what the pool says: kept
         writer.reconcile(pool)
         assert writer.flush(5)
-    free = {"sw-p1", "sw-p2", "sw-p3"} - {taken.port.lport}
+    free = {"sw-p1", "sw-p2", "sw-p3"} - {taken.port.name}
     expected: dict[str, PortOwner | None] = {port: None for port in free}
-    expected[taken.port.lport] = WEB
+    expected[taken.port.name] = WEB
     expected["sw-p3"] = DB
     assert control.batches == [expected]
     writer.close()

@@ -18,17 +18,17 @@ from typing import Any
 
 import pytest
 
+from ovn_underlay.control.base import ChildPort
 from ovn_underlay.pods.pool import (
     ATTACHED,
     ATTACHING,
     SCHEMA_VERSION,
-    Allocation,
-    Attachment,
+    PodInterface,
     Pool,
     PoolError,
     PoolExhausted,
-    PoolPort,
     PoolStats,
+    PortLease,
 )
 
 # Children fork from a clean server process that has imported this module once:
@@ -38,11 +38,11 @@ CTX.set_forkserver_preload([__name__])
 JOIN_TIMEOUT_S = 30.0
 
 
-def make_ports(count: int, first_tag: int = 100) -> list[PoolPort]:
+def make_ports(count: int, first_tag: int = 100) -> list[ChildPort]:
     """Ports with tags first_tag.. and matching MAC/IP."""
     return [
-        PoolPort(
-            lport=f"lp-{tag}",
+        ChildPort(
+            name=f"lp-{tag}",
             mac=f"0a:58:c6:13:{tag // 256:02x}:{tag % 256:02x}",
             ip=f"198.19.{tag // 256}.{tag % 256}",
             prefixlen=16,
@@ -53,9 +53,9 @@ def make_ports(count: int, first_tag: int = 100) -> list[PoolPort]:
     ]
 
 
-def att(n: int | str, ifname: str = "eth0") -> Attachment:
+def att(n: int | str, ifname: str = "eth0") -> PodInterface:
     """An attachment with a recognisable container id."""
-    return Attachment(f"ctr-{n}", ifname, f"/var/run/netns/cni-{n}", "default", f"pod-{n}")
+    return PodInterface(f"ctr-{n}", ifname, f"/var/run/netns/cni-{n}", "default", f"pod-{n}")
 
 
 @pytest.fixture
@@ -72,12 +72,12 @@ def pool(db: Path) -> Iterator[Pool]:
         yield opened
 
 
-def assert_consistent(path: Path, ports: list[PoolPort]) -> None:
+def assert_consistent(path: Path, ports: list[ChildPort]) -> None:
     """The database is intact, holds ``ports``, and each is either free or held once."""
     assert checked_ports(path) == sorted(ports, key=lambda p: p.tag)
 
 
-def checked_ports(path: Path) -> list[PoolPort]:
+def checked_ports(path: Path) -> list[ChildPort]:
     """Check the database is intact and each port is free or held once; return the ports."""
     raw = sqlite3.connect(path)
     try:
@@ -87,8 +87,8 @@ def checked_ports(path: Path) -> list[PoolPort]:
         raw.close()
     with Pool(path) as pool:
         ports = pool.ports()
-        held = [a.port for a in pool.allocations()]
-        keys = [(a.attachment.container_id, a.attachment.ifname) for a in pool.allocations()]
+        held = [a.port for a in pool.leases()]
+        keys = [(a.interface.container_id, a.interface.ifname) for a in pool.leases()]
         assert len(set(held)) == len(held)
         assert len(set(keys)) == len(keys)
         assert set(held).isdisjoint(pool.free_ports())
@@ -98,11 +98,11 @@ def checked_ports(path: Path) -> list[PoolPort]:
     return ports
 
 
-def drain_and_refill(path: Path, ports: list[PoolPort]) -> None:
+def drain_and_refill(path: Path, ports: list[ChildPort]) -> None:
     """Release every allocation, then take every port once: the pool lost none."""
     with Pool(path) as pool:
         for stale in pool.stale([]):
-            pool.release(stale.attachment.container_id, stale.attachment.ifname)
+            pool.release(stale.interface.container_id, stale.interface.ifname)
         taken = [pool.acquire(att(f"refill-{i}")).port for i in range(len(ports))]
         assert sorted(taken, key=lambda p: p.tag) == sorted(ports, key=lambda p: p.tag)
         with pytest.raises(PoolExhausted):
@@ -116,11 +116,11 @@ def test_round_trip(pool: Pool) -> None:
     before = time.time()
     allocation = pool.acquire(att(1))
     assert allocation.port == make_ports(5)[0]
-    assert allocation.attachment == att(1)
+    assert allocation.interface == att(1)
     assert allocation.state == ATTACHING
     assert before <= allocation.since <= time.time()
     assert pool.find("ctr-1", "eth0") == allocation
-    assert pool.find_by_lport("lp-100") == allocation
+    assert pool.find_by_port("lp-100") == allocation
     assert pool.stats() == PoolStats(total=5, free=4, attaching=1, attached=0)
 
     pool.mark_attached("ctr-1", "eth0")
@@ -134,7 +134,7 @@ def test_round_trip(pool: Pool) -> None:
 
     assert pool.release("ctr-1", "eth0") == allocation.port
     assert pool.find("ctr-1", "eth0") is None
-    assert pool.find_by_lport("lp-100") is None
+    assert pool.find_by_port("lp-100") is None
     assert pool.free_ports() == make_ports(5)
     assert pool.stats() == PoolStats(total=5, free=5, attaching=0, attached=0)
 
@@ -142,9 +142,9 @@ def test_round_trip(pool: Pool) -> None:
 def test_acquire_is_idempotent(pool: Pool) -> None:
     first = pool.acquire(att(1))
     pool.mark_attached("ctr-1", "eth0")
-    again = pool.acquire(Attachment("ctr-1", "eth0", netns="/other"))
+    again = pool.acquire(PodInterface("ctr-1", "eth0", netns="/other"))
     assert again.port == first.port
-    assert again.attachment == att(1)
+    assert again.interface == att(1)
     assert again.state == ATTACHED
     second_if = pool.acquire(att(1, "net1"))
     assert second_if.port != first.port
@@ -164,9 +164,9 @@ def test_acquire_takes_lowest_free_tag(db: Path) -> None:
 
 def test_acquire_needs_container_id_and_ifname(pool: Pool) -> None:
     with pytest.raises(PoolError, match="container_id and an ifname"):
-        pool.acquire(Attachment("", "eth0"))
+        pool.acquire(PodInterface("", "eth0"))
     with pytest.raises(PoolError, match="container_id and an ifname"):
-        pool.acquire(Attachment("ctr-1", ""))
+        pool.acquire(PodInterface("ctr-1", ""))
 
 
 def test_release_unknown_returns_none(pool: Pool) -> None:
@@ -247,9 +247,9 @@ def test_stale_lists_allocations_not_in_valid(pool: Pool) -> None:
     for i in range(3):
         pool.acquire(att(i))
     stale = pool.stale([("ctr-0", "eth0"), ("ctr-2", "eth0"), ("ctr-9", "eth0")])
-    assert [a.attachment for a in stale] == [att(1)]
-    assert pool.stale([]) == pool.allocations()
-    assert [a.port.tag for a in pool.allocations()] == [100, 101, 102]
+    assert [a.interface for a in stale] == [att(1)]
+    assert pool.stale([]) == pool.leases()
+    assert [a.port.tag for a in pool.leases()] == [100, 101, 102]
 
 
 def test_reopen_keeps_state(db: Path) -> None:
@@ -315,7 +315,7 @@ def test_closed_pool_raises_pool_error(db: Path) -> None:
 
 
 def test_threads_share_one_pool(db: Path) -> None:
-    results: list[Allocation | str] = []
+    results: list[PortLease | str] = []
     with Pool(db) as pool:
         pool.add_ports(make_ports(20))
         barrier = threading.Barrier(32)
@@ -332,7 +332,7 @@ def test_threads_share_one_pool(db: Path) -> None:
             thread.start()
         for thread in threads:
             thread.join(JOIN_TIMEOUT_S)
-    taken = [r for r in results if isinstance(r, Allocation)]
+    taken = [r for r in results if isinstance(r, PortLease)]
     assert len(results) == 32
     assert sorted(a.port.tag for a in taken) == list(range(100, 120))
     assert all("all 20 ports are in use" in r for r in results if isinstance(r, str))
@@ -349,7 +349,7 @@ def test_threads_churn(db: Path) -> None:
                 for i in range(40):
                     got = pool.acquire(att(f"{n}-{i}"))
                     pool.mark_attached(f"ctr-{n}-{i}", "eth0")
-                    assert pool.find_by_lport(got.port.lport) is not None
+                    assert pool.find_by_port(got.port.name) is not None
                     assert pool.release(f"ctr-{n}-{i}", "eth0") == got.port
             except BaseException as exc:
                 errors.append(exc)
@@ -375,7 +375,7 @@ def acquire_once(path: str, n: int, barrier: Any, results: Any) -> None:
         except PoolExhausted as exc:
             results.put((n, "exhausted", str(exc)))
         else:
-            results.put((n, allocation.port.lport, allocation.port.tag))
+            results.put((n, allocation.port.name, allocation.port.tag))
 
 
 def open_new(path: str, barrier: Any, results: Any) -> None:
@@ -413,7 +413,7 @@ def test_processes_acquire_concurrently(db: Path) -> None:
     taken = [(lport, tag) for _, lport, tag in collected if lport != "exhausted"]
     exhausted = [msg for _, kind, msg in collected if kind == "exhausted"]
     assert len(taken) == 20
-    assert {lport for lport, _ in taken} == {p.lport for p in ports}
+    assert {lport for lport, _ in taken} == {p.name for p in ports}
     assert sorted(tag for _, tag in taken) == [p.tag for p in ports]
     assert len(exhausted) == 4
     assert all("all 20 ports are in use" in msg for msg in exhausted)
@@ -461,8 +461,8 @@ def die_at_statement(path: str, n: int, log: str) -> None:
     pool.acquire(att(n, "net1"))
     pool.release(f"ctr-{n}", "eth0")
     pool.add_ports([CRASH_EXTRA])
-    pool.remove_ports([CRASH_EXTRA.lport])
-    pool.remove_ports([CRASH_PORTS[-1].lport], force=True)
+    pool.remove_ports([CRASH_EXTRA.name])
+    pool.remove_ports([CRASH_PORTS[-1].name], force=True)
     pool.add_ports(CRASH_PORTS[-1:])
     pool.release(f"ctr-{n}", "net1")
     sys.setprofile(None)
@@ -480,7 +480,7 @@ def test_sigkill_at_every_statement(tmp_path: Path, db: Path) -> None:
         assert set(CRASH_PORTS[:-1]) <= found <= {*CRASH_PORTS, CRASH_EXTRA}
         started = time.monotonic()
         with Pool(db) as pool:  # writes: the dead child's lock must be gone
-            pool.remove_ports([CRASH_EXTRA.lport])
+            pool.remove_ports([CRASH_EXTRA.name])
             pool.add_ports(CRASH_PORTS[-1:])
         assert time.monotonic() - started < 2.0
         if child.exitcode == 0:

@@ -13,9 +13,8 @@ from ovn_underlay.control.base import ChildPort, ControlPlaneError, NodeNetwork,
 from ovn_underlay.daemon.gate import KeyedGate
 from ovn_underlay.daemon.metrics import Metrics
 from ovn_underlay.daemon.refill import Refiller, Watermarks
-from ovn_underlay.names import host_ifname
 from ovn_underlay.pods import fill as pool_fill
-from ovn_underlay.pods.pool import Attachment, Pool, PoolPort
+from ovn_underlay.pods.pool import PodInterface, Pool
 
 CFG = NodeConfig(switch="node1", subnet="10.9.0.0/24", gateway_ip="10.9.0.1", router="r",
                  pool_low=4, pool_high=10, pool_batch=4)
@@ -33,7 +32,8 @@ class FakeControl:
     def make(self, count: int) -> tuple[ChildPort, ...]:
         first = len(self.ports) + 1
         made = tuple(ChildPort(f"node1-p{tag}", mac_for_ip(f"10.9.0.{tag + 2}"),
-                               f"10.9.0.{tag + 2}", tag) for tag in range(first, first + count))
+                               f"10.9.0.{tag + 2}", 24, CFG.gateway_ip, tag)
+                     for tag in range(first, first + count))
         self.ports.update((p.name, p) for p in made)
         return made
 
@@ -58,12 +58,12 @@ class FakeControl:
 
 
 class FakeDetacher:
-    """What reclaiming uses of an Attacher: delete, which frees the port."""
+    """What reclaiming uses of an PodAttacher: delete, which frees the port."""
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
 
-    def delete(self, container_id: str, ifname: str) -> PoolPort | None:
+    def delete(self, container_id: str, ifname: str) -> ChildPort | None:
         return self.pool.release(container_id, ifname)
 
 
@@ -85,10 +85,6 @@ class FakeAgent:
         return FakeDetacher(self.pool)
 
 
-def pool_records(ports: tuple[ChildPort, ...]) -> list[PoolPort]:
-    return [PoolPort(p.name, p.mac, p.ip, 24, CFG.gateway_ip, p.tag) for p in ports]
-
-
 @pytest.fixture
 def control() -> FakeControl:
     return FakeControl()
@@ -105,23 +101,23 @@ def refiller(agent: FakeAgent, control: FakeControl, **kwargs: float) -> Refille
 
 def take(agent: FakeAgent, count: int, netns: str = "/proc/self/ns/net") -> None:
     for i in range(count):
-        agent.pool.acquire(Attachment(f"pod{i}", "eth0", netns))
+        agent.pool.acquire(PodInterface(f"pod{i}", "eth0", netns))
 
 
 def test_below_low_the_pool_is_refilled_up_to_high_in_batches(agent: FakeAgent,
                                                               control: FakeControl) -> None:
-    agent.pool.add_ports(pool_records(control.make(5)))
+    agent.pool.add_ports(control.make(5))
     take(agent, 2)
     refiller(agent, control).run_once()
     assert agent.pool.stats().free == 10
     assert control.batches == [4, 3]
-    assert {p.lport for p in agent.pool.ports()} == set(control.ports)
+    assert {p.name for p in agent.pool.ports()} == set(control.ports)
     sample = agent.metrics.registry.get_sample_value
     assert sample("ovn_underlay_pool_refill_ports_total", {"action": "added"}) == 7
 
 
 def test_at_or_above_low_nothing_is_asked(agent: FakeAgent, control: FakeControl) -> None:
-    agent.pool.add_ports(pool_records(control.make(4)))
+    agent.pool.add_ports(control.make(4))
     refill = refiller(agent, control)
     refill.run_once()
     assert control.batches == [] and refill.status.added == 0
@@ -166,44 +162,44 @@ def test_a_failed_round_is_counted_and_the_next_one_adopts_what_was_made(
     refill.run_once()
     assert refill.status.adopted == 3
     assert agent.pool.stats().total == 10
-    assert {p.lport for p in agent.pool.ports()} == set(control.ports)
+    assert {p.name for p in agent.pool.ports()} == set(control.ports)
 
 
 def test_start_up_drops_free_records_whose_port_is_gone(agent: FakeAgent,
                                                         control: FakeControl) -> None:
     ports = control.make(12)
-    agent.pool.add_ports(pool_records(ports))
-    agent.pool.acquire(Attachment("held", "eth0", "/proc/self/ns/net"))
+    agent.pool.add_ports(ports)
+    agent.pool.acquire(PodInterface("held", "eth0", "/proc/self/ns/net"))
     held = agent.pool.find("held", "eth0")
     assert held is not None
-    for name in (held.port.lport, "node1-p12"):
+    for name in (held.port.name, "node1-p12"):
         del control.ports[name]
     refiller(agent, control).run_once()
-    names = {p.lport for p in agent.pool.ports()}
+    names = {p.name for p in agent.pool.ports()}
     assert "node1-p12" not in names
-    assert held.port.lport in names, "a port in use is never dropped"
+    assert held.port.name in names, "a port in use is never dropped"
 
 
 def test_ports_of_pods_whose_netns_is_gone_are_reclaimed(agent: FakeAgent,
                                                          control: FakeControl) -> None:
-    agent.pool.add_ports(pool_records(control.make(10)))
+    agent.pool.add_ports(control.make(10))
     take(agent, 2, netns="/var/run/netns/no-such-pod")
-    take_alive = Attachment("alive", "eth0", "/proc/self/ns/net")
+    take_alive = PodInterface("alive", "eth0", "/proc/self/ns/net")
     agent.pool.acquire(take_alive)
     refill = refiller(agent, control, reclaim_after=0.0)
-    assert agent.gate.try_hold(host_ifname("pod1", "eth0"))  # a call in progress
+    assert agent.gate.try_hold(("pod1", "eth0"))  # a call in progress
     refill.run_once()
     assert refill.status.reclaimed == 1
-    assert {a.attachment.container_id for a in agent.pool.allocations()} == {"pod1", "alive"}
-    agent.gate.release(host_ifname("pod1", "eth0"))
+    assert {a.interface.container_id for a in agent.pool.leases()} == {"pod1", "alive"}
+    agent.gate.release(("pod1", "eth0"))
     refill.run_once(reclaim=False)
     assert agent.pool.find("pod1", "eth0") is not None
     refill.run_once()
-    assert {a.attachment.container_id for a in agent.pool.allocations()} == {"alive"}
+    assert {a.interface.container_id for a in agent.pool.leases()} == {"alive"}
 
 
 def test_young_allocations_are_not_reclaimed(agent: FakeAgent, control: FakeControl) -> None:
-    agent.pool.add_ports(pool_records(control.make(10)))
+    agent.pool.add_ports(control.make(10))
     take(agent, 1, netns="/var/run/netns/not-yet")
     refiller(agent, control, reclaim_after=60.0).run_once()
     assert agent.pool.find("pod0", "eth0") is not None
@@ -211,7 +207,7 @@ def test_young_allocations_are_not_reclaimed(agent: FakeAgent, control: FakeCont
 
 def test_the_background_thread_refills_when_woken(agent: FakeAgent,
                                                   control: FakeControl) -> None:
-    agent.pool.add_ports(pool_records(control.make(10)))
+    agent.pool.add_ports(control.make(10))
     rounds: list[float] = []
     refill = Refiller(agent, lambda: rounds.append(time.monotonic()),  # type: ignore[arg-type]
                       interval=30.0, control_factory=lambda cfg: control)

@@ -8,7 +8,7 @@ import json
 from ovn_underlay.cli.node import node_settings
 from ovn_underlay.container_engine import IFNAME, check_container_id, container_netns
 from ovn_underlay.pods.attach import node_attacher
-from ovn_underlay.pods.pool import Attachment, Pool
+from ovn_underlay.pods.pool import PodInterface, Pool
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -23,7 +23,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
     cid = check_container_id(args.container_id)
     netns = args.netns or container_netns(cid, args.engine_socket)
     with node_attacher(args.ovsdb) as attacher:
-        attacher.add(Attachment(cid, IFNAME, netns, args.namespace, args.pod))
+        attacher.add(PodInterface(cid, IFNAME, netns, args.namespace, args.pod))
     return 0
 
 

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from ovn_underlay import config as node_config
 from ovn_underlay.config import NodeConfig
+from ovn_underlay.control.base import ChildPort
 from ovn_underlay.control.factory import connect
 from ovn_underlay.daemon import status as daemon_status
 from ovn_underlay.dataplane.ovs import Ovs
 from ovn_underlay.pods import network as lswitch
-from ovn_underlay.pods.attach import Attacher
-from ovn_underlay.pods.pool import Pool
+from ovn_underlay.pods.attach import PodAttacher
+from ovn_underlay.pods.pool import Pool, PortLease
 
 if TYPE_CHECKING:
     from ovn_underlay.dataplane.node_init import Change
@@ -240,7 +241,7 @@ def cmd_lswitch_destroy(args: argparse.Namespace) -> int:
         control = connect(cfg)
         try:
             with Pool(cfg.pool_path) as pool:
-                attacher = Attacher(cfg, ovs, pool, lambda: control)
+                attacher = PodAttacher(cfg, ovs, pool, lambda: control)
                 detached = lswitch.destroy(ovs, control, attacher, cfg, args.switch,
                                            force=args.force)
         finally:
@@ -251,26 +252,35 @@ def cmd_lswitch_destroy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port_json(port: ChildPort, lease: PortLease | None) -> dict[str, Any]:
+    """A pool port in ``pool show --json``: its logical port (``lport``) and who holds it."""
+    shown = {"lport": port.name, **{k: v for k, v in asdict(port).items() if k != "name"}}
+    held = None if lease is None else {
+        "port": shown, "attachment": asdict(lease.interface), "state": lease.state,
+        "since": lease.since}
+    return {**shown, "allocation": held}
+
+
 def cmd_pool_show(args: argparse.Namespace) -> int:
     """Print the pool: every port, free or held by whom."""
     cfg = node_settings(args)
     with Pool(cfg.pool_path) as pool:
         stats = pool.stats()
-        held = {a.port.lport: a for a in pool.allocations()}
+        held = {a.port.name: a for a in pool.leases()}
         ports = pool.ports()
     daemon = daemon_status.read_status(daemon_status.status_path(cfg.pool_path))
     if args.json:
         print(json.dumps({"stats": asdict(stats), "ports": [
-            {**asdict(p), "allocation": asdict(held[p.lport]) if p.lport in held else None}
-            for p in ports], "refill": daemon_status.refill_report(cfg, daemon)}, indent=2))
+            _port_json(p, held.get(p.name)) for p in ports],
+            "refill": daemon_status.refill_report(cfg, daemon)}, indent=2))
         return 0
     print(f"pool {cfg.pool_path}: {stats.total} ports, {stats.free} free, "
           f"{stats.attaching} attaching, {stats.attached} attached")
     print(daemon_status.describe_refill(cfg, daemon))
     for port in ports:
-        alloc = held.get(port.lport)
+        alloc = held.get(port.name)
         owner = "free" if alloc is None else (
-            f"{alloc.state} {alloc.attachment.pod_namespace}/{alloc.attachment.pod_name} "
-            f"{alloc.attachment.container_id[:12]}/{alloc.attachment.ifname}")
-        print(f"  tag {port.tag:4d}  {port.lport:24s} {port.ip:15s} {port.mac}  {owner}")
+            f"{alloc.state} {alloc.interface.pod_namespace}/{alloc.interface.pod_name} "
+            f"{alloc.interface.container_id[:12]}/{alloc.interface.ifname}")
+        print(f"  tag {port.tag:4d}  {port.name:24s} {port.ip:15s} {port.mac}  {owner}")
     return 0

@@ -24,12 +24,18 @@ MAX_PREFIX_LEN = 30
 
 @dataclass(frozen=True)
 class ChildPort:
-    """One pre-made port of a node's pool, or the node's management port."""
+    """A child port of a node's network: one of its pool, or its management port.
+
+    ``name`` is the logical port's name (OVN NB) or id (Neutron); ``prefixlen``
+    and ``gateway`` are the node subnet's, which the pod's interface gets.
+    """
 
     name: str
-    mac: str
-    ip: str
-    tag: int
+    mac: str  # "0a:58:.."
+    ip: str  # "198.19.1.5"
+    prefixlen: int  # 24
+    gateway: str  # "198.19.1.1"
+    tag: int  # VLAN 1..4094, unique on the parent port
 
 
 @dataclass(frozen=True)

@@ -413,8 +413,7 @@ class NeutronControlPlane(ControlPlane):
                          "segmentation_id": tags[p.name]} for p in ports]
             self._call(f"add {len(ports)} subports to trunk of {meta.parent}",
                        self.conn.network.add_trunk_subports, trunk, subports)
-        return tuple(ChildPort(p.id, str(p.mac_address), str(p.fixed_ips[0]["ip_address"]),
-                               tags[p.name]) for p in ports)
+        return tuple(view.child_port(p, tags[p.name]) for p in ports)
 
     def _remove_incomplete(self, view: View) -> None:
         """Remove own ports that are not children (left by a crash between two steps)."""

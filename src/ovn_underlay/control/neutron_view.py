@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ovn_underlay.control.base import ChildPort, NodeNetwork, gateway_ip
+from ovn_underlay.control.base import ChildPort, NodeNetwork, gateway_ip, parse_subnet
 
 MARK = "ovn-underlay"
 TRUNK = "trunk"
@@ -140,6 +140,12 @@ class View:
                 return str(port.fixed_ips[0]["ip_address"]), str(port.mac_address)
         return gateway_ip(self.meta.subnet), ""
 
+    def child_port(self, port: Any, tag: int, gateway: str | None = None) -> ChildPort:
+        """A Neutron port of this network, with its first address, as a ChildPort."""
+        return ChildPort(port.id, str(port.mac_address), str(port.fixed_ips[0]["ip_address"]),
+                         parse_subnet(self.meta.subnet).prefixlen,
+                         gateway if gateway is not None else self.gateway()[0], tag)
+
     def own_ports(self) -> list[Any]:
         """The management and pool ports (by name), complete or not."""
         switch = self.network.name
@@ -163,8 +169,7 @@ class View:
         for port in self.own_ports():
             if port.id in broken or not port.fixed_ips:
                 continue
-            child = ChildPort(port.id, str(port.mac_address),
-                              str(port.fixed_ips[0]["ip_address"]), tags[port.id])
+            child = self.child_port(port, tags[port.id], gw_ip)
             if port.name == mgmt_port_name(switch):
                 mgmt = child
             else:

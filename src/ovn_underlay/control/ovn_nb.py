@@ -123,12 +123,13 @@ class _Port:
     def role(self) -> str | None:
         return self.external_ids.get(KEY_ROLE)
 
-    def child(self) -> ChildPort:
-        """This port as a ChildPort (it must carry a "MAC IP" address and a tag)."""
+    def child(self, subnet: str, gateway: str) -> ChildPort:
+        """This port of ``subnet`` as a ChildPort (it must carry a "MAC IP" address and a tag)."""
         fields = self.addresses[0].split() if self.addresses else []
         if len(fields) < 2 or self.tag is None:
             raise ControlPlaneError(f"port {self.name} has no 'MAC IP' address or no VLAN tag")
-        return ChildPort(self.name, fields[0], fields[1], self.tag)
+        return ChildPort(self.name, fields[0], fields[1], parse_subnet(subnet).prefixlen,
+                         gateway, self.tag)
 
 
 @dataclass(frozen=True)
@@ -217,15 +218,18 @@ def _node_network(switch: _Switch, gateway: _RouterPort | None) -> NodeNetwork:
     else:
         gw_ip = gateway_ip(subnet)
         gw_mac = mac_for_ip(gw_ip)
-    pool = sorted((p.child() for p in switch.ports if p.role == ROLE_POOL), key=lambda c: c.tag)
-    mgmt = next((p.child() for p in switch.ports if p.role == ROLE_MGMT), None)
+    pool = sorted((p.child(subnet, gw_ip) for p in switch.ports if p.role == ROLE_POOL),
+                  key=lambda c: c.tag)
+    mgmt = next((p.child(subnet, gw_ip) for p in switch.ports if p.role == ROLE_MGMT), None)
     return NodeNetwork(switch=switch.name, subnet=subnet, gateway_ip=gw_ip, gateway_mac=gw_mac,
                        router=ids[KEY_ROUTER], parent=ids[KEY_PARENT], mgmt=mgmt,
                        ports=tuple(pool))
 
 
-def _child(name: str, ip: str, tag: int) -> ChildPort:
-    return ChildPort(name, mac_for_ip(ip), ip, tag)
+def _child(name: str, ip: str, tag: int, subnet: str) -> ChildPort:
+    """A new child port of ``subnet`` (whose router port has the first address)."""
+    return ChildPort(name, mac_for_ip(ip), ip, parse_subnet(subnet).prefixlen,
+                     gateway_ip(subnet), tag)
 
 
 def _plan_network(switch: str, subnet: str, router: str, parent: str, pool_size: int,
@@ -236,10 +240,10 @@ def _plan_network(switch: str, subnet: str, router: str, parent: str, pool_size:
     reserved_tags = set(parent_tags)
     mgmt = None
     if mgmt_tag is not None:
-        mgmt = _child(mgmt_port_name(switch), mgmt_ip(subnet), mgmt_tag)
+        mgmt = _child(mgmt_port_name(switch), mgmt_ip(subnet), mgmt_tag, subnet)
         reserved_ips.add(mgmt.ip)
         reserved_tags.add(mgmt_tag)
-    pool = tuple(_child(pool_port_name(switch, tag), ip, tag)
+    pool = tuple(_child(pool_port_name(switch, tag), ip, tag, subnet)
                  for ip, tag in plan_pool(subnet, pool_size, reserved_ips, reserved_tags))
     return NodeNetwork(switch=switch, subnet=subnet, gateway_ip=gw, gateway_mac=mac_for_ip(gw),
                        router=router, parent=parent, mgmt=mgmt, ports=pool)
@@ -423,7 +427,7 @@ class OvnNbControlPlane(ControlPlane):
         sw, parent_tags = self._read(lambda: self._pool_view(switch))
         subnet = sw.external_ids[KEY_SUBNET]
         used_ips = {gateway_ip(subnet)}.union(*(address_ips(p.addresses) for p in sw.ports))
-        ports = tuple(_child(pool_port_name(switch, tag), ip, tag)
+        ports = tuple(_child(pool_port_name(switch, tag), ip, tag, subnet)
                       for ip, tag in plan_pool(subnet, count, used_ips, parent_tags.keys()))
         self._check_names_free([p.name for p in ports], [])
         commands: list[Any] = []

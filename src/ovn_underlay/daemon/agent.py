@@ -1,7 +1,7 @@
 """The daemon's long-lived connections to the node: local OVS, pool, control plane.
 
 One :class:`NodeAgent` serves every request thread.  Each request gets an
-:class:`~ovn_underlay.pods.attach.Attacher` of its own over the shared
+:class:`~ovn_underlay.pods.attach.PodAttacher` of its own over the shared
 connections (they are thread-safe: ovsdbapp commits one transaction at a
 time per connection, the pool takes a lock per call).  Settings are read from
 the local OVS database's in-memory replica on every request, so
@@ -33,8 +33,8 @@ from ovn_underlay.daemon.metrics import Metrics, timed
 from ovn_underlay.daemon.owners import OwnerWriter
 from ovn_underlay.dataplane import links
 from ovn_underlay.dataplane.ovs import Ovs
-from ovn_underlay.pods.attach import Attacher
-from ovn_underlay.pods.pool import Pool, PoolStats
+from ovn_underlay.pods.attach import PodAttacher
+from ovn_underlay.pods.pool import PodInterface, Pool, PoolStats
 
 LOG = logging.getLogger(__name__)
 CLEANUP_THREADS = 4
@@ -85,8 +85,8 @@ class NodeAgent:
             return self._control
 
     def attacher(self, ovsdb: str, readiness_timeout: float,
-                 need_network: bool = True) -> Attacher:
-        """An Attacher for one request, on the shared connections."""
+                 need_network: bool = True) -> PodAttacher:
+        """A PodAttacher for one request, on the shared connections."""
         if ovsdb != self.ovsdb:
             raise ConfigError(f"the network configuration names the OVS database {ovsdb}, "
                               f"but this daemon serves {self.ovsdb}")
@@ -96,25 +96,25 @@ class NodeAgent:
         if cfg.pool_path != self.pool_path:
             raise ConfigError(f"the node's pool moved to {cfg.pool_path} since the daemon "
                               f"opened {self.pool_path}: restart the daemon")
-        return Attacher(cfg, self.ovs, self.pool, lambda: self.control(cfg), readiness_timeout,
+        return PodAttacher(cfg, self.ovs, self.pool, lambda: self.control(cfg), readiness_timeout,
                         unplumb=self._unplumb_later, record_owner=self.owners.record)
 
     def lend_attacher(self, ovsdb: str, readiness_timeout: float,
-                      need_network: bool = True) -> AbstractContextManager[Attacher]:
+                      need_network: bool = True) -> AbstractContextManager[PodAttacher]:
         """:meth:`attacher` as the CNI plugin takes it (nothing to close afterwards)."""
         return nullcontext(self.attacher(ovsdb, readiness_timeout, need_network))
 
-    def _unplumb_later(self, host_if: str) -> None:
-        self.gate.extend(host_if)
-        self._cleanup.submit(self._unplumb, host_if)
+    def _unplumb_later(self, iface: PodInterface) -> None:
+        self.gate.extend(iface.key)
+        self._cleanup.submit(self._unplumb, iface)
 
-    def _unplumb(self, host_if: str) -> None:
+    def _unplumb(self, iface: PodInterface) -> None:
         try:
-            links.unplumb_pod(host_if)
+            links.unplumb_pod(iface.host_if)
         except Exception:
-            LOG.exception("could not remove the veth %s of a deleted pod", host_if)
+            LOG.exception("could not remove the veth %s of a deleted pod", iface.host_if)
         finally:
-            self.gate.release(host_if)
+            self.gate.release(iface.key)
 
     def close(self) -> None:
         """Finish background work and close every connection."""

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
+
+Key = Hashable
+"""What the work is on: a pod interface's (container id, ifname)."""
 
 
 class KeyedGate:
@@ -16,10 +19,10 @@ class KeyedGate:
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
-        self._holds: dict[str, int] = {}
+        self._holds: dict[Key, int] = {}
 
     @contextmanager
-    def hold(self, key: str) -> Iterator[None]:
+    def hold(self, key: Key) -> Iterator[None]:
         """Wait until nobody holds ``key``, then hold it for the block."""
         with self._changed:
             while key in self._holds:
@@ -30,7 +33,7 @@ class KeyedGate:
         finally:
             self.release(key)
 
-    def try_hold(self, key: str) -> bool:
+    def try_hold(self, key: Key) -> bool:
         """Hold ``key`` if nobody does (then :meth:`release` it); never waits."""
         with self._changed:
             if key in self._holds:
@@ -38,12 +41,12 @@ class KeyedGate:
             self._holds[key] = 1
             return True
 
-    def extend(self, key: str) -> None:
+    def extend(self, key: Key) -> None:
         """Add a hold on ``key`` for background work, whoever holds it now."""
         with self._changed:
             self._holds[key] = self._holds.get(key, 0) + 1
 
-    def release(self, key: str) -> None:
+    def release(self, key: Key) -> None:
         """Drop one hold on ``key``; the key is free once every hold is dropped."""
         with self._changed:
             left = self._holds[key] - 1

@@ -53,10 +53,10 @@ class OwnerWriter:
 
     def reconcile(self, pool: Pool) -> None:
         """Queue the owner of every pool port as the pool has it (after a restart)."""
-        owners: dict[str, PortOwner | None] = {port.lport: None for port in pool.ports()}
-        for alloc in pool.allocations():
-            att = alloc.attachment
-            owners[alloc.port.lport] = PortOwner(att.pod_namespace, att.pod_name,
+        owners: dict[str, PortOwner | None] = {port.name: None for port in pool.ports()}
+        for alloc in pool.leases():
+            att = alloc.interface
+            owners[alloc.port.name] = PortOwner(att.pod_namespace, att.pod_name,
                                                  att.container_id)
         with self._cond:
             for port, owner in owners.items():

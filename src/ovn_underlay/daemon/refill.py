@@ -29,19 +29,16 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Network
 
 from ovn_underlay.config import ConfigError, NodeConfig
-from ovn_underlay.control.base import ChildPort, ControlPlane
+from ovn_underlay.control.base import ControlPlane
 from ovn_underlay.control.factory import connect
 from ovn_underlay.daemon.agent import NodeAgent
 from ovn_underlay.daemon.metrics import timed
 from ovn_underlay.daemon.status import RefillStatus
-from ovn_underlay.names import host_ifname
 from ovn_underlay.pods import fill as pool_fill
-from ovn_underlay.pods.pool import PoolPort
 
 LOG = logging.getLogger(__name__)
 DEFAULT_INTERVAL = 2.0
@@ -175,13 +172,13 @@ class Refiller:
         net = control.get_node_network(cfg.switch)
         if net is None:
             return
-        known = {p.lport for p in self.agent.pool.ports()}
+        known = {p.name for p in self.agent.pool.ports()}
         orphans = [p for p in net.ports if p.name not in known]
         if orphans:
-            self._count("adopted", self.agent.pool.add_ports(_pool_ports(cfg, orphans)))
+            self._count("adopted", self.agent.pool.add_ports(orphans))
             LOG.info("adopted %d pool ports found only in the control plane", len(orphans))
         exist = {p.name for p in net.ports}
-        gone = [p.lport for p in self.agent.pool.free_ports() if p.lport not in exist]
+        gone = [p.name for p in self.agent.pool.free_ports() if p.name not in exist]
         if gone:
             self.agent.pool.remove_ports(gone)
             LOG.warning("dropped %d free pool records whose ports no longer exist: %s",
@@ -189,12 +186,12 @@ class Refiller:
 
     def _reclaim(self) -> None:
         now = time.time()
-        for alloc in self.agent.pool.allocations():
-            att = alloc.attachment
+        for alloc in self.agent.pool.leases():
+            att = alloc.interface
             if (not att.netns or now - alloc.since < self.reclaim_after
                     or os.path.exists(att.netns)):
                 continue
-            key = host_ifname(att.container_id, att.ifname)
+            key = att.key
             if not self.agent.gate.try_hold(key):
                 continue
             try:
@@ -202,7 +199,7 @@ class Refiller:
                                                need_network=False)
                 if attacher.delete(att.container_id, att.ifname) is not None:
                     self._count("reclaimed", 1)
-                    LOG.info("reclaimed %s of %s/%s: its netns %s is gone", alloc.port.lport,
+                    LOG.info("reclaimed %s of %s/%s: its netns %s is gone", alloc.port.name,
                              att.container_id[:12], att.ifname, att.netns)
             finally:
                 self.agent.gate.release(key)
@@ -211,13 +208,7 @@ class Refiller:
         while want > 0 and not self._stop.is_set():
             count = min(batch, want)
             made = control.add_pool_ports(cfg.switch, count)
-            self._count("added", self.agent.pool.add_ports(_pool_ports(cfg, made)))
+            self._count("added", self.agent.pool.add_ports(made))
             LOG.info("pool refill: added %d ports to %s", len(made), cfg.switch)
             want -= count
 
-
-def _pool_ports(cfg: NodeConfig, ports: Iterable[ChildPort]) -> list[PoolPort]:
-    """Pool records of the node network's child ports."""
-    prefixlen = IPv4Network(cfg.subnet).prefixlen
-    return [PoolPort(lport=p.name, mac=p.mac, ip=p.ip, prefixlen=prefixlen,
-                     gateway=cfg.gateway_ip, tag=p.tag) for p in ports]

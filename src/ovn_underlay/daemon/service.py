@@ -28,7 +28,6 @@ from ovn_underlay.cni.spec import (
     reply_version,
 )
 from ovn_underlay.daemon.agent import NodeAgent
-from ovn_underlay.names import host_ifname
 from ovn_underlay.pods.cni_plugin import UnderlayPlugin
 
 LOG = logging.getLogger(__name__)
@@ -72,7 +71,7 @@ class CniService:
         LOG.info("CNI %s container=%s ifname=%s netns=%s pod=%s/%s", request.command,
                  request.container_id[:12], request.ifname, request.netns,
                  request.pod_namespace, request.pod_name)
-        gate = (self.agent.gate.hold(host_ifname(request.container_id, request.ifname))
+        gate = (self.agent.gate.hold((request.container_id, request.ifname))
                 if request.command in GATED else nullcontext())
         try:
             with gate:

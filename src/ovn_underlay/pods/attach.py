@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from ipaddress import IPv4Interface
 
 from ovn_underlay.config import NodeConfig, from_external_ids
-from ovn_underlay.control.base import ControlPlane, PortOwner
+from ovn_underlay.control.base import ChildPort, ControlPlane, PortOwner
 from ovn_underlay.control.factory import connect
 from ovn_underlay.dataplane import arp, isolation, links
 from ovn_underlay.dataplane.ovs import Ovs
-from ovn_underlay.names import EXT_PREFIX, host_ifname
-from ovn_underlay.pods.pool import ATTACHED, Allocation, Attachment, Pool, PoolPort
+from ovn_underlay.names import EXT_PREFIX
+from ovn_underlay.pods.pool import ATTACHED, PodInterface, Pool, PortLease
 from ovn_underlay.pods.security_groups import PodSecurityGroups
 
 LOG = logging.getLogger(__name__)
@@ -66,10 +66,10 @@ class AttachedElsewhere(AttachError):
 
 
 @dataclass(frozen=True)
-class Attached:
+class PodLink:
     """What a pod got: its port and the interfaces on both ends."""
 
-    port: PoolPort
+    port: ChildPort
     host_if: str
     ifname: str
     netns: str
@@ -84,11 +84,11 @@ class Attached:
 ControlFactory = Callable[[], ControlPlane]
 OwnerRecorder = Callable[[str, PortOwner | None], None]
 """Records the pod using a logical port on the control plane (None: none any more)."""
-Unplumb = Callable[[str], object]
-"""Removes a pod's veth pair by its host end."""
+Unplumb = Callable[[PodInterface], object]
+"""Removes a pod interface's veth pair (by its host end)."""
 
 
-class Attacher:
+class PodAttacher:
     """ADD/DEL/CHECK/GC of pod attachments on one node."""
 
     def __init__(self, cfg: NodeConfig, ovs: Ovs, pool: Pool, control: ControlFactory,
@@ -108,7 +108,7 @@ class Attacher:
         self._control_factory = control
         self._control: ControlPlane | None = None
         self.readiness_timeout = readiness_timeout
-        self._unplumb = unplumb or links.unplumb_pod
+        self._unplumb = unplumb or (lambda iface: links.unplumb_pod(iface.host_if))
         self._record_owner = record_owner or self._record_owner_now
         self.security_groups = PodSecurityGroups(cfg)
 
@@ -126,7 +126,7 @@ class Attacher:
             self._control = None
 
     # -- ADD -------------------------------------------------------------------
-    def add(self, att: Attachment) -> Attached:
+    def add(self, att: PodInterface) -> PodLink:
         """Attach the pod; idempotent for the same container and interface.
 
         A repeated ADD of an attached pod that fails undoes only what it made
@@ -137,13 +137,13 @@ class Attacher:
         """
         steps = _Stopwatch()
         self._isolate()
-        host_if = host_ifname(att.container_id, att.ifname)
+        host_if = att.host_if
         alloc = self.pool.acquire(att)
-        if alloc.attachment.netns != att.netns:
+        if alloc.interface.netns != att.netns:
             alloc = self._rebind(alloc, att, host_if)
         port = alloc.port
         repeat = alloc.state == ATTACHED
-        attached = Attached(port, host_if, att.ifname, att.netns, self.cfg.mtu)
+        attached = PodLink(port, host_if, att.ifname, att.netns, self.cfg.mtu)
         with contextlib.ExitStack() as undo:
             if not repeat:
                 undo.callback(self.pool.release, att.container_id, att.ifname)
@@ -163,26 +163,26 @@ class Attacher:
             if not (repeat and had_port):
                 undo.callback(self.ovs.del_port, host_if)
             steps.lap("ovs")
-            self._record_owner(port.lport, PortOwner(att.pod_namespace, att.pod_name,
+            self._record_owner(port.name, PortOwner(att.pod_namespace, att.pod_name,
                                                      att.container_id))
             if not repeat:
-                undo.callback(self._record_owner, port.lport, None)
+                undo.callback(self._record_owner, port.name, None)
             if groups:
-                self.control.set_port_security_groups(port.lport, groups)
+                self.control.set_port_security_groups(port.name, groups)
                 if not repeat:
-                    undo.callback(self.control.clear_port_security_groups, port.lport)
+                    undo.callback(self.control.clear_port_security_groups, port.name)
             steps.lap("control")
             if not arp.announce_and_probe(att.netns, att.ifname, port.ip, port.mac,
                                           port.gateway, self.readiness_timeout):
                 raise NotReady(f"gateway {port.gateway} did not answer ARP from "
                                f"{att.ifname} ({port.ip}, VLAN {port.tag}, port "
-                               f"{port.lport}) within {self.readiness_timeout:.1f}s")
+                               f"{port.name}) within {self.readiness_timeout:.1f}s")
             steps.lap("ready")
             self.pool.mark_attached(att.container_id, att.ifname)
             undo.pop_all()
         steps.lap("pool")
         LOG.info("ADD %s/%s pod %s/%s: port %s %s tag %d in %s", att.container_id[:12],
-                 att.ifname, att.pod_namespace, att.pod_name, port.lport, attached.ip_cidr,
+                 att.ifname, att.pod_namespace, att.pod_name, port.name, attached.ip_cidr,
                  port.tag, steps)
         return attached
 
@@ -204,19 +204,19 @@ class Attacher:
             LOG.warning("the host isolation ruleset (nftables inet/arp %s) was missing: put "
                         "back in place before plugging a pod", isolation.TABLE)
 
-    def _rebind(self, alloc: Allocation, att: Attachment, host_if: str) -> Allocation:
+    def _rebind(self, alloc: PortLease, att: PodInterface, host_if: str) -> PortLease:
         """The allocation of an ADD into another netns: moved there if the old pair is gone."""
         if links.host_end_exists(host_if):
             raise AttachedElsewhere(
                 f"container {att.container_id[:12]} interface {att.ifname} is attached in "
-                f"{alloc.attachment.netns}, not {att.netns}: DEL it first")
+                f"{alloc.interface.netns}, not {att.netns}: DEL it first")
         LOG.info("ADD %s/%s: its earlier netns %s is gone; attaching in %s",
-                 att.container_id[:12], att.ifname, alloc.attachment.netns, att.netns)
+                 att.container_id[:12], att.ifname, alloc.interface.netns, att.netns)
         return self.pool.rebind(att)
 
-    def _external_ids(self, att: Attachment, port: PoolPort,
+    def _external_ids(self, att: PodInterface, port: ChildPort,
                       groups: tuple[str, ...]) -> dict[str, str]:
-        ext = {"iface-id": port.lport, EXT_CONTAINER: att.container_id,
+        ext = {"iface-id": port.name, EXT_CONTAINER: att.container_id,
                EXT_IFNAME: att.ifname, EXT_NETNS: att.netns}
         if groups:
             ext[EXT_SECURITY_GROUPS] = ",".join(groups)
@@ -238,7 +238,7 @@ class Attacher:
             LOG.warning("could not clear the owner of %s: %s", lport, exc)
 
     # -- DEL -------------------------------------------------------------------
-    def delete(self, container_id: str, ifname: str) -> PoolPort | None:
+    def delete(self, container_id: str, ifname: str) -> ChildPort | None:
         """Detach the pod and free its port; fine when nothing is attached.
 
         Only what ADD made goes: the OVS port and the veth pair, through its
@@ -249,24 +249,25 @@ class Attacher:
         """
         steps = _Stopwatch()
         alloc = self.pool.find(container_id, ifname)
-        host_if = host_ifname(container_id, ifname)
+        iface = PodInterface(container_id, ifname)
+        host_if = iface.host_if
         if alloc is not None:
-            self._reset_security_groups(host_if, alloc.port.lport)
+            self._reset_security_groups(host_if, alloc.port.name)
         self.ovs.del_port(host_if)
         steps.lap("ovs")
         if not self.ovs.wait_applied(DATAPATH_TIMEOUT):
             LOG.warning("DEL %s/%s: ovs-vswitchd has not applied the removal of port %s "
                         "within %gs", container_id[:12], ifname, host_if, DATAPATH_TIMEOUT)
         steps.lap("datapath")
-        self._unplumb(host_if)
+        self._unplumb(iface)
         if alloc is None:
             return None
         steps.lap("veth")
-        self._record_owner(alloc.port.lport, None)
+        self._record_owner(alloc.port.name, None)
         port = self.pool.release(container_id, ifname)
         steps.lap("pool")
         LOG.info("DEL %s/%s: port %s back to the pool in %s", container_id[:12], ifname,
-                 alloc.port.lport, steps)
+                 alloc.port.name, steps)
         return port
 
     def _reset_security_groups(self, host_if: str, lport: str) -> None:
@@ -277,21 +278,20 @@ class Attacher:
             self.control.clear_port_security_groups(lport)
 
     # -- CHECK -----------------------------------------------------------------
-    def check(self, container_id: str, ifname: str, netns: str) -> Attached:
+    def check(self, container_id: str, ifname: str, netns: str) -> PodLink:
         """Raise AttachError unless the attachment is still exactly as ADD made it."""
         alloc = self.pool.find(container_id, ifname)
         if alloc is None or alloc.state != "attached":
             raise UnknownAttachment(f"no attachment for container {container_id} "
                                     f"interface {ifname}")
         port = alloc.port
-        host_if = host_ifname(container_id, ifname)
-        attached = Attached(port, host_if, ifname, netns, self.cfg.mtu)
+        attached = PodLink(port, alloc.interface.host_if, ifname, netns, self.cfg.mtu)
         problems = self._link_problems(attached) + self._ovs_problems(attached)
         if problems:
             raise AttachError(f"{container_id[:12]}/{ifname}: " + "; ".join(problems))
         return attached
 
-    def _link_problems(self, want: Attached) -> list[str]:
+    def _link_problems(self, want: PodLink) -> list[str]:
         state = links.inspect_pod(want.netns, want.ifname)
         if state is None:
             return [f"interface {want.ifname} missing in {want.netns}"]
@@ -309,7 +309,7 @@ class Attacher:
             problems.append(f"{want.ifname} is down")
         return problems
 
-    def _ovs_problems(self, want: Attached) -> list[str]:
+    def _ovs_problems(self, want: PodLink) -> list[str]:
         info = self.ovs.port(want.host_if)
         if info is None:
             return [f"OVS port {want.host_if} missing on {self.cfg.bridge}"]
@@ -317,17 +317,17 @@ class Attacher:
         if info.tag != want.port.tag:
             problems.append(f"OVS port {want.host_if} has tag {info.tag}, expected "
                             f"{want.port.tag}")
-        if info.external_ids.get("iface-id") != want.port.lport:
-            problems.append(f"OVS port {want.host_if} is not bound to {want.port.lport}")
+        if info.external_ids.get("iface-id") != want.port.name:
+            problems.append(f"OVS port {want.host_if} is not bound to {want.port.name}")
         return problems
 
     # -- GC --------------------------------------------------------------------
-    def gc(self, valid: Iterable[tuple[str, str]]) -> list[Allocation]:
+    def gc(self, valid: Iterable[tuple[str, str]]) -> list[PortLease]:
         """Release every attachment not in ``valid`` and remove stray OVS ports."""
         keep = set(valid)
         stale = self.pool.stale(keep)
         for alloc in stale:
-            att = alloc.attachment
+            att = alloc.interface
             self.delete(att.container_id, att.ifname)
         for info in self.ovs.ports_with(EXT_CONTAINER):
             key = (info.external_ids[EXT_CONTAINER], info.external_ids.get(EXT_IFNAME, ""))
@@ -359,8 +359,8 @@ class _Stopwatch:
 
 @contextlib.contextmanager
 def node_attacher(ovsdb: str, readiness_timeout: float = 5.0,
-                  need_network: bool = True) -> Iterator[Attacher]:
-    """An Attacher for the node whose Open_vSwitch database is ``ovsdb``.
+                  need_network: bool = True) -> Iterator[PodAttacher]:
+    """A PodAttacher for the node whose Open_vSwitch database is ``ovsdb``.
 
     Settings come from that database; with ``need_network`` the node must
     have run lswitch-setup.  Everything opened is closed on exit.
@@ -371,7 +371,7 @@ def node_attacher(ovsdb: str, readiness_timeout: float = 5.0,
         if need_network:
             cfg.require_network()
         with Pool(cfg.pool_path) as pool:
-            attacher = Attacher(cfg, ovs, pool, lambda: connect(cfg), readiness_timeout)
+            attacher = PodAttacher(cfg, ovs, pool, lambda: connect(cfg), readiness_timeout)
             try:
                 yield attacher
             finally:

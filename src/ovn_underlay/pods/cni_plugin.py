@@ -20,15 +20,15 @@ from ovn_underlay.dataplane.isolation import IsolationError
 from ovn_underlay.dataplane.links import LinkError, NetnsNotFound
 from ovn_underlay.dataplane.ovs import OvsError, OvsUnavailable
 from ovn_underlay.pods.attach import (
-    Attached,
     AttachedElsewhere,
-    Attacher,
     AttachError,
     NotReady,
+    PodAttacher,
+    PodLink,
     UnknownAttachment,
     node_attacher,
 )
-from ovn_underlay.pods.pool import Attachment, PoolError, PoolExhausted
+from ovn_underlay.pods.pool import PodInterface, PoolError, PoolExhausted
 
 LOG = logging.getLogger(__name__)
 ERR_ATTACHMENT_DIFFERS = 103
@@ -67,8 +67,8 @@ def cni_errors(what: str) -> Iterator[None]:
         raise
 
 
-AttacherSource = Callable[[str, float, bool], AbstractContextManager[Attacher]]
-"""The Attacher of one call, from (OVS database, readiness timeout, need_network):
+AttacherSource = Callable[[str, float, bool], AbstractContextManager[PodAttacher]]
+"""The PodAttacher of one call, from (OVS database, readiness timeout, need_network):
 :func:`~ovn_underlay.pods.attach.node_attacher` connects for the call; the
 node daemon lends one on its long-lived connections."""
 
@@ -81,12 +81,12 @@ class UnderlayPlugin:
         self.netconf = parse_netconf(req.config)
         self._attachers = attachers
 
-    def _attacher(self, need_network: bool = True) -> AbstractContextManager[Attacher]:
+    def _attacher(self, need_network: bool = True) -> AbstractContextManager[PodAttacher]:
         return self._attachers(self.netconf.ovsdb, self.netconf.readiness_timeout, need_network)
 
     def add(self, req: Request) -> Result:
         """ADD: attach and describe the pod's interface, address and route."""
-        att = Attachment(req.container_id, req.ifname, req.netns, req.pod_namespace,
+        att = PodInterface(req.container_id, req.ifname, req.netns, req.pod_namespace,
                          req.pod_name)
         with cni_errors("ADD"), self._attacher() as attacher:
             return to_result(attacher.add(att))
@@ -117,11 +117,11 @@ class UnderlayPlugin:
         with cni_errors("GC"), self._attacher(need_network=False) as attacher:
             released = attacher.gc(req.valid_attachments or ())
         for alloc in released:
-            LOG.info("GC released %s of %s/%s", alloc.port.lport,
-                     alloc.attachment.container_id[:12], alloc.attachment.ifname)
+            LOG.info("GC released %s of %s/%s", alloc.port.name,
+                     alloc.interface.container_id[:12], alloc.interface.ifname)
 
 
-def to_result(attached: Attached) -> Result:
+def to_result(attached: PodLink) -> Result:
     """The CNI result of an attachment: host end, pod end, address, default route."""
     port = attached.port
     return Result(
@@ -133,7 +133,7 @@ def to_result(attached: Attached) -> Result:
     )
 
 
-def _check_prev_result(prev: Result, attached: Attached) -> None:
+def _check_prev_result(prev: Result, attached: PodLink) -> None:
     """CHECK against the runtime's cached result: our address must be in it."""
     if not any(ip.address == attached.ip_cidr for ip in prev.ips):
         raise CniError(ERR_ATTACHMENT_DIFFERS, f"prevResult does not list {attached.ip_cidr}",

@@ -25,7 +25,6 @@ from typing import TextIO
 
 from ovn_underlay.config import ConfigError, NodeConfig
 from ovn_underlay.control.base import ControlPlane
-from ovn_underlay.pods.network import pool_ports
 from ovn_underlay.pods.pool import Pool
 
 PID_FILE = "pool-fill.pid"
@@ -65,7 +64,7 @@ def fill(cfg: NodeConfig, control: ControlPlane, target: int, batch: int,
             if net is None:
                 raise ConfigError(f"the control plane has no node network {cfg.switch}: run "
                                   "lswitch-setup first")
-            pool.add_ports(pool_ports(net))
+            pool.add_ports(net.ports)
             have = len(net.ports)
             if progress is not None:
                 progress(have, target)

@@ -16,8 +16,8 @@ from ovn_underlay.config import NETWORK_FIELDS, ConfigError, NodeConfig, key_of,
 from ovn_underlay.control.base import VLAN_MAX, ControlPlane, NodeNetwork, parse_subnet
 from ovn_underlay.dataplane.mgmt import ensure_mgmt_port, remove_mgmt_port
 from ovn_underlay.dataplane.ovs import Ovs
-from ovn_underlay.pods.attach import Attacher
-from ovn_underlay.pods.pool import Pool, PoolPort
+from ovn_underlay.pods.attach import PodAttacher
+from ovn_underlay.pods.pool import Pool
 
 LOG = logging.getLogger(__name__)
 RESERVED_ADDRESSES = 4
@@ -39,13 +39,6 @@ def default_pool_size(subnet: str) -> int:
                           f"only {tags} VLAN tags for child ports: use a /20 or smaller "
                           "subnet, or --pool-size")
     return size
-
-
-def pool_ports(net: NodeNetwork) -> list[PoolPort]:
-    """The pool records of a node network's ports."""
-    prefixlen = IPv4Network(net.subnet).prefixlen
-    return [PoolPort(lport=p.name, mac=p.mac, ip=p.ip, prefixlen=prefixlen,
-                     gateway=net.gateway_ip, tag=p.tag) for p in net.ports]
 
 
 def network_config(cfg: NodeConfig, net: NodeNetwork) -> NodeConfig:
@@ -71,7 +64,7 @@ def setup(ovs: Ovs, control: ControlPlane, cfg: NodeConfig, switch: str, subnet:
     new_cfg = network_config(cfg, net)
     try:
         with Pool(cfg.pool_path) as pool:
-            pool.add_ports(pool_ports(net))
+            pool.add_ports(net.ports)
         ovs.set_config(to_external_ids(new_cfg, NETWORK_FIELDS))
         if net.mgmt is not None:
             ensure_mgmt_port(ovs, new_cfg)
@@ -91,7 +84,7 @@ def _undo_node_side(ovs: Ovs, cfg: NodeConfig) -> None:
         pool.remove_ports(force=True)
 
 
-def destroy(ovs: Ovs, control: ControlPlane, attacher: Attacher, cfg: NodeConfig,
+def destroy(ovs: Ovs, control: ControlPlane, attacher: PodAttacher, cfg: NodeConfig,
             switch: str, force: bool = False) -> list[str]:
     """Remove the node network; refuse while pods hold ports unless ``force``.
 
@@ -99,15 +92,15 @@ def destroy(ovs: Ovs, control: ControlPlane, attacher: Attacher, cfg: NodeConfig
     """
     if cfg.switch and cfg.switch != switch:
         raise ConfigError(f"this node's switch is {cfg.switch!r}, not {switch!r}")
-    held = attacher.pool.allocations()
+    held = attacher.pool.leases()
     if held and not force:
-        pods = ", ".join(f"{a.attachment.pod_namespace or '-'}/{a.attachment.pod_name or '-'}"
-                         f" ({a.attachment.container_id[:12]})" for a in held)
+        pods = ", ".join(f"{a.interface.pod_namespace or '-'}/{a.interface.pod_name or '-'}"
+                         f" ({a.interface.container_id[:12]})" for a in held)
         raise ConfigError(f"{len(held)} pod(s) still hold ports of {switch}: {pods}; "
                           "delete them first or use --force")
     detached = []
     for alloc in held:
-        att = alloc.attachment
+        att = alloc.interface
         attacher.delete(att.container_id, att.ifname)
         detached.append(f"{att.container_id[:12]}/{att.ifname}")
     _undo_node_side(ovs, cfg)

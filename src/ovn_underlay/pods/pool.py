@@ -45,6 +45,10 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
+
+from ovn_underlay.control.base import ChildPort
+from ovn_underlay.names import host_ifname
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (import time)
 if TYPE_CHECKING:
@@ -57,13 +61,12 @@ __all__ = [
     "ATTACHING",
     "BUSY_TIMEOUT_S",
     "SCHEMA_VERSION",
-    "Allocation",
-    "Attachment",
+    "PodInterface",
     "Pool",
     "PoolError",
     "PoolExhausted",
-    "PoolPort",
     "PoolStats",
+    "PortLease",
 ]
 
 SCHEMA_VERSION = 1
@@ -107,19 +110,7 @@ _BY_ATTACHMENT = " WHERE a.container_id = ? AND a.ifname = ?"
 
 
 @dataclass(frozen=True)
-class PoolPort:
-    """One pre-created OVN child port."""
-
-    lport: str  # logical port name/id in the control plane
-    mac: str  # "0a:58:.."
-    ip: str  # "198.19.1.5"
-    prefixlen: int  # 24
-    gateway: str  # "198.19.1.1"
-    tag: int  # VLAN 1..4094, unique in the pool
-
-
-@dataclass(frozen=True)
-class Attachment:
+class PodInterface:
     """A pod interface as CNI names it: (container_id, ifname) is the key."""
 
     container_id: str
@@ -128,13 +119,23 @@ class Attachment:
     pod_namespace: str = ""
     pod_name: str = ""
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """(container_id, ifname): what the pool, and the daemon's gate, know it by."""
+        return self.container_id, self.ifname
+
+    @cached_property
+    def host_if(self) -> str:
+        """The node-side end of its veth (:func:`ovn_underlay.names.host_ifname`)."""
+        return host_ifname(self.container_id, self.ifname)
+
 
 @dataclass(frozen=True)
-class Allocation:
-    """A port taken by an attachment."""
+class PortLease:
+    """A pool port held by a pod interface, and how far its ADD got."""
 
-    port: PoolPort
-    attachment: Attachment
+    port: ChildPort
+    interface: PodInterface
     state: str  # ATTACHING (taken, plumbing in progress/unknown) or ATTACHED
     since: float  # unix time of the last state change
 
@@ -183,7 +184,7 @@ class Pool:
         with self._lock:
             self._conn.close()
 
-    def add_ports(self, ports: Iterable[PoolPort]) -> int:
+    def add_ports(self, ports: Iterable[ChildPort]) -> int:
         """Add ports, skipping ones already present; return how many were new.
 
         A port whose lport is present with other attributes, or whose tag, IP or
@@ -191,25 +192,25 @@ class Pool:
         """
         wanted = _dedupe(ports)
         with self._write() as conn:
-            present = {p.lport: p for p in map(_port, conn.execute(_SELECT_PORTS))}
-            changed = [p for p in wanted if p.lport in present and present[p.lport] != p]
+            present = {p.name: p for p in map(_port, conn.execute(_SELECT_PORTS))}
+            changed = [p for p in wanted if p.name in present and present[p.name] != p]
             if changed:
                 raise PoolError(
                     "ports already in the pool with other attributes: "
-                    + ", ".join(f"{p} (pool has {present[p.lport]})" for p in changed)
+                    + ", ".join(f"{p} (pool has {present[p.name]})" for p in changed)
                 )
-            new = [p for p in wanted if p.lport not in present]
+            new = [p for p in wanted if p.name not in present]
             _check_unique(list(present.values()), new)
             conn.executemany(
                 "INSERT INTO port (lport, mac, ip, prefixlen, gateway, tag)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                [(p.lport, p.mac, p.ip, p.prefixlen, p.gateway, p.tag) for p in new],
+                [(p.name, p.mac, p.ip, p.prefixlen, p.gateway, p.tag) for p in new],
             )
         return len(new)
 
     def remove_ports(
         self, lports: Iterable[str] | None = None, *, force: bool = False
-    ) -> list[PoolPort]:
+    ) -> list[ChildPort]:
         """Remove the given ports (all if None; unknown names are ignored).
 
         Refuses with :class:`PoolError` naming the holders if any of them is
@@ -221,13 +222,13 @@ class Pool:
             doomed = [
                 p
                 for p in map(_port, conn.execute(f"{_SELECT_PORTS} ORDER BY p.tag"))
-                if selected is None or p.lport in selected
+                if selected is None or p.name in selected
             ]
-            names = {p.lport for p in doomed}
+            names = {p.name for p in doomed}
             held = [
                 a
                 for a in map(_allocation, conn.execute(_SELECT_ALLOCATIONS))
-                if a.port.lport in names
+                if a.port.name in names
             ]
             if held and not force:
                 raise PoolError(
@@ -240,7 +241,7 @@ class Pool:
             conn.executemany("DELETE FROM port WHERE lport = ?", keys)
         return doomed
 
-    def acquire(self, att: Attachment) -> Allocation:
+    def acquire(self, att: PodInterface) -> PortLease:
         """Give ``att`` a port, state ATTACHING; its existing allocation is returned as is.
 
         The free port with the lowest tag is taken.  Raises
@@ -255,12 +256,12 @@ class Pool:
             row = conn.execute(f"{_SELECT_FREE} LIMIT 1").fetchone()
             if row is None:
                 raise PoolExhausted(self._exhausted_message(conn))
-            allocation = Allocation(_port(row), att, ATTACHING, time.time())
+            allocation = PortLease(_port(row), att, ATTACHING, time.time())
             conn.execute(
                 "INSERT INTO allocation (lport, container_id, ifname, netns, pod_namespace,"
                 " pod_name, state, since) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    allocation.port.lport,
+                    allocation.port.name,
                     att.container_id,
                     att.ifname,
                     att.netns,
@@ -272,7 +273,7 @@ class Pool:
             )
         return allocation
 
-    def rebind(self, att: Attachment) -> Allocation:
+    def rebind(self, att: PodInterface) -> PortLease:
         """Move ``att``'s allocation to ``att.netns`` (pod names too), state ATTACHING again.
 
         For an ADD whose earlier attachment died with its namespace: the port
@@ -282,12 +283,12 @@ class Pool:
             existing = _find(conn, att.container_id, att.ifname)
             if existing is None:
                 raise PoolError(f"no port is allocated to {att.container_id}/{att.ifname}")
-            moved = Allocation(existing.port, att, ATTACHING, time.time())
+            moved = PortLease(existing.port, att, ATTACHING, time.time())
             conn.execute(
                 "UPDATE allocation SET netns = ?, pod_namespace = ?, pod_name = ?, state = ?,"
                 " since = ? WHERE lport = ?",
                 (att.netns, att.pod_namespace, att.pod_name, moved.state, moved.since,
-                 existing.port.lport),
+                 existing.port.name),
             )
         return moved
 
@@ -303,37 +304,37 @@ class Pool:
             if existing.state != ATTACHED:
                 conn.execute(
                     "UPDATE allocation SET state = ?, since = ? WHERE lport = ?",
-                    (ATTACHED, time.time(), existing.port.lport),
+                    (ATTACHED, time.time(), existing.port.name),
                 )
 
-    def release(self, container_id: str, ifname: str) -> PoolPort | None:
+    def release(self, container_id: str, ifname: str) -> ChildPort | None:
         """Free the attachment's port and return it; None if it held none."""
         with self._write() as conn:
             existing = _find(conn, container_id, ifname)
             if existing is None:
                 return None
-            conn.execute("DELETE FROM allocation WHERE lport = ?", (existing.port.lport,))
+            conn.execute("DELETE FROM allocation WHERE lport = ?", (existing.port.name,))
         return existing.port
 
-    def find(self, container_id: str, ifname: str) -> Allocation | None:
+    def find(self, container_id: str, ifname: str) -> PortLease | None:
         """Return the attachment's allocation, or None."""
         rows = self._read(_SELECT_ALLOCATIONS + _BY_ATTACHMENT, (container_id, ifname))
         return _allocation(rows[0]) if rows else None
 
-    def find_by_lport(self, lport: str) -> Allocation | None:
+    def find_by_port(self, lport: str) -> PortLease | None:
         """Return the allocation holding port ``lport``, or None."""
         rows = self._read(f"{_SELECT_ALLOCATIONS} WHERE a.lport = ?", (lport,))
         return _allocation(rows[0]) if rows else None
 
-    def allocations(self) -> list[Allocation]:
+    def leases(self) -> list[PortLease]:
         """Return all allocations ordered by tag."""
         return [_allocation(r) for r in self._read(f"{_SELECT_ALLOCATIONS} ORDER BY p.tag")]
 
-    def ports(self) -> list[PoolPort]:
+    def ports(self) -> list[ChildPort]:
         """Return all ports ordered by tag."""
         return [_port(r) for r in self._read(f"{_SELECT_PORTS} ORDER BY p.tag")]
 
-    def free_ports(self) -> list[PoolPort]:
+    def free_ports(self) -> list[ChildPort]:
         """Return the unallocated ports ordered by tag."""
         return [_port(r) for r in self._read(_SELECT_FREE)]
 
@@ -347,13 +348,13 @@ class Pool:
         )
         return PoolStats(*row)
 
-    def stale(self, valid: Iterable[tuple[str, str]]) -> list[Allocation]:
+    def stale(self, valid: Iterable[tuple[str, str]]) -> list[PortLease]:
         """Return the allocations whose (container_id, ifname) is not in ``valid``."""
         keep = set(valid)
         return [
             a
-            for a in self.allocations()
-            if (a.attachment.container_id, a.attachment.ifname) not in keep
+            for a in self.leases()
+            if (a.interface.container_id, a.interface.ifname) not in keep
         ]
 
     @contextmanager
@@ -468,44 +469,44 @@ def _enable_wal(conn: sqlite3.Connection, path: str) -> None:
         return
 
 
-def _find(conn: sqlite3.Connection, container_id: str, ifname: str) -> Allocation | None:
+def _find(conn: sqlite3.Connection, container_id: str, ifname: str) -> PortLease | None:
     """Return the attachment's allocation within the current transaction."""
     row = conn.execute(_SELECT_ALLOCATIONS + _BY_ATTACHMENT, (container_id, ifname)).fetchone()
     return None if row is None else _allocation(row)
 
 
-def _port(row: tuple[Any, ...]) -> PoolPort:
+def _port(row: tuple[Any, ...]) -> ChildPort:
     """Build a port from the columns of _PORT_COLUMNS."""
-    return PoolPort(*row[:6])
+    return ChildPort(*row[:6])
 
 
-def _allocation(row: tuple[Any, ...]) -> Allocation:
+def _allocation(row: tuple[Any, ...]) -> PortLease:
     """Build an allocation from the columns of _SELECT_ALLOCATIONS."""
-    return Allocation(_port(row), Attachment(*row[6:11]), row[11], row[12])
+    return PortLease(_port(row), PodInterface(*row[6:11]), row[11], row[12])
 
 
-def _describe(allocation: Allocation) -> str:
+def _describe(allocation: PortLease) -> str:
     """Name a port and its holder for messages."""
-    att = allocation.attachment
+    att = allocation.interface
     pod = f" pod {att.pod_namespace}/{att.pod_name}" if att.pod_name else ""
-    return f"{allocation.port.lport} (held by {att.container_id}/{att.ifname}{pod})"
+    return f"{allocation.port.name} (held by {att.container_id}/{att.ifname}{pod})"
 
 
-def _dedupe(ports: Iterable[PoolPort]) -> list[PoolPort]:
+def _dedupe(ports: Iterable[ChildPort]) -> list[ChildPort]:
     """Check the ports' ranges and drop exact repeats; one lport twice with other values fails."""
-    by_lport: dict[str, PoolPort] = {}
+    by_lport: dict[str, ChildPort] = {}
     for port in ports:
         if not 1 <= port.tag <= 4094:
             raise PoolError(f"VLAN tag out of range 1..4094: {port}")
         if not 0 <= port.prefixlen <= 128:
             raise PoolError(f"prefix length out of range 0..128: {port}")
-        seen = by_lport.setdefault(port.lport, port)
+        seen = by_lport.setdefault(port.name, port)
         if seen != port:
-            raise PoolError(f"lport {port.lport} given twice with other values: {seen}, {port}")
+            raise PoolError(f"lport {port.name} given twice with other values: {seen}, {port}")
     return list(by_lport.values())
 
 
-def _check_unique(present: list[PoolPort], new: list[PoolPort]) -> None:
+def _check_unique(present: list[ChildPort], new: list[ChildPort]) -> None:
     """Refuse new ports whose tag, IP or MAC belongs to another port."""
     owners: dict[tuple[str, object], str] = {}
     for port in present:
@@ -515,15 +516,15 @@ def _check_unique(present: list[PoolPort], new: list[PoolPort]) -> None:
         for key, lport in _unique_keys(port).items():
             owner = owners.setdefault(key, lport)
             if owner != lport:
-                conflicts.append(f"{port.lport}: {key[0]} {key[1]} is taken by {owner}")
+                conflicts.append(f"{port.name}: {key[0]} {key[1]} is taken by {owner}")
     if conflicts:
         raise PoolError("conflicting ports: " + "; ".join(conflicts))
 
 
-def _unique_keys(port: PoolPort) -> dict[tuple[str, object], str]:
+def _unique_keys(port: ChildPort) -> dict[tuple[str, object], str]:
     """The values that must be unique in the pool, each mapped to the port's lport."""
     return {
-        ("tag", port.tag): port.lport,
-        ("ip", port.ip): port.lport,
-        ("mac", port.mac.lower()): port.lport,
+        ("tag", port.tag): port.name,
+        ("ip", port.ip): port.name,
+        ("mac", port.mac.lower()): port.name,
     }

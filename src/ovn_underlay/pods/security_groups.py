@@ -16,7 +16,7 @@ import os
 
 from ovn_underlay.config import NodeConfig, key_of
 from ovn_underlay.control.base import ControlPlaneError, ControlPlaneUnavailable
-from ovn_underlay.pods.pool import Attachment
+from ovn_underlay.pods.pool import PodInterface
 
 LOG = logging.getLogger(__name__)
 ANNOTATION = "security-group"
@@ -44,7 +44,7 @@ class PodSecurityGroups:
         """Whether a Kubernetes API is configured."""
         return bool(self.cfg.kubeconfig)
 
-    def groups_for(self, att: Attachment) -> tuple[str, ...]:
+    def groups_for(self, att: PodInterface) -> tuple[str, ...]:
         """The groups of the pod's annotation; () when it has none or the feature is off."""
         if not self.enabled:
             self._say_off_once()
