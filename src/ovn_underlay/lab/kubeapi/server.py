@@ -151,31 +151,43 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         info = parse_path(split.path)
         entry: dict[str, Any] = {"method": self.command, "path": split.path,
-                                 "userAgent": self.headers.get("User-Agent", "")}
+                                 "userAgent": self.headers.get("User-Agent", ""),
+                                 "user": "", "uid": "", "groups": [],
+                                 "time": round(started, 3)}
+        self._entry: dict[str, Any] | None = entry
         self._code = 0
         try:
-            user = kube.authenticate(self.headers.get("Authorization"))
-            entry.update(user=user.name, uid=user.uid, groups=list(user.groups))
             if info is None:
                 entry.update(verb=self.command.lower(), nonResourceURL=split.path)
-                self._non_resource(split.path)
             else:
                 info.verb = _verb(self.command, info, params)
                 entry.update(verb=info.verb, apiGroup=info.group, apiVersion=info.version,
                              resource=info.resource, subresource=info.subresource,
                              namespace=info.namespace or "", name=info.name)
+            user = kube.authenticate(self.headers.get("Authorization"))
+            entry.update(user=user.name, uid=user.uid, groups=list(user.groups))
+            if info is None:
+                self._non_resource(split.path)
+            else:
                 self._resource(info, params, body)
         except ApiError as exc:
             self._send_json(exc.code, exc.status(), exc.retry_after)
         except (ConnectionError, OSError):
             self.close_connection = True
         finally:
-            entry.update(code=self._code, time=round(started, 3))
-            kube.log.append(entry)
+            self._log(self._code)
+
+    def _log(self, code: int) -> None:
+        """Append this request to the log, once, before the client can see the answer."""
+        self._code = code
+        if self._entry is not None:
+            self._entry["code"] = code
+            self.server.kube.log.append(self._entry)
+            self._entry = None
 
     def _send_json(self, code: int, body: Obj, retry_after: int | None = None) -> None:
         data = json.dumps(body, separators=(",", ":")).encode()
-        self._code = code
+        self._log(code)
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -186,7 +198,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_text(self, code: int, text: str) -> None:
         data = text.encode()
-        self._code = code
+        self._log(code)
         self.send_response(code)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
@@ -325,7 +337,7 @@ class _Handler(BaseHTTPRequestHandler):
             parse_rv(params["resourceVersion"])
         stream.open()
         try:
-            self._code = 200
+            self._log(200)
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")
