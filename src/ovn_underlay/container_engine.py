@@ -1,9 +1,8 @@
-"""The seed's kubelet exec-plugin verbs (init, setup, status, teardown) on the same core.
+"""A Docker-compatible container engine API on a unix socket: a container's network namespace.
 
-``setup NAMESPACE POD CONTAINER_ID`` attaches the container's ``eth0``; its
-network namespace is given with ``--netns`` or found through a Docker-compatible
-engine API (``GET /containers/ID/json`` -> ``State.Pid`` -> ``/proc/PID/ns/net``)
-on a unix socket.
+The seed's kubelet verbs (:mod:`ovn_underlay.cli.kubelet`) attach a container's
+``eth0`` (:data:`IFNAME`); without ``--netns`` its namespace is found here:
+``GET /containers/ID/json`` -> ``State.Pid`` -> ``/proc/PID/ns/net``.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ Standard library only: the CNI protocol layer uses it too.
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 EXT_PREFIX = "ovn-underlay:"
@@ -30,6 +29,8 @@ def host_ifname(container_id: str, ifname: str) -> str:
     interface name alone.  Linux interface names cannot contain ':', so the
     hashed "container_id:ifname" string is unambiguous.
     """
+    import hashlib  # here, not at the top: the command line's start-up does not need it
+
     digest = hashlib.sha256(f"{container_id}:{ifname}".encode()).hexdigest()
     return HOST_IFNAME_PREFIX + digest[:12]
 

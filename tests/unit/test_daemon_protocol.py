@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from ovn_underlay.cli.node import launcher, native_shim
+from ovn_underlay.cli.cni_install import launcher, native_shim
 from ovn_underlay.cni import shim, wire
 from ovn_underlay.daemon import server
 from ovn_underlay.daemon.server import UnixServer, is_serving

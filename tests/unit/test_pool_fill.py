@@ -6,9 +6,9 @@ import io
 
 import pytest
 
-from ovn_underlay.cli.pool import FIRST_BATCH, first_batch
+from ovn_underlay.cli.lswitch import FIRST_BATCH, first_batch
+from ovn_underlay.cli.pool import ProgressBar
 from ovn_underlay.config import ConfigError, NodeConfig
-from ovn_underlay.pods.fill import ProgressBar
 
 
 class Terminal(io.StringIO):

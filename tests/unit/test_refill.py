@@ -13,7 +13,7 @@ from ovn_underlay.control.base import ChildPort, ControlPlaneError, NodeNetwork,
 from ovn_underlay.daemon.gate import KeyedGate
 from ovn_underlay.daemon.metrics import Metrics
 from ovn_underlay.daemon.refill import Refiller, Watermarks
-from ovn_underlay.pods import fill as pool_fill
+from ovn_underlay.pods import filler
 from ovn_underlay.pods.pool import PodInterface, Pool
 
 CFG = NodeConfig(switch="node1", subnet="10.9.0.0/24", gateway_ip="10.9.0.1", router="r",
@@ -132,7 +132,7 @@ def test_low_zero_turns_refill_off(tmp_path: Path, control: FakeControl) -> None
 
 def test_no_refill_while_pool_fill_is_adding_ports(agent: FakeAgent, control: FakeControl,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pool_fill, "running", lambda cfg: 4242)
+    monkeypatch.setattr(filler, "running", lambda cfg: 4242)
     refiller(agent, control).run_once()
     assert control.batches == []
 

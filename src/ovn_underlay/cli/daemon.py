@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
-from types import FrameType
+from typing import TYPE_CHECKING
 
-from ovn_underlay.daemon.main import Daemon
-from ovn_underlay.daemon.server import DEFAULT_WORKERS
-from ovn_underlay.logfile import private_file_handler
+if TYPE_CHECKING:
+    from types import FrameType
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(threadName)s]: %(message)s"
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
     """Serve CNI calls, refill the pool and export metrics until told to stop."""
+    import logging
+    import signal
+
+    from ovn_underlay.daemon.main import Daemon
+    from ovn_underlay.daemon.server import DEFAULT_WORKERS
+
     _setup_logging(args.log_file, args.verbose)
     daemon = Daemon(args.ovsdb, socket_path=args.socket, metrics_address=args.metrics_address,
                     workers=args.workers or DEFAULT_WORKERS, reclaim_after=args.reclaim_after)
@@ -36,6 +39,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 def _setup_logging(log_file: str | None, verbose: bool) -> None:
     """Info (debug with -v) to ``log_file`` (created 0600) or stderr, with each line's thread."""
+    import logging
+
+    from ovn_underlay.logfile import private_file_handler
+
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from ovn_underlay.cli.node import node_settings
-from ovn_underlay.container_engine import IFNAME, check_container_id, container_netns
-from ovn_underlay.pods.attach import node_attacher
-from ovn_underlay.pods.pool import PodInterface, Pool
+from ovn_underlay.cli.node_config import node_settings
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -20,6 +16,10 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_setup(args: argparse.Namespace) -> int:
     """Attach the container's eth0 (netns from --netns or the engine API)."""
+    from ovn_underlay.container_engine import IFNAME, check_container_id, container_netns
+    from ovn_underlay.pods.attach import node_attacher
+    from ovn_underlay.pods.pool import PodInterface
+
     cid = check_container_id(args.container_id)
     netns = args.netns or container_netns(cid, args.engine_socket)
     with node_attacher(args.ovsdb) as attacher:
@@ -29,6 +29,11 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print ``{"ip": ...}`` of the container's eth0 (exit 1 when not attached)."""
+    import json
+
+    from ovn_underlay.container_engine import IFNAME, check_container_id
+    from ovn_underlay.pods.pool import Pool
+
     cid = check_container_id(args.container_id)
     cfg = node_settings(args)
     with Pool(cfg.pool_path) as pool:
@@ -42,6 +47,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_teardown(args: argparse.Namespace) -> int:
     """Detach the container's eth0; fine when it is not attached."""
+    from ovn_underlay.container_engine import IFNAME, check_container_id
+    from ovn_underlay.pods.attach import node_attacher
+
     cid = check_container_id(args.container_id)
     with node_attacher(args.ovsdb, need_network=False) as attacher:
         attacher.delete(cid, IFNAME)

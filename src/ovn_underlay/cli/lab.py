@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ovn_underlay.lab import neutron as lab_neutron
-from ovn_underlay.lab.topology import Lab, require_tools
+if TYPE_CHECKING:
+    from ovn_underlay.lab.topology import Lab
 
 
 def _lab(args: argparse.Namespace) -> Lab:
+    from pathlib import Path
+
+    from ovn_underlay.lab.topology import Lab
+
     return Lab(args.name, Path(args.rundir))
 
 
 def cmd_lab_up(args: argparse.Namespace) -> int:
     """Start the lab (no-op when healthy)."""
-    require_tools()
-    if args.neutron:
-        lab_neutron.require_tools()
+    _require_tools(args.neutron)
     state = _lab(args).up(args.vms, neutron=args.neutron)
     print(f"lab {state.name!r} is up: {len(state.vms)} VMs")
     print(f"  NB: {state.nb}\n  SB: {state.sb}")
@@ -41,6 +42,8 @@ def cmd_lab_down(args: argparse.Namespace) -> int:
 
 def cmd_lab_status(args: argparse.Namespace) -> int:
     """What runs, as text or JSON; exit 1 when not up."""
+    import json
+
     status = _lab(args).status()
     if args.json:
         print(json.dumps(status, indent=2))
@@ -65,7 +68,15 @@ def cmd_lab_demo(args: argparse.Namespace) -> int:
     """Up, connectivity matrix, down."""
     from ovn_underlay.lab.demo import run_demo
 
-    require_tools()
-    if args.neutron:
-        lab_neutron.require_tools()
+    _require_tools(args.neutron)
     return run_demo(_lab(args), args.vms, keep=args.keep, neutron=args.neutron)
+
+
+def _require_tools(neutron: bool) -> None:
+    """Refuse, naming what is missing, unless the lab's programs are installed."""
+    from ovn_underlay.lab import neutron as lab_neutron
+    from ovn_underlay.lab.topology import require_tools
+
+    require_tools()
+    if neutron:
+        lab_neutron.require_tools()

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ovn_underlay import __version__
+from ovn_underlay.cli import daemon as daemon_cmds
+from ovn_underlay.cli import kubelet as kubelet_cmds
+from ovn_underlay.cli import lab as lab_cmds
+from ovn_underlay.cli import lswitch as lswitch_cmds
+from ovn_underlay.cli import node_config as config_cmds
+from ovn_underlay.cli import node_init as node_init_cmds
+from ovn_underlay.cli import pool as pool_cmds
 from ovn_underlay.config import (
     CHILD_PORT_MODES,
     DEFAULT_DAEMON_SOCKET,
@@ -26,18 +31,6 @@ from ovn_underlay.config import (
 Handler = Callable[[argparse.Namespace], int]
 if TYPE_CHECKING:
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
-
-
-def _handler(spec: str) -> Handler:
-    """A lazily imported handler ``module:function`` under ovn_underlay.cli."""
-    module, func = spec.split(":")
-
-    def call(args: argparse.Namespace) -> int:
-        handler: Handler = getattr(importlib.import_module(f"ovn_underlay.cli.{module}"),
-                                   func)
-        return handler(args)
-
-    return call
 
 
 def _add_lab(sub: SubParsers) -> None:
@@ -56,18 +49,18 @@ def _add_lab(sub: SubParsers) -> None:
     up.add_argument("--vms", type=int, default=2, help="number of VMs (default: %(default)s)")
     up.add_argument("--neutron", action="store_true", help="also run a real neutron-server "
                     "(ML2/OVN, with its MariaDB) that makes the VMs' ports")
-    up.set_defaults(func=_handler("lab:cmd_lab_up"))
+    up.set_defaults(func=lab_cmds.cmd_lab_up)
     verbs.add_parser("down", help="stop and remove everything the lab made"
-                     ).set_defaults(func=_handler("lab:cmd_lab_down"))
+                     ).set_defaults(func=lab_cmds.cmd_lab_down)
     status = verbs.add_parser("status", help="what runs: pids, sockets, NB/SB connections")
     status.add_argument("--json", action="store_true", help="print JSON")
-    status.set_defaults(func=_handler("lab:cmd_lab_status"))
+    status.set_defaults(func=lab_cmds.cmd_lab_status)
     demo = verbs.add_parser("demo", help="up, node setup, pods, connectivity matrix, down")
     demo.add_argument("--vms", type=int, default=2, help="number of VMs (default: %(default)s)")
     demo.add_argument("--keep", action="store_true", help="leave the lab running")
     demo.add_argument("--neutron", action="store_true", help="the same through a real "
                       "neutron-server (VM 1 trunk subports, VM 2 binding:profile)")
-    demo.set_defaults(func=_handler("lab:cmd_lab_demo"))
+    demo.set_defaults(func=lab_cmds.cmd_lab_demo)
 
 
 def _add_node_init(sub: SubParsers) -> None:
@@ -107,7 +100,7 @@ def _add_node_init(sub: SubParsers) -> None:
                    help="the plugin's log file, created 0600 (default: stderr)")
     _add_daemon_settings(p)
     _add_neutron_settings(p)
-    p.set_defaults(func=_handler("node:cmd_node_init"))
+    p.set_defaults(func=node_init_cmds.cmd_node_init)
 
 
 def _add_daemon_settings(p: argparse.ArgumentParser) -> None:
@@ -162,7 +155,7 @@ def _add_daemon(sub: SubParsers) -> None:
                    help="free the port of a pod whose netns has been gone this long without "
                    "a DEL (default: %(default)s)")
     p.add_argument("--log-file", help="log here instead of stderr")
-    p.set_defaults(func=_handler("daemon:cmd_daemon"))
+    p.set_defaults(func=daemon_cmds.cmd_daemon)
 
 
 def _add_node_commands(sub: SubParsers) -> None:
@@ -171,7 +164,7 @@ def _add_node_commands(sub: SubParsers) -> None:
         dest="verb", required=True, metavar="VERB").add_parser(
         "show", help="print the node's settings (no secrets are stored)")
     show.add_argument("--json", action="store_true", help="print JSON")
-    show.set_defaults(func=_handler("node:cmd_config_show"))
+    show.set_defaults(func=config_cmds.cmd_config_show)
     setup = sub.add_parser(
         "lswitch-setup", help="create this node's switch, router port, pool and mgmt port",
         description="Create the logical switch SWITCH with SUBNET, attach it to ROUTER "
@@ -188,18 +181,18 @@ def _add_node_commands(sub: SubParsers) -> None:
                        "returning; the rest is made in the background (default: 8)")
     setup.add_argument("--wait", action="store_true", help="with Neutron: make the whole "
                        "pool before returning, with a progress bar on a terminal")
-    setup.set_defaults(func=_handler("node:cmd_lswitch_setup"))
+    setup.set_defaults(func=lswitch_cmds.cmd_lswitch_setup)
     destroy = sub.add_parser("lswitch-destroy", help="remove what lswitch-setup made")
     destroy.add_argument("switch", metavar="SWITCH")
     destroy.add_argument("--force", action="store_true",
                          help="also detach pods that still hold ports")
-    destroy.set_defaults(func=_handler("node:cmd_lswitch_destroy"))
+    destroy.set_defaults(func=lswitch_cmds.cmd_lswitch_destroy)
     pool_verbs = sub.add_parser("pool", help="the node's port pool").add_subparsers(
         dest="verb", required=True, metavar="VERB")
     pool = pool_verbs.add_parser("show", help="every port of the pool, free or held by which "
                                  "pod")
     pool.add_argument("--json", action="store_true", help="print JSON")
-    pool.set_defaults(func=_handler("node:cmd_pool_show"))
+    pool.set_defaults(func=pool_cmds.cmd_pool_show)
     fill = pool_verbs.add_parser(
         "fill", help="create ports until the pool has its size (what lswitch-setup's "
         "background filler does; waits for a running one)")
@@ -207,15 +200,16 @@ def _add_node_commands(sub: SubParsers) -> None:
                       "was given)")
     fill.add_argument("--batch", type=int, help="ports per request (default: the node's "
                       "pool-batch setting)")
-    fill.set_defaults(func=_handler("pool:cmd_pool_fill"))
+    fill.set_defaults(func=pool_cmds.cmd_pool_fill)
 
 
 def _add_kubelet_verbs(sub: SubParsers) -> None:
     sub.add_parser("init", help="kubelet exec plugin: check the node is ready for pods"
-                   ).set_defaults(func=_handler("kubelet:cmd_init"))
-    for verb, text in (("setup", "attach a pod's eth0"),
-                       ("status", "print {\"ip\": ...} of a pod"),
-                       ("teardown", "detach a pod's eth0")):
+                   ).set_defaults(func=kubelet_cmds.cmd_init)
+    for verb, text, handler in (
+            ("setup", "attach a pod's eth0", kubelet_cmds.cmd_setup),
+            ("status", "print {\"ip\": ...} of a pod", kubelet_cmds.cmd_status),
+            ("teardown", "detach a pod's eth0", kubelet_cmds.cmd_teardown)):
         p = sub.add_parser(verb, help=f"kubelet exec plugin: {text}")
         p.add_argument("namespace", metavar="NAMESPACE")
         p.add_argument("pod", metavar="POD")
@@ -224,7 +218,7 @@ def _add_kubelet_verbs(sub: SubParsers) -> None:
         p.add_argument("--engine-socket", default=os.environ.get(
             "OVN_UNDERLAY_ENGINE_SOCKET", "/var/run/docker.sock"),
             help="Docker-compatible engine API socket (default: %(default)s)")
-        p.set_defaults(func=_handler(f"kubelet:cmd_{verb}"))
+        p.set_defaults(func=handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ovn-k8s-underlay``."""
     args = build_parser().parse_args(argv)
+    import logging
+
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler: Handler = args.func

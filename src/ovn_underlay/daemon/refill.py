@@ -38,7 +38,7 @@ from ovn_underlay.control.factory import connect
 from ovn_underlay.daemon.agent import NodeAgent
 from ovn_underlay.daemon.metrics import timed
 from ovn_underlay.daemon.status import RefillStatus
-from ovn_underlay.pods import fill as pool_fill
+from ovn_underlay.pods import filler
 
 LOG = logging.getLogger(__name__)
 DEFAULT_INTERVAL = 2.0
@@ -147,7 +147,7 @@ class Refiller:
         if reclaim:
             self._reclaim()
         free = self.agent.pool.stats().free
-        if free < marks.low and pool_fill.running(cfg) is None:
+        if free < marks.low and filler.running(cfg) is None:
             self._grow(cfg, control, marks.high - free, marks.batch)
 
     def _control_for(self, cfg: NodeConfig) -> ControlPlane:

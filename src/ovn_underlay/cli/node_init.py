@@ -1,0 +1,76 @@
+"""node-init: the node's settings, br-int, the uplink and the CNI plugin."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields, replace
+from typing import TYPE_CHECKING, Any
+
+from ovn_underlay import config as node_config
+from ovn_underlay.cli.node_config import load, open_ovs
+from ovn_underlay.config import NodeConfig
+
+if TYPE_CHECKING:
+    from ovn_underlay.dataplane.node_init import Change
+    from ovn_underlay.dataplane.ovs import Ovs
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    names = {f.name for f in fields(NodeConfig)}
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+def _uplink_mtu(name: str) -> int:
+    try:
+        with open(f"/sys/class/net/{name}/mtu", encoding="ascii") as mtu:
+            return int(mtu.read())
+    except (OSError, ValueError):
+        return 0
+
+
+def cmd_node_init(args: argparse.Namespace) -> int:
+    """Prepare the node: settings, br-int, uplink; optionally install the CNI plugin."""
+    from ovn_underlay.cli.cni_install import install_cni
+    from ovn_underlay.dataplane.node_init import NodeInit, detect_datapath
+
+    with open_ovs(args) as ovs:
+        cfg = replace(load(ovs), **_overrides(args))
+        if not cfg.datapath or args.datapath == "auto":
+            cfg = replace(cfg, datapath=detect_datapath())
+        if not cfg.uplink:
+            cfg = replace(cfg, uplink="eth1")
+        if not cfg.mtu:
+            cfg = replace(cfg, mtu=_uplink_mtu(cfg.uplink))
+        if cfg.backend == "ovn":
+            cfg.require("nb", "parent")
+        if cfg.backend == "neutron":
+            from ovn_underlay.cli import neutron
+
+            cfg, checked = neutron.check_node(cfg, args.parent)
+            print(checked, flush=True)
+        init = NodeInit(ovs, cfg)
+        changes = init.plan() + _daemon_setting_changes(ovs, args)
+        if cfg.backend == "neutron":
+            changes += neutron.setting_changes(ovs, args)
+        prefix = "would " if args.dry_run else ""
+        if args.dry_run:
+            for change in changes:
+                print(f"{prefix}{change.what}")
+        else:
+            init.apply(changes, lambda what: print(what, flush=True))
+        installed = (install_cni(args, args.dry_run, cfg.daemon_socket) if args.install_cni
+                     else [])
+        for line in installed:
+            print(f"{prefix}{line}")
+        if not changes and not installed:
+            print("node already initialised: nothing to change")
+    return 0
+
+
+def _daemon_setting_changes(ovs: Ovs, args: argparse.Namespace) -> list[Change]:
+    """Record the daemon settings given on the command line that differ from the node's."""
+    from ovn_underlay.dataplane.node_init import settings_changes
+
+    want = {node_config.key_of(name): str(value) for name in node_config.DAEMON_FIELDS
+            if (value := getattr(args, name, None)) is not None}
+    return settings_changes(ovs, want, "daemon settings")
