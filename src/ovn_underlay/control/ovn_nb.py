@@ -53,6 +53,7 @@ from ovn_underlay.control.base import (
     plan_pool,
 )
 from ovn_underlay.names import EXT_PREFIX
+from ovn_underlay.ovsdb import OwnConnection
 
 SCHEMA = "OVN_Northbound"
 TABLES = ("Logical_Switch", "Logical_Switch_Port", "Logical_Router", "Logical_Router_Port")
@@ -347,21 +348,8 @@ def _fetch_schema(remote: str, deadline: float) -> Any:
     raise ControlPlaneUnavailable(f"cannot reach OVN NB at {remote}: {'; '.join(failures)}")
 
 
-class _NbApi(impl_idl.OvnNbApiIdlImpl):  # type: ignore[misc]
-    """The ovsdbapp NB API bound to a connection of its own.
-
-    ovsdbapp keeps an API class's connection in a class attribute (the first
-    instance's connection would be silently shared by all later instances);
-    this keeps it per instance.
-    """
-
-    @property
-    def ovsdb_connection(self) -> Any:
-        return self._own_connection
-
-    @ovsdb_connection.setter
-    def ovsdb_connection(self, connection: Any) -> None:
-        self._own_connection = connection
+class _NbApi(OwnConnection, impl_idl.OvnNbApiIdlImpl):  # type: ignore[misc]
+    """The ovsdbapp NB API bound to a connection of its own."""
 
 
 def _connect(remote: str, timeout: float) -> Any:

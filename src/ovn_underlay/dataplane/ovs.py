@@ -33,6 +33,7 @@ from ovsdbapp.backend.ovs_idl import connection as ovs_connection
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from ovn_underlay.config import DEFAULT_OVSDB
+from ovn_underlay.ovsdb import OwnConnection
 
 SCHEMA = "Open_vSwitch"
 # The only columns monitored: enough for every method here, and none of the
@@ -118,22 +119,8 @@ class _RequestReport(command.BaseCommand):  # type: ignore[misc]
         _root_row(self.api.tables).increment("next_cfg")
 
 
-class _Api(impl_idl.OvsdbIdl):  # type: ignore[misc]
-    """ovsdbapp's Open_vSwitch API with a per-instance connection and no vswitchd wait.
-
-    ovsdbapp keeps the connection on the *class* and ignores any later one, so a
-    second instance (another database) would silently reuse the first; the
-    property below keeps it per instance.
-    """
-
-    @property
-    def ovsdb_connection(self) -> Any:
-        """The connection of this instance."""
-        return self._own_connection
-
-    @ovsdb_connection.setter
-    def ovsdb_connection(self, value: Any) -> None:
-        self._own_connection = value
+class _Api(OwnConnection, impl_idl.OvsdbIdl):  # type: ignore[misc]
+    """ovsdbapp's Open_vSwitch API with a per-instance connection and no vswitchd wait."""
 
     def create_transaction(self, check_error: bool = False, log_errors: bool = True,
                            **_: Any) -> _Transaction:
