@@ -11,7 +11,7 @@ short-lived thread (:mod:`ovn_underlay.dataplane.nsenter`): the process stays wh
 it is.  IPv4 only.
 
 :func:`plumb_pod`'s usual path (nothing there yet) speaks rtnetlink directly
-(:class:`_Rtnl`, one request per step): a pyroute2 ``IPRoute`` costs ~0.4 ms to
+(:mod:`.rtnetlink`, one request per step): a pyroute2 ``IPRoute`` costs ~0.4 ms to
 open and ~0.2 ms per request, several times the kernel's own work.  The rarer
 paths (a retried or interrupted call, DEL, inspection) use pyroute2.
 """
@@ -19,14 +19,11 @@ paths (a retried or interrupted call, DEL, inspection) use pyroute2.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
-import fcntl
 import ipaddress
 import os
 import re
 import socket
-import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +31,36 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from ovn_underlay.dataplane import nsenter
+from ovn_underlay.dataplane import ethtool, nsenter
+from ovn_underlay.dataplane.rtnetlink import (
+    IFA_ADDRESS,
+    IFA_LOCAL,
+    IFADDRMSG,
+    IFINFOMSG,
+    IFLA_ADDRESS,
+    IFLA_IFNAME,
+    IFLA_INFO_DATA,
+    IFLA_INFO_KIND,
+    IFLA_LINKINFO,
+    IFLA_MTU,
+    IFLA_NET_NS_FD,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    RT_SCOPE_UNIVERSE,
+    RT_TABLE_MAIN,
+    RTA_GATEWAY,
+    RTA_OIF,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWROUTE,
+    RTMSG,
+    RTN_UNICAST,
+    RTPROT_BOOT,
+    VETH_INFO_PEER,
+    Rtnl,
+    rtattr,
+    u32,
+)
 from ovn_underlay.names import ifname_problem
 
 IFF_UP = 0x1
@@ -47,39 +73,6 @@ answer the pod's ARP for the node's own addresses (the management port's)
 there, so the pod's traffic to its node would bypass OVN and its security
 groups.  PROMISC: OVS sets it when it adds the port; set at creation, that is
 not one more link change."""
-RT_SCOPE_UNIVERSE = 0
-RT_TABLE_MAIN = 254
-SIOCETHTOOL = 0x8946
-ETHTOOL_GTXCSUM = 0x16
-ETHTOOL_STXCSUM = 0x17
-_IFREQ_SIZE = 40
-NLMSG_ERROR = 2
-RTM_NEWLINK = 16
-RTM_NEWADDR = 20
-RTM_NEWROUTE = 24
-NLM_F_REQUEST = 0x1
-NLM_F_ACK = 0x4
-NLM_F_EXCL = 0x200
-NLM_F_CREATE = 0x400
-IFLA_ADDRESS = 1
-IFLA_IFNAME = 3
-IFLA_MTU = 4
-IFLA_LINKINFO = 18
-IFLA_NET_NS_FD = 28
-IFLA_INFO_KIND = 1
-IFLA_INFO_DATA = 2
-VETH_INFO_PEER = 1
-IFA_ADDRESS = 1
-IFA_LOCAL = 2
-RTA_OIF = 4
-RTA_GATEWAY = 5
-RTPROT_BOOT = 3
-RTN_UNICAST = 1
-_NLMSGHDR = struct.Struct("=IHHII")
-_IFINFOMSG = struct.Struct("=BxHiII")
-_IFADDRMSG = struct.Struct("=BBBBi")
-_RTMSG = struct.Struct("=BBBBBBBBI")
-_RTATTR = struct.Struct("=HH")
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
@@ -117,12 +110,6 @@ class _PodSpec:
     mtu: int
 
 
-class _EthtoolValue(ctypes.Structure):
-    """``struct ethtool_value`` of <linux/ethtool.h>."""
-
-    _fields_ = (("cmd", ctypes.c_uint32), ("data", ctypes.c_uint32))
-
-
 def plumb_pod(netns_path: str, ifname: str, host_if: str, mac: str, ip_cidr: str,
               gateway: str, mtu: int, tx_offload_off: bool) -> bool:
     """Connect the pod namespace at ``netns_path`` to the node with a veth pair.
@@ -145,7 +132,7 @@ def plumb_pod(netns_path: str, ifname: str, host_if: str, mac: str, ip_cidr: str
     before LinkError is raised; NetnsNotFound if the namespace does not exist.
     """
     spec = _validate(ifname, host_if, mac, ip_cidr, gateway, mtu)
-    with _netns(netns_path) as ns, _Rtnl() as rtnl:
+    with _netns(netns_path) as ns, _rtnl() as rtnl:
         if not _create_veth(rtnl, spec, ns, netns_path):
             with _netlink() as ipr:
                 if _keep_or_clear(ipr, spec, ns, netns_path):
@@ -251,57 +238,15 @@ def _netlink() -> Iterator[Any]:
         ipr.close()
 
 
-class _Rtnl:
-    """A bare rtnetlink socket in the creating thread's namespace: acknowledged requests."""
-
-    def __init__(self) -> None:
-        try:
-            self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                                       socket.NETLINK_ROUTE)
-            self._sock.bind((0, 0))
-        except OSError as exc:
-            raise LinkError(f"cannot open rtnetlink: {exc}") from exc
-        self._seq = 0
-
-    def __enter__(self) -> _Rtnl:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._sock.close()
-
-    def request(self, msg_type: int, flags: int, body: bytes) -> None:
-        """Send one request and wait for its acknowledgement; NetlinkError if refused."""
-        self._seq += 1
-        header = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type,
-                                NLM_F_REQUEST | NLM_F_ACK | flags, self._seq, 0)
-        self._sock.send(header + body)
-        code = self._ack()
-        if code:
-            raise NetlinkError(code)
-
-    def _ack(self) -> int:
-        """The errno (0: success) of the acknowledgement of the last request."""
-        while True:
-            data = self._sock.recv(1 << 16)
-            offset = 0
-            while offset + _NLMSGHDR.size <= len(data):
-                length, msg_type, _, seq, _ = _NLMSGHDR.unpack_from(data, offset)
-                if msg_type == NLMSG_ERROR and seq == self._seq:
-                    return -int(struct.unpack_from("=i", data, offset + _NLMSGHDR.size)[0])
-                if length < _NLMSGHDR.size:
-                    break
-                offset += (length + 3) & ~3
-
-
-def _rtattr(kind: int, payload: bytes) -> bytes:
-    """One netlink attribute, padded to 4 bytes."""
-    length = _RTATTR.size + len(payload)
-    return _RTATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
-
-
-def _u32(value: int) -> bytes:
-    """A native-endian u32 attribute payload."""
-    return struct.pack("=I", value)
+@contextlib.contextmanager
+def _rtnl() -> Iterator[Rtnl]:
+    """A bare rtnetlink socket in the calling thread's namespace (LinkError if none opens)."""
+    try:
+        rtnl = Rtnl()
+    except OSError as exc:
+        raise LinkError(f"cannot open rtnetlink: {exc}") from exc
+    with rtnl:
+        yield rtnl
 
 
 def _ifindex(ifname: str) -> int:
@@ -312,10 +257,10 @@ def _ifindex(ifname: str) -> int:
         raise LinkError(f"looking up {ifname}: {exc.strerror or exc}") from exc
 
 
-def _set_flags(rtnl: _Rtnl, what: str, index: int, flags: int) -> None:
+def _set_flags(rtnl: Rtnl, what: str, index: int, flags: int) -> None:
     """Set ``flags`` (ifi_flags, leaving the others) on the link ``index``."""
     _nl(what, rtnl.request, RTM_NEWLINK, 0,
-        _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, flags, flags))
+        IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, flags, flags))
 
 
 def _nl(what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -349,7 +294,7 @@ def _link_kind(msg: Any) -> str | None:
     return None if info is None else info.get_attr("IFLA_INFO_KIND")
 
 
-def _create_veth(rtnl: _Rtnl, spec: _PodSpec, ns_fd: int, netns_path: str) -> bool:
+def _create_veth(rtnl: Rtnl, spec: _PodSpec, ns_fd: int, netns_path: str) -> bool:
     """Create the pair: ``host_if`` here, ``ifname`` directly in the namespace ``ns_fd``.
 
     The host end gets every flag it will have at once (:data:`HOST_END_FLAGS`;
@@ -359,16 +304,16 @@ def _create_veth(rtnl: _Rtnl, spec: _PodSpec, ns_fd: int, netns_path: str) -> bo
 
     False (nothing made) if either name is taken already.
     """
-    mtu = _rtattr(IFLA_MTU, _u32(spec.mtu)) if spec.mtu else b""
-    peer = (_IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-            + _rtattr(IFLA_IFNAME, spec.ifname.encode() + b"\0")
-            + _rtattr(IFLA_ADDRESS, bytes.fromhex(spec.mac.replace(":", "")))
-            + mtu + _rtattr(IFLA_NET_NS_FD, _u32(ns_fd)))
-    linkinfo = (_rtattr(IFLA_INFO_KIND, b"veth\0")
-                + _rtattr(IFLA_INFO_DATA, _rtattr(VETH_INFO_PEER, peer)))
-    body = (_IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, HOST_END_FLAGS, HOST_END_FLAGS)
-            + _rtattr(IFLA_IFNAME, spec.host_if.encode() + b"\0") + mtu
-            + _rtattr(IFLA_LINKINFO, linkinfo))
+    mtu = rtattr(IFLA_MTU, u32(spec.mtu)) if spec.mtu else b""
+    peer = (IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+            + rtattr(IFLA_IFNAME, spec.ifname.encode() + b"\0")
+            + rtattr(IFLA_ADDRESS, bytes.fromhex(spec.mac.replace(":", "")))
+            + mtu + rtattr(IFLA_NET_NS_FD, u32(ns_fd)))
+    linkinfo = (rtattr(IFLA_INFO_KIND, b"veth\0")
+                + rtattr(IFLA_INFO_DATA, rtattr(VETH_INFO_PEER, peer)))
+    body = (IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, HOST_END_FLAGS, HOST_END_FLAGS)
+            + rtattr(IFLA_IFNAME, spec.host_if.encode() + b"\0") + mtu
+            + rtattr(IFLA_LINKINFO, linkinfo))
     what = f"creating veth {spec.host_if} <-> {spec.ifname}@{netns_path}"
     try:
         rtnl.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body)
@@ -433,18 +378,18 @@ def _configure_pod_end(spec: _PodSpec, tx_offload_off: bool) -> None:
     if tx_offload_off:
         _ethtool_set_tx_csum(spec.ifname, False)
     ip = spec.address.ip.packed
-    with _Rtnl() as rtnl:
+    with _rtnl() as rtnl:
         _nl(f"adding {spec.address} to {spec.ifname}", rtnl.request, RTM_NEWADDR,
             NLM_F_CREATE | NLM_F_EXCL,
-            _IFADDRMSG.pack(socket.AF_INET, spec.address.network.prefixlen, 0,
+            IFADDRMSG.pack(socket.AF_INET, spec.address.network.prefixlen, 0,
                             RT_SCOPE_UNIVERSE, index)
-            + _rtattr(IFA_LOCAL, ip) + _rtattr(IFA_ADDRESS, ip))
+            + rtattr(IFA_LOCAL, ip) + rtattr(IFA_ADDRESS, ip))
         _set_flags(rtnl, f"setting {spec.ifname} up", index, IFF_UP)
         _nl(f"adding the default route via {spec.gateway} (is it inside "
             f"{spec.address.network}?)", rtnl.request, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL,
-            _RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT,
+            RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT,
                         RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
-            + _rtattr(RTA_GATEWAY, spec.gateway.packed) + _rtattr(RTA_OIF, _u32(index)))
+            + rtattr(RTA_GATEWAY, spec.gateway.packed) + rtattr(RTA_OIF, u32(index)))
 
 
 def _configure_host_end(host_if: str, tx_offload_off: bool) -> None:
@@ -498,23 +443,17 @@ def _inspect(ifname: str) -> PodLinkState | None:
 
 def tx_offload_enabled(ifname: str) -> bool:
     """Whether TX checksum offload is on for ``ifname`` (``ethtool -k IF``), here."""
-    return bool(_ethtool(ifname, ETHTOOL_GTXCSUM, 0, "reading TX checksum offload"))
+    try:
+        return ethtool.tx_csum_enabled(ifname)
+    except OSError as exc:
+        raise LinkError(f"reading TX checksum offload on {ifname}: "
+                        f"{_strerror(exc.errno or 0)}") from exc
 
 
 def _ethtool_set_tx_csum(ifname: str, enabled: bool) -> None:
-    """SIOCETHTOOL/ETHTOOL_STXCSUM on ``ifname`` in the current thread's namespace."""
-    state = "on" if enabled else "off"
-    _ethtool(ifname, ETHTOOL_STXCSUM, int(enabled), f"turning TX checksum offload {state}")
-
-
-def _ethtool(ifname: str, cmd: int, data: int, what: str) -> int:
-    """One ``struct ethtool_value`` SIOCETHTOOL request; returns the value's data."""
-    value = _EthtoolValue(cmd, data)
-    ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(value)).ljust(_IFREQ_SIZE,
-                                                                               b"\0")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
-        except OSError as exc:
-            raise LinkError(f"{what} on {ifname}: {_strerror(exc.errno or 0)}") from exc
-    return int(value.data)
+    """TX checksum offload of ``ifname`` on or off, in the current thread's namespace."""
+    try:
+        ethtool.set_tx_csum(ifname, enabled)
+    except OSError as exc:
+        raise LinkError(f"turning TX checksum offload {'on' if enabled else 'off'} on "
+                        f"{ifname}: {_strerror(exc.errno or 0)}") from exc
