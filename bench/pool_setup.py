@@ -160,7 +160,7 @@ def _neutron_cases(plan: dict[str, Any]) -> dict[str, Any]:
 
 def _bodies(control: Any, switch: str, parent: str, count: int) -> list[dict[str, Any]]:
     """Port bodies for ``count`` children of ``parent`` (binding:profile) on ``switch``."""
-    from ovn_underlay.control.base import gateway_ip, plan_pool
+    from ovn_underlay.control.planning import gateway_ip, plan_pool
 
     conn = control.conn
     network = conn.network.find_network(switch)
@@ -173,7 +173,8 @@ def _bodies(control: Any, switch: str, parent: str, count: int) -> list[dict[str
 
 def _seed_ports(control: Any, switch: str, parent: str, count: int) -> list[Any]:
     """The seed's way: one create_port per address, in sequence."""
-    from ovn_underlay.control.base import ChildPort, parse_subnet
+    from ovn_underlay.control.base import ChildPort
+    from ovn_underlay.control.planning import parse_subnet
 
     net = control.get_node_network(switch)
     prefixlen = parse_subnet(net.subnet).prefixlen

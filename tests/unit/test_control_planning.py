@@ -1,4 +1,4 @@
-"""The backend-neutral address, tag and request checks of the control plane."""
+"""Address and VLAN planning of node networks (control.planning): pure, no backend."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ import ipaddress
 
 import pytest
 
-from ovn_underlay.control.base import (
-    DEFAULT_MGMT_TAG,
-    VLAN_MAX,
-    ControlPlaneError,
+from ovn_underlay.control.base import DEFAULT_MGMT_TAG, VLAN_MAX, ControlPlaneError
+from ovn_underlay.control.planning import (
     check_request,
     check_tag,
     check_within,

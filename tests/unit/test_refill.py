@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from ovn_underlay.config import ConfigError, NodeConfig
-from ovn_underlay.control.base import ChildPort, ControlPlaneError, NodeNetwork, mac_for_ip
+from ovn_underlay.control.base import ChildPort, ControlPlaneError, NodeNetwork
+from ovn_underlay.control.planning import mac_for_ip
 from ovn_underlay.daemon.gate import KeyedGate
 from ovn_underlay.daemon.metrics import Metrics
 from ovn_underlay.daemon.refill import Refiller, Watermarks

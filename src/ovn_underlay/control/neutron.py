@@ -43,11 +43,6 @@ from ovn_underlay.control.base import (
     ControlPlaneUnavailable,
     NodeNetwork,
     PortOwner,
-    check_request,
-    find_overlap,
-    gateway_ip,
-    mgmt_ip,
-    plan_pool,
 )
 from ovn_underlay.control.credentials import Credentials
 from ovn_underlay.control.neutron_errors import translate
@@ -64,6 +59,13 @@ from ovn_underlay.control.neutron_view import (
     mgmt_port_name,
     pool_port_name,
     tag_of_name,
+)
+from ovn_underlay.control.planning import (
+    check_request,
+    find_overlap,
+    gateway_ip,
+    mgmt_ip,
+    plan_pool,
 )
 
 if TYPE_CHECKING:

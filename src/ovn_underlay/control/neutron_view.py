@@ -30,7 +30,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ovn_underlay.control.base import ChildPort, NodeNetwork, gateway_ip, parse_subnet
+from ovn_underlay.control.base import ChildPort, NodeNetwork
+from ovn_underlay.control.planning import gateway_ip, parse_subnet
 
 MARK = "ovn-underlay"
 TRUNK = "trunk"

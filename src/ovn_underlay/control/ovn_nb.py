@@ -44,6 +44,8 @@ from ovn_underlay.control.base import (
     ControlPlaneUnavailable,
     NodeNetwork,
     PortOwner,
+)
+from ovn_underlay.control.planning import (
     check_request,
     find_overlap,
     gateway_ip,

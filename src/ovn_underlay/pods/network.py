@@ -13,7 +13,8 @@ from dataclasses import replace
 from ipaddress import IPv4Network
 
 from ovn_underlay.config import NETWORK_FIELDS, ConfigError, NodeConfig, key_of, to_external_ids
-from ovn_underlay.control.base import VLAN_MAX, ControlPlane, NodeNetwork, parse_subnet
+from ovn_underlay.control.base import VLAN_MAX, ControlPlane, NodeNetwork
+from ovn_underlay.control.planning import parse_subnet
 from ovn_underlay.dataplane.mgmt import ensure_mgmt_port, remove_mgmt_port
 from ovn_underlay.dataplane.ovs import Ovs
 from ovn_underlay.pods.attach import PodAttacher
