@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
@@ -93,7 +92,7 @@ class Watch:
     def ended(self) -> bool:
         try:
             return self.response.readline() == b""
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             return False
 
     def close(self) -> None:

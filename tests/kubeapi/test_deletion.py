@@ -41,7 +41,7 @@ def test_grace_period_from_the_request_and_its_expiry(api: Http) -> None:
     """The body's gracePeriodSeconds overrides the Pod's; when it runs out the Pod is
     removed (the emulator standing in for the kubelet; --no-grace-expiry turns that off)."""
     api.create(PODS, pod("short", nodeName="node1"))
-    status, marked = api.request("DELETE", f"{PODS}/short", {"gracePeriodSeconds": 1})
+    _, marked = api.request("DELETE", f"{PODS}/short", {"gracePeriodSeconds": 1})
     assert marked["metadata"]["deletionGracePeriodSeconds"] == 1
     deadline = time.monotonic() + 5
     while api.request("GET", f"{PODS}/short")[0] != 404:

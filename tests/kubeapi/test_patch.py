@@ -18,13 +18,6 @@ MERGE = "application/merge-patch+json"
 JSON = "application/json-patch+json"
 
 
-def two_containers(api: Http) -> dict[str, Any]:
-    return api.create(PODS, pod("p", {"a": "1"}, containers=[
-        {"name": "app", "image": "app:1", "ports": [{"containerPort": 80, "name": "http"}],
-         "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
-        {"name": "side", "image": "side:1"}]))
-
-
 def test_strategic_merge_merges_containers_by_name(api: Http) -> None:
     """Strategic merge: containers merge by name (the others are kept; a JSON merge patch
     would replace the list), ports by containerPort, env by name, volumeMounts by
@@ -71,11 +64,11 @@ def test_strategic_merge_directives(api: Http) -> None:
     cm = "/api/v1/namespaces/default/configmaps"
     api.create(cm, configmap("f") | {"metadata": {"name": "f", "finalizers": ["a/x", "a/y"],
                                                   "labels": {"k": "v", "gone": "1"}}})
-    status, body = api.request("PATCH", f"{cm}/f", {"metadata": {
+    _, body = api.request("PATCH", f"{cm}/f", {"metadata": {
         "finalizers": ["a/z"], "labels": {"gone": None}}}, SMP)
     assert body["metadata"]["finalizers"] == ["a/x", "a/y", "a/z"]
     assert body["metadata"]["labels"] == {"k": "v"}
-    status, body = api.request("PATCH", f"{cm}/f", {"metadata": {
+    _, body = api.request("PATCH", f"{cm}/f", {"metadata": {
         "$deleteFromPrimitiveList/finalizers": ["a/x", "a/z"]}}, SMP)
     assert body["metadata"]["finalizers"] == ["a/y"]
     manifest = two_containers_manifest()

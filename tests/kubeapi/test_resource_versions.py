@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from ovn_underlay.lab.kubeapi import KubeApiServer, api as api_module
+from ovn_underlay.lab.kubeapi import KubeApiServer
+from ovn_underlay.lab.kubeapi import api as api_module
 
 from .conftest import Http, configmap, pod
 

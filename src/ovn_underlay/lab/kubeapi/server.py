@@ -120,6 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
     server_version = "kubeapi-emulator"
+    wbufsize = 1 << 16  # a response leaves in one write (flushed per request, per event)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Requests go to the request log, not to stderr."""
@@ -342,9 +343,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
+            self.wfile.flush()
             for event in stream.events(self._client_alive):
                 data = json.dumps(event, separators=(",", ":")).encode() + b"\n"
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
         finally:
             stream.close()
@@ -402,6 +405,11 @@ class KubeApiServer:
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
         self._controller: EndpointSliceController | None = None
+
+    @property
+    def controller(self) -> EndpointSliceController | None:
+        """The running EndpointSlice stand-in (None when turned off)."""
+        return self._controller
 
     @property
     def port(self) -> int:
