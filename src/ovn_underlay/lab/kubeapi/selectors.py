@@ -124,11 +124,6 @@ class LabelSelector:
             return Requirement(_check_key(part), "exists")
         raise SelectorError(f"unable to parse requirement: {part!r}")
 
-    @classmethod
-    def from_map(cls, selector: Mapping[str, str]) -> LabelSelector:
-        """A Service-style ``spec.selector`` (equality on every key)."""
-        return cls(tuple(Requirement(k, "=", (v,)) for k, v in sorted(selector.items())))
-
     def matches(self, labels: Mapping[str, str] | None) -> bool:
         labels = labels or {}
         return all(r.matches(labels) for r in self.requirements)
