@@ -15,6 +15,10 @@ from __future__ import annotations
 import re
 
 EXT_PREFIX = "ovn-underlay:"
+EXT_CONTAINER_ID = EXT_PREFIX + "container-id"
+EXT_POD_NAMESPACE = EXT_PREFIX + "pod-namespace"
+EXT_POD_NAME = EXT_PREFIX + "pod-name"
+"""The pod that uses a port, on its OVS interface and on its logical port alike."""
 HOST_IFNAME_PREFIX = "oul"
 MGMT_IFNAME = "oul-mgmt"
 IFNAMSIZ = 16

@@ -54,7 +54,7 @@ from ovn_underlay.control.planning import (
     parse_subnet,
     plan_pool,
 )
-from ovn_underlay.names import EXT_PREFIX
+from ovn_underlay.names import EXT_CONTAINER_ID, EXT_POD_NAME, EXT_POD_NAMESPACE, EXT_PREFIX
 from ovn_underlay.ovsdb import OwnConnection
 
 SCHEMA = "OVN_Northbound"
@@ -66,10 +66,7 @@ KEY_SUBNET = EXT_PREFIX + "subnet"
 KEY_ROUTER = EXT_PREFIX + "router"
 KEY_PARENT = EXT_PREFIX + "parent"
 KEY_CLUSTER_SUBNET = EXT_PREFIX + "cluster-subnet"
-KEY_POD_NAMESPACE = EXT_PREFIX + "pod-namespace"
-KEY_POD_NAME = EXT_PREFIX + "pod-name"
-KEY_CONTAINER_ID = EXT_PREFIX + "container-id"
-OWNER_KEYS = (KEY_POD_NAMESPACE, KEY_POD_NAME, KEY_CONTAINER_ID)
+OWNER_KEYS = (EXT_POD_NAMESPACE, EXT_POD_NAME, EXT_CONTAINER_ID)
 
 ROLE_SWITCH = "node-switch"
 ROLE_ROUTER = "router"
@@ -498,8 +495,8 @@ class OvnNbControlPlane(ControlPlane):
                 if any(k in lsp.external_ids for k in OWNER_KEYS):
                     clears.append(port)
                 continue
-            want = {KEY_POD_NAMESPACE: owner.pod_namespace, KEY_POD_NAME: owner.pod_name,
-                    KEY_CONTAINER_ID: owner.container_id}
+            want = {EXT_POD_NAMESPACE: owner.pod_namespace, EXT_POD_NAME: owner.pod_name,
+                    EXT_CONTAINER_ID: owner.container_id}
             if any(lsp.external_ids.get(k) != v for k, v in want.items()):
                 sets[port] = want
         return sets, clears, skipped

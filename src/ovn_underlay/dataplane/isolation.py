@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ovn_underlay.dataplane.ovs import Ovs
+from ovn_underlay.dataplane.rtnetlink import NLM_F_REQUEST, NLMSG_ERROR, NLMSGHDR
 from ovn_underlay.names import HOST_IFNAME_PREFIX, MGMT_IFNAME, is_host_ifname
 
 TABLE = "ovn_underlay"
@@ -53,9 +54,6 @@ NFT_MSG_NEWTABLE = 0
 NFT_MSG_GETTABLE = 1
 NFTA_TABLE_NAME = 1
 NFPROTO_INET = 1
-NLMSG_ERROR = 2
-NLM_F_REQUEST = 0x1
-_NLMSGHDR = struct.Struct("=IHHII")
 _NFGENMSG = struct.Struct("=BBH")
 
 
@@ -158,14 +156,14 @@ def in_place() -> bool:
         attr += b"\0" * (-len(attr) % 4)
         body = _NFGENMSG.pack(NFPROTO_INET, 0, 0) + attr
         msg_type = NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETTABLE
-        sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type, NLM_F_REQUEST, 1, 0)
+        sock.send(NLMSGHDR.pack(NLMSGHDR.size + len(body), msg_type, NLM_F_REQUEST, 1, 0)
                   + body)
         reply = sock.recv(1 << 16)
-    _, kind, _, _, _ = _NLMSGHDR.unpack_from(reply)
+    _, kind, _, _, _ = NLMSGHDR.unpack_from(reply)
     if kind == NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWTABLE:
         return True
     if kind == NLMSG_ERROR:
-        code = -struct.unpack_from("=i", reply, _NLMSGHDR.size)[0]
+        code = -struct.unpack_from("=i", reply, NLMSGHDR.size)[0]
         if code == errno.ENOENT:
             return False
         raise IsolationError(f"querying nftables table inet {TABLE}: {os.strerror(code)}")

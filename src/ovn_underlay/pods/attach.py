@@ -33,16 +33,13 @@ from ovn_underlay.control.base import ChildPort, ControlPlane, PortOwner
 from ovn_underlay.control.factory import connect
 from ovn_underlay.dataplane import arp, isolation, links
 from ovn_underlay.dataplane.ovs import Ovs
-from ovn_underlay.names import EXT_PREFIX
+from ovn_underlay.names import EXT_CONTAINER_ID, EXT_POD_NAME, EXT_POD_NAMESPACE, EXT_PREFIX
 from ovn_underlay.pods.pool import ATTACHED, PodInterface, Pool, PortLease
 from ovn_underlay.pods.security_groups import PodSecurityGroups
 
 LOG = logging.getLogger(__name__)
-EXT_CONTAINER = EXT_PREFIX + "container-id"
 EXT_IFNAME = EXT_PREFIX + "ifname"
 EXT_NETNS = EXT_PREFIX + "netns"
-EXT_POD_NAMESPACE = EXT_PREFIX + "pod-namespace"
-EXT_POD_NAME = EXT_PREFIX + "pod-name"
 EXT_SECURITY_GROUPS = EXT_PREFIX + "security-groups"
 """On the pod's OVS port: the groups its logical port got, to be reset at DEL."""
 DATAPATH_TIMEOUT = 5.0
@@ -216,7 +213,7 @@ class PodAttacher:
 
     def _external_ids(self, att: PodInterface, port: ChildPort,
                       groups: tuple[str, ...]) -> dict[str, str]:
-        ext = {"iface-id": port.name, EXT_CONTAINER: att.container_id,
+        ext = {"iface-id": port.name, EXT_CONTAINER_ID: att.container_id,
                EXT_IFNAME: att.ifname, EXT_NETNS: att.netns}
         if groups:
             ext[EXT_SECURITY_GROUPS] = ",".join(groups)
@@ -329,8 +326,8 @@ class PodAttacher:
         for alloc in stale:
             att = alloc.interface
             self.delete(att.container_id, att.ifname)
-        for info in self.ovs.ports_with(EXT_CONTAINER):
-            key = (info.external_ids[EXT_CONTAINER], info.external_ids.get(EXT_IFNAME, ""))
+        for info in self.ovs.ports_with(EXT_CONTAINER_ID):
+            key = (info.external_ids[EXT_CONTAINER_ID], info.external_ids.get(EXT_IFNAME, ""))
             if key not in keep and self.pool.find(*key) is None:
                 LOG.info("GC: removing stray OVS port %s of %s", info.name, key[0][:12])
                 self.ovs.del_port(info.name)
