@@ -226,3 +226,23 @@ def test_the_background_thread_refills_when_woken(agent: FakeAgent,
     assert agent.pool.stats().free == 10
     assert len(rounds) >= 2
     assert control.closed
+
+
+def test_reclaim_is_not_starved_by_continuous_wake_ups(agent: FakeAgent,
+                                                       control: FakeControl) -> None:
+    """Under churn every ADD/DEL wakes the loop before its timer ends: reclaim must still run."""
+    agent.pool.add_ports(control.make(10))
+    refill = Refiller(agent, interval=0.2, reclaim_after=0.0,  # type: ignore[arg-type]
+                      control_factory=lambda cfg: control)
+    refill.start()
+    try:
+        deadline = time.monotonic() + 3
+        while not refill.status.checked_at and time.monotonic() < deadline:
+            time.sleep(0.01)
+        take(agent, 1, netns="/var/run/netns/gone-without-a-del")  # after the start's round
+        while refill.status.reclaimed == 0 and time.monotonic() < deadline:
+            refill.wake()  # a pod started or stopped every 20 ms
+            time.sleep(0.02)
+    finally:
+        refill.stop()
+    assert refill.status.reclaimed == 1

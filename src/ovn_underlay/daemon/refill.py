@@ -1,7 +1,8 @@
 """Keeping the node's pool between its watermarks, in the background.
 
 Every round (each ``interval`` seconds, and at once after a CNI call that
-took or freed ports, without step 2 then):
+took or freed ports; step 2 at most once per ``interval``, however often CNI
+calls wake the loop, so that continuous churn cannot starve it):
 
 1. after start-up and after a failed round, *reconcile* the pool with the
    control plane: pool ports of this node that only the control plane has (a
@@ -107,14 +108,16 @@ class Refiller:
             self._control = None
 
     def _loop(self) -> None:
-        periodic = True
+        last_reclaim = -self.interval
         while not self._stop.is_set():
-            self.run_once(reclaim=periodic)
+            reclaim = time.monotonic() - last_reclaim >= self.interval
+            if reclaim:
+                last_reclaim = time.monotonic()
+            self.run_once(reclaim=reclaim)
             if self._failed_in_row:
                 self._stop.wait(min(self.interval * 2 ** self._failed_in_row, MAX_BACKOFF))
-                periodic = True
             else:
-                periodic = not self._wake.wait(self.interval)
+                self._wake.wait(self.interval)
             self._wake.clear()
 
     def run_once(self, reclaim: bool = True) -> None:
