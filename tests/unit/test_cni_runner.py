@@ -1,21 +1,22 @@
-"""The CNI dispatcher (ovn_underlay.cni.runner): exit codes, stdout, plugin calls, logging."""
+"""The CNI request path (ovn_underlay.cni.runner): exit codes, stdout, plugin calls, logging."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import math
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ovn_underlay.cni.netconf import NetConf
-from ovn_underlay.cni.runner import Plugin, run, setup_logging
+from ovn_underlay.cni.runner import Hooks, Plugin, error_reply, run, serve, setup_logging
 from ovn_underlay.cni.spec import (
     ERR_DECODE,
     ERR_INCOMPATIBLE_VERSION,
@@ -23,6 +24,7 @@ from ovn_underlay.cni.spec import (
     ERR_INVALID_CONFIG,
     ERR_INVALID_ENV,
     ERR_POOL_EXHAUSTED,
+    ERR_TRY_AGAIN,
     SUPPORTED_VERSIONS,
     CniError,
     Interface,
@@ -87,14 +89,16 @@ class RecordingPlugin:
 
 
 class Factory:
-    """Builds one RecordingPlugin and remembers every request it was called with."""
+    """Builds one RecordingPlugin and remembers every request (and its keys) it was called with."""
 
     def __init__(self, plugin: RecordingPlugin | None = None) -> None:
         self.plugin = plugin or RecordingPlugin()
         self.requests: list[Request] = []
+        self.netconfs: list[NetConf] = []
 
-    def __call__(self, req: Request) -> Plugin:
+    def __call__(self, req: Request, netconf: NetConf) -> Plugin:
         self.requests.append(req)
+        self.netconfs.append(netconf)
         return self.plugin
 
 
@@ -112,9 +116,9 @@ def restore_root_logger() -> Iterator[None]:
 
 
 def invoke(factory: Factory, environ: dict[str, str], stdin: bytes) -> tuple[int, str]:
-    stdout = io.StringIO()
+    stdout = io.BytesIO()
     code = run(factory, environ, stdin, stdout)
-    return code, stdout.getvalue()
+    return code, stdout.getvalue().decode()
 
 
 # --- VERSION --------------------------------------------------------------------------------
@@ -269,7 +273,7 @@ def test_bad_request_is_an_error_on_stdout(netns: str, capsys: pytest.CaptureFix
 
 @pytest.mark.parametrize("stdin", BAD_CONFIGS.values(), ids=list(BAD_CONFIGS))
 def test_in_process_call_refuses_bad_keys(netns: str, stdin: bytes) -> None:
-    stdout = io.StringIO()
+    stdout = io.BytesIO()
     assert run(make_plugin, make_env("ADD", netns), stdin, stdout) == 1
     assert json.loads(stdout.getvalue())["code"] == ERR_INVALID_CONFIG
 
@@ -329,10 +333,10 @@ def test_exception_without_text_names_its_type(netns: str) -> None:
 
 
 def test_factory_failure_is_internal_error(netns: str) -> None:
-    def broken_factory(req: Request) -> Plugin:
+    def broken_factory(req: Request, netconf: NetConf) -> Plugin:
         raise OSError("cannot reach the node agent")
 
-    stdout = io.StringIO()
+    stdout = io.BytesIO()
     assert run(broken_factory, make_env("ADD", netns), make_config(), stdout) == 1
     assert json.loads(stdout.getvalue())["code"] == ERR_INTERNAL
 
@@ -345,6 +349,136 @@ def test_plugin_prints_go_to_stderr(netns: str, capsys: pytest.CaptureFixture[st
     captured = capsys.readouterr()
     assert "plugin chatter during add" in captured.err
     assert captured.out == ""
+
+
+# --- the request path itself: serve() and its hooks -----------------------------------------
+
+
+def test_serve_touches_nothing_process_wide(netns: str, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    log_file = tmp_path / "cni.log"
+    outcome = serve(make_env("ADD", netns), make_config(logFile=str(log_file), logLevel="debug"),
+                    Factory(RecordingPlugin(chatty=True)))
+    assert (outcome.exit_code, outcome.command, outcome.error_code) == (0, "ADD", None)
+    assert json.loads(outcome.stdout)["cniVersion"] == "1.1.0"
+    assert (root.handlers, root.level) == (handlers, level)
+    assert not log_file.exists()
+    assert "plugin chatter during add" in capsys.readouterr().out, "prints are left alone"
+
+
+@pytest.mark.parametrize(("environ", "stdin", "code"), [
+    ({"CNI_COMMAND": "VERSION"}, b"garbage", None),
+    ({"CNI_COMMAND": "FROB"}, make_config(), ERR_INVALID_ENV),
+    ({}, make_config(), ERR_INVALID_ENV),
+    ({"CNI_COMMAND": "GC"}, make_config(), ERR_INVALID_CONFIG),
+    ({"CNI_COMMAND": "STATUS"}, make_config(ovsdb=""), ERR_INVALID_CONFIG),
+])
+def test_the_outcome_names_the_callers_command_and_the_error_code(
+        environ: dict[str, str], stdin: bytes, code: int | None) -> None:
+    outcome = serve(environ, stdin, Factory())
+    assert outcome.command == environ.get("CNI_COMMAND", "")
+    assert (outcome.exit_code, outcome.error_code) == ((0, None) if code is None else (1, code))
+    if code is not None:
+        assert json.loads(outcome.stdout)["code"] == code
+
+
+def test_the_plugin_failure_is_the_outcomes_error_code() -> None:
+    failure = CniError(ERR_TRY_AGAIN, "ovsdb unreachable")
+    outcome = serve({"CNI_COMMAND": "STATUS"}, make_config(),
+                    Factory(RecordingPlugin(fail_with=failure)))
+    assert (outcome.exit_code, outcome.command, outcome.error_code) == (1, "STATUS", ERR_TRY_AGAIN)
+
+
+def test_hooks_see_the_config_first_and_wrap_building_and_calling_the_plugin(netns: str) -> None:
+    events: list[str] = []
+    plugin = RecordingPlugin()
+
+    def factory(req: Request, netconf: NetConf) -> Plugin:
+        events.append(f"build {netconf.ovsdb}")
+        return plugin
+
+    @contextlib.contextmanager
+    def around(request: Request) -> Iterator[None]:
+        events.append(f"enter {request.command}")
+        yield
+        events.append(f"exit after {[name for name, _ in plugin.calls]}")
+
+    hooks = Hooks(configured=lambda config: events.append(f"configured {config['name']}"),
+                  around_plugin=around)
+    outcome = serve(make_env("ADD", netns), make_config(ovsdb="tcp:192.0.2.1:6640"), factory,
+                    hooks)
+    assert outcome.exit_code == 0
+    assert events == ["configured underlay", "enter ADD", "build tcp:192.0.2.1:6640",
+                      "exit after ['add']"]
+
+
+@pytest.mark.parametrize(("environ", "stdin", "seen"), [
+    ({"CNI_COMMAND": "VERSION"}, make_config(), {"cniVersion": "1.1.0", "name": "underlay",
+                                                 "type": "ovn-underlay"}),
+    ({"CNI_COMMAND": "ADD"}, make_config(name=None), {"cniVersion": "1.1.0",
+                                                      "type": "ovn-underlay"}),
+    ({"CNI_COMMAND": "STATUS"}, make_config(readinessTimeout=0),
+     {"cniVersion": "1.1.0", "name": "underlay", "type": "ovn-underlay", "readinessTimeout": 0}),
+    ({"CNI_COMMAND": "STATUS"}, b"{not json", {}),
+], ids=["version", "bad-request", "bad-key", "undecodable"])
+def test_calls_that_build_no_plugin_enter_no_plugin_hook(
+        environ: dict[str, str], stdin: bytes, seen: dict[str, object]) -> None:
+    configured: list[Mapping[str, object]] = []
+
+    def around(request: Request) -> contextlib.AbstractContextManager[None]:
+        raise AssertionError(f"entered for {request.command}")
+
+    factory = Factory()
+    serve(environ, stdin, factory, Hooks(configured=configured.append, around_plugin=around))
+    assert configured == [seen]
+    assert factory.requests == []
+
+
+def test_the_factory_gets_the_parsed_plugin_keys(netns: str) -> None:
+    factory = Factory()
+    code, _ = invoke(factory, make_env("ADD", netns),
+                     make_config(ovsdb="tcp:192.0.2.1:6640", readinessTimeout=2, logLevel="ERROR"))
+    assert code == 0
+    assert factory.netconfs == [NetConf(ovsdb="tcp:192.0.2.1:6640", readiness_timeout=2.0,
+                                        log_level=logging.ERROR)]
+
+
+@pytest.mark.parametrize(("stdin", "exit_code", "version"), [
+    (make_config(prevResult=PREV_100), 0, "1.1.0"),
+    (make_config(cniVersion="0.4.0", readinessTimeout=0), 1, "0.4.0"),
+    (b"{not json", 1, "1.1.0"),
+], ids=["add", "bad-key", "undecodable"])
+def test_stdin_is_decoded_once_per_call(netns: str, monkeypatch: pytest.MonkeyPatch,
+                                        stdin: bytes, exit_code: int, version: str) -> None:
+    decoded: list[bytes] = []
+    real_loads = json.loads
+
+    def loads(text: bytes) -> Any:
+        decoded.append(text)
+        return real_loads(text)
+
+    monkeypatch.setattr(json, "loads", loads)
+    code, out = invoke(Factory(), make_env("ADD", netns), stdin)
+    monkeypatch.undo()
+    assert (code, json.loads(out)["cniVersion"]) == (exit_code, version)
+    assert decoded == [stdin]
+
+
+@pytest.mark.parametrize(("config", "version"), [
+    ({"cniVersion": "0.4.0"}, "0.4.0"),
+    ({"cniVersions": ["0.3.1", "1.0.0"]}, "1.0.0"),
+    ({"cniVersion": "9.9.9"}, "1.1.0"),
+    ({}, "1.1.0"),
+    (CniError(ERR_DECODE, "cannot decode the network configuration"), "1.1.0"),
+], ids=["cniVersion", "cniVersions", "unsupported", "none", "undecodable"])
+def test_an_error_reply_is_in_the_version_the_call_asked_for(
+        config: dict[str, Any] | CniError, version: str) -> None:
+    reply = error_reply(CniError(ERR_TRY_AGAIN, "the daemon did not answer", "in 0.2s"), config)
+    assert reply.endswith(b"}\n")
+    assert json.loads(reply) == {"cniVersion": version, "code": ERR_TRY_AGAIN,
+                                 "msg": "the daemon did not answer", "details": "in 0.2s"}
 
 
 # --- logging --------------------------------------------------------------------------------

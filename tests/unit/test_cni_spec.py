@@ -27,6 +27,8 @@ from ovn_underlay.cni.spec import (
     merge_result,
     parse_cni_args,
     parse_request,
+    read_config,
+    request_from_config,
     result_from_dict,
     result_to_dict,
 )
@@ -323,6 +325,46 @@ def test_version_tolerates_any_stdin(stdin: bytes) -> None:
 def test_version_answers_in_the_requested_version() -> None:
     request = parse_request({"CNI_COMMAND": "VERSION"}, b'{"cniVersion": "0.4.0"}')
     assert request.cni_version == "0.4.0"
+
+
+# --- request_from_config: stdin decoded once -------------------------------------------------
+
+
+@pytest.mark.parametrize("stdin", [b"", b"{", b"\xff", b"[]", b'"x"'])
+def test_read_config_returns_why_stdin_holds_no_configuration(stdin: bytes) -> None:
+    problem = read_config(stdin)
+    assert isinstance(problem, CniError)
+    assert problem.code == ERR_DECODE
+
+
+def test_read_config_returns_the_configuration() -> None:
+    assert read_config(make_config(mtu=1400)) == json.loads(make_config(mtu=1400))
+
+
+@pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"])
+def test_a_request_from_the_decoded_config_is_the_parsed_request(netns: str,
+                                                                 command: str) -> None:
+    environ = make_env(command, netns)
+    stdin = make_config(prevResult={"cniVersion": "1.1.0", "ips": []},
+                        **{"cni.dev/valid-attachments": []})
+    config = json.loads(stdin)
+    request = request_from_config(environ, config)
+    assert request == parse_request(environ, stdin)
+    assert request.config is config, "the decoded configuration is not decoded again"
+
+
+def test_an_undecodable_config_is_refused_after_the_command_and_not_for_version(
+        netns: str) -> None:
+    problem = read_config(b"{")
+    assert isinstance(problem, CniError)
+    with pytest.raises(CniError) as unknown:
+        request_from_config({"CNI_COMMAND": "FROB"}, problem)
+    assert unknown.value.code == ERR_INVALID_ENV
+    with pytest.raises(CniError) as undecodable:
+        request_from_config(make_env("ADD", netns), problem)
+    assert undecodable.value is problem
+    version = request_from_config({"CNI_COMMAND": "VERSION"}, problem)
+    assert (version.config, version.cni_version) == ({}, "1.1.0")
 
 
 # --- parse_request: versions ----------------------------------------------------------------

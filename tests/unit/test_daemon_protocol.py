@@ -20,8 +20,11 @@ from typing import Any
 
 import pytest
 
+from ovn_underlay.cli import cni_binary
 from ovn_underlay.cli.cni_install import launcher, native_shim
 from ovn_underlay.cni import shim, wire
+from ovn_underlay.cni.runner import error_reply
+from ovn_underlay.cni.spec import CniError
 from ovn_underlay.daemon import server
 from ovn_underlay.daemon.server import UnixServer, is_serving
 from tests.unit.cni_requests import make_config, make_env
@@ -174,8 +177,8 @@ def test_the_shim_loads_no_library_beyond_the_standard_one(daemon: FakeDaemon,
     loaded = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.decode().splitlines()
               if line.startswith("import time:") and "|" in line}
     ours = {m for m in loaded if m.startswith("ovn_underlay")}
-    assert ours == {"ovn_underlay", "ovn_underlay.cni", "ovn_underlay.cni.shim",
-                    "ovn_underlay.cni.wire"}
+    assert ours == {"ovn_underlay", "ovn_underlay.cli", "ovn_underlay.cli.cni_binary",
+                    "ovn_underlay.cni", "ovn_underlay.cni.shim", "ovn_underlay.cni.wire"}
     assert not loaded & {"json", "socket", "pyroute2", "ovsdbapp", "enum", "typing"}
     assert len(daemon.calls) == 1
 
@@ -260,12 +263,62 @@ def test_a_daemon_that_does_not_answer_in_time_is_try_again(
     stdout = io.BytesIO()
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
     monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(stdout))
-    assert shim.main(str(sock), reply_timeout=0.2) == 1
+    assert cni_binary.main(str(sock), reply_timeout=0.2) == 1
     sys.stdout.flush()
     error = json.loads(stdout.getvalue())
     assert error["code"] == shim.ERR_TRY_AGAIN
     assert error["cniVersion"] == "1.0.0"
     assert str(sock) in error["details"]
+
+
+def test_try_again_is_the_runners_error_reply_in_the_calls_version(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    stdout = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(stdout))
+    for stdin in (make_config(cniVersion="0.4.0"), b"{not json"):
+        assert shim.timed_out(stdin, "/run/x.sock", 0.5) == 1
+    sys.stdout.flush()
+    err = CniError(shim.ERR_TRY_AGAIN, "the ovn-underlay daemon did not answer",
+                   "no reply on /run/x.sock within 0.5s")
+    assert stdout.getvalue() == (error_reply(err, {"cniVersion": "0.4.0"})
+                                 + error_reply(err, {}))
+
+
+def imports_of(argv: list[str], env: dict[str, str], stdin: bytes) -> tuple[bytes, set[str]]:
+    """What the command printed and the modules it imported (python -X importtime)."""
+    proc = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", *argv], input=stdin,
+                          env=env, capture_output=True, timeout=60, check=False)
+    return proc.stdout, {line.rsplit("|", 1)[1].strip()
+                         for line in proc.stderr.decode().splitlines()
+                         if line.startswith("import time:") and "|" in line}
+
+
+def test_an_in_process_version_imports_neither_the_plugin_nor_its_libraries(
+        tmp_path: Path, sock: Path) -> None:
+    binary = write_binary(tmp_path / "ovn-underlay", sock, "python")
+    out, loaded = imports_of([str(binary)], {"CNI_COMMAND": "VERSION"}, b"{}")
+    assert json.loads(out)["supportedVersions"][-1] == "1.1.0"
+    assert "ovn_underlay.cni.runner" in loaded, "served in-process"
+    assert not {m for m in loaded if m.startswith("ovn_underlay.pods")}
+    assert not loaded & {"pyroute2", "ovsdbapp"}
+
+
+def test_the_native_shims_modes_never_ask_the_daemon_again(
+        daemon: FakeDaemon, tmp_path: Path, sock: Path) -> None:
+    binary = write_binary(tmp_path / "ovn-underlay", sock, "python")
+    stdin = make_config(cniVersion="1.0.0")
+    version = subprocess.run([sys.executable, "-IS", str(binary), shim.IN_PROCESS],
+                             input=stdin, env={"CNI_COMMAND": "VERSION"}, capture_output=True,
+                             timeout=60, check=False)
+    assert version.returncode == 0, version.stderr
+    assert json.loads(version.stdout)["supportedVersions"][-1] == "1.1.0", "served here"
+    late = subprocess.run([sys.executable, "-IS", str(binary), shim.TIMED_OUT], input=stdin,
+                          env={"CNI_COMMAND": "ADD"}, capture_output=True, timeout=60,
+                          check=False)
+    assert late.returncode == 1, late.stderr
+    error = json.loads(late.stdout)
+    assert (error["code"], error["cniVersion"]) == (shim.ERR_TRY_AGAIN, "1.0.0")
+    assert daemon.calls == []
 
 
 # -- the daemon's socket ----------------------------------------------------------------------

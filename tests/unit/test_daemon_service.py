@@ -166,6 +166,64 @@ def test_calls_for_one_interface_wait_for_each_other_and_others_do_not(netns: st
     assert 4 * 0.2 <= took < 8 * 0.2
 
 
+class GateProbe(FakeAgent):
+    """A FakeAgent that notes, in every call of the plugin and of pool_changed, whether the
+    call's pod interface is held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[tuple[str, bool]] = []
+
+    def note(self, what: str, container_id: str) -> None:
+        free = self.gate.try_hold((container_id, "eth0"))
+        if free:
+            self.gate.release((container_id, "eth0"))
+        self.held.append((what, not free))
+
+    def enter(self, container_id: str) -> None:
+        self.note("plugin", container_id)
+        super().enter(container_id)
+
+
+@pytest.mark.parametrize("command", ["ADD", "DEL"])
+def test_the_gate_is_held_around_the_plugin_and_released_before_the_pool_is_told(
+        netns: str, command: str) -> None:
+    agent = GateProbe()
+    service = CniService(agent,  # type: ignore[arg-type]
+                         lambda: agent.note("pool_changed", CONTAINER_ID))
+    code, _ = service.handle(make_env(command, netns), make_config())
+    assert code == 0
+    assert agent.held == [("plugin", True), ("pool_changed", False)]
+
+
+@pytest.mark.parametrize("stdin", [make_config(readinessTimeout=0), make_config(name=None)],
+                         ids=["bad-key", "bad-request"])
+def test_a_call_that_builds_no_plugin_neither_waits_at_the_gate_nor_tells_the_pool(
+        netns: str, stdin: bytes) -> None:
+    agent = FakeAgent(fail=AssertionError("no node access expected"))
+    service, changed = make_service(agent)
+    with ThreadPoolExecutor(1) as pool, agent.gate.hold((CONTAINER_ID, "eth0")):
+        # A call for the same interface is in progress: this one is answered all the same.
+        code, out = pool.submit(service.handle, make_env("ADD", netns), stdin).result(timeout=5)
+    assert code == 1 and json.loads(out)["code"] == 7
+    assert changed == []
+    assert sample(agent, "ovn_underlay_cni_errors_total", command="ADD", code="7") == 1
+
+
+def test_the_service_touches_nothing_process_wide(netns: str, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    log_file = tmp_path / "cni.log"
+    service, _ = make_service(FakeAgent())
+    code, out = service.handle(make_env("ADD", netns),
+                               make_config(logFile=str(log_file), logLevel="debug"))
+    assert code == 0 and json.loads(out)["cniVersion"] == "1.1.0"
+    assert (root.handlers, root.level) == (handlers, level)
+    assert not log_file.exists()
+    assert capsys.readouterr().out == ""
+
+
 def test_background_work_keeps_the_key_held() -> None:
     gate = KeyedGate()
     order: list[str] = []

@@ -58,7 +58,7 @@ def launcher(daemon_socket: str, native: Path | None = None,
             '--install-cni)."""\n'
             "import sys\n\n"
             f"sys.path.insert(0, {str(package_root)!r})\n"
-            "from ovn_underlay.cni.shim import launch\n\n"
+            "from ovn_underlay.cli.cni_binary import launch\n\n"
             f"launch({daemon_socket!r}, {timeout!r})\n")
 
 

@@ -61,7 +61,9 @@ __all__ = [
     "negotiate_version",
     "parse_cni_args",
     "parse_request",
+    "read_config",
     "reply_version",
+    "request_from_config",
     "result_from_dict",
     "result_to_dict",
 ]
@@ -509,10 +511,22 @@ def parse_request(environ: Mapping[str, str], stdin: bytes) -> Request:
 
     Raises CniError with the code the spec prescribes for the first problem found.
     """
+    return request_from_config(environ, read_config(stdin))
+
+
+def request_from_config(environ: Mapping[str, str],
+                        config: dict[str, Any] | CniError) -> Request:
+    """Validate one invocation from its environment and its stdin as :func:`read_config` read it.
+
+    Raises CniError with the code the spec prescribes for the first problem
+    found: the environment's command first, then the configuration (``config``
+    itself, if stdin did not decode), then the rest of the environment.
+    """
     command = _command(environ)
     if command == "VERSION":
-        return _version_request(environ, stdin)
-    config = decode_config(stdin)
+        return _version_request(environ, config)
+    if isinstance(config, CniError):
+        raise config
     version = negotiate_version(config)
     _check_network(config)
     _check_command_version(command, version)
@@ -529,6 +543,19 @@ def parse_request(environ: Mapping[str, str], stdin: bytes) -> Request:
         prev_result=_prev_result(command, config),
         valid_attachments=_valid_attachments(command, config),
     )
+
+
+def read_config(stdin: bytes) -> dict[str, Any] | CniError:
+    """The network configuration on *stdin*, or the CniError(ERR_DECODE) saying why there is none.
+
+    A call's stdin is decoded once: the request is validated from what this
+    returns (:func:`request_from_config`), and error replies take their
+    version from it.
+    """
+    try:
+        return decode_config(stdin)
+    except CniError as err:
+        return err
 
 
 def decode_config(stdin: bytes) -> dict[str, Any]:
@@ -566,11 +593,9 @@ def _command(environ: Mapping[str, str]) -> str:
     return command
 
 
-def _version_request(environ: Mapping[str, str], stdin: bytes) -> Request:
+def _version_request(environ: Mapping[str, str], config: dict[str, Any] | CniError) -> Request:
     """VERSION is a probe: it is answered whatever stdin holds (the spec passes only cniVersion)."""
-    try:
-        config = decode_config(stdin)
-    except CniError:
+    if isinstance(config, CniError):
         config = {}
     return Request(command="VERSION", container_id="", netns="", ifname="", args={},
                    path=environ.get("CNI_PATH", ""), config=config,

@@ -1,7 +1,8 @@
 """The CNI plugin: CNI requests onto the node's attachments, errors onto CNI codes.
 
 Network configuration keys (besides the spec's): ``ovsdb``, ``readinessTimeout``,
-``logFile`` and ``logLevel``, validated by :mod:`ovn_underlay.cni.netconf`.
+``logFile`` and ``logLevel``, validated by :mod:`ovn_underlay.cni.netconf` (the
+runner hands the plugin its :class:`~ovn_underlay.cni.netconf.NetConf`).
 Everything else is read from the node's settings (see :mod:`ovn_underlay.config`).
 """
 
@@ -13,7 +14,7 @@ from contextlib import AbstractContextManager, contextmanager
 
 from ovn_underlay import config as node_config
 from ovn_underlay.cni import spec
-from ovn_underlay.cni.netconf import parse_netconf
+from ovn_underlay.cni.netconf import NetConf
 from ovn_underlay.cni.spec import CniError, Request, Result
 from ovn_underlay.control.base import ControlPlaneError, ControlPlaneUnavailable
 from ovn_underlay.dataplane.isolation import IsolationError
@@ -74,11 +75,10 @@ node daemon lends one on its long-lived connections."""
 
 
 class UnderlayPlugin:
-    """One CNI invocation's plugin, built from the network configuration."""
+    """One CNI invocation's plugin, built from the validated keys of its network configuration."""
 
-    def __init__(self, req: Request, attachers: AttacherSource = node_attacher) -> None:
-        """Raises CniError(ERR_INVALID_CONFIG) for a bad key of ``req.config``."""
-        self.netconf = parse_netconf(req.config)
+    def __init__(self, netconf: NetConf, attachers: AttacherSource = node_attacher) -> None:
+        self.netconf = netconf
         self._attachers = attachers
 
     def _attacher(self, need_network: bool = True) -> AbstractContextManager[PodAttacher]:
@@ -140,6 +140,7 @@ def _check_prev_result(prev: Result, attached: PodLink) -> None:
                        f"addresses in prevResult: {[ip.address for ip in prev.ips]}")
 
 
-def make_plugin(req: Request) -> UnderlayPlugin:
-    """The runner's plugin factory."""
-    return UnderlayPlugin(req)
+def make_plugin(req: Request, netconf: NetConf) -> UnderlayPlugin:
+    """The runner's plugin factory for a call served in-process (connecting for the call)."""
+    del req
+    return UnderlayPlugin(netconf)
