@@ -19,13 +19,13 @@
  * write it holds no connection of the daemon meanwhile.
  *
  * Whenever the daemon cannot serve the call, Python takes over by running
- * the same script with one argument (see shim.launch), stdin handed over in
+ * the same script with one argument (see ovn_underlay/cli/cni_binary.py launch), stdin handed over in
  * a memfd:
  *   --in-process  no daemon listens, or it broke off: serve the call in that
  *                 process;
  *   --timed-out   the daemon took the call but did not answer in time:
  *                 report CNI error 11 (try again; it may still be working).
- * The wire format is ovn_underlay/daemon/protocol.py's.
+ * The wire format is ovn_underlay/cni/wire.py's.
  */
 #define _GNU_SOURCE
 #include <errno.h>
