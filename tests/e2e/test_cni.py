@@ -238,3 +238,19 @@ def test_an_add_into_another_netns_is_refused_while_the_pod_lives(
 def test_an_add_into_a_new_netns_moves_an_attachment_whose_netns_died(
         nodes: tuple[Node, Node], pods: PodFactory) -> None:
     teardown_cases.add_into_a_new_netns_after_the_old_one_died(nodes[0], pods)
+
+
+def test_a_pod_with_host_ports_is_refused_and_changes_nothing(nodes: tuple[Node, Node],
+                                                              pods: PodFactory) -> None:
+    node = nodes[0]
+    runtime = CniRuntime(node)
+    assert runtime.plugin_conf["capabilities"] == {"portMappings": True}, \
+        "the conflist declares the capability, so runtimes pass the mappings, never drop them"
+    path, cid = pods.netns(node)
+    pods.track(runtime, cid, path)
+    before = snapshot(node)
+    reply = runtime.call("ADD", cid, path, pod=("default", cid), runtimeConfig={
+        "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]})
+    assert reply.code == 1 and reply.output is not None and reply.output["code"] == 105
+    assert "hostPort" in reply.output["msg"]
+    assert snapshot(node) == before

@@ -17,7 +17,8 @@ CNI_BINARY = "ovn-underlay"
 
 def conflist(args: argparse.Namespace) -> dict[str, Any]:
     """The network configuration list a runtime reads for this node."""
-    plugin: dict[str, Any] = {"type": CNI_BINARY, "ovsdb": args.ovsdb}
+    plugin: dict[str, Any] = {"type": CNI_BINARY, "ovsdb": args.ovsdb,
+                              "capabilities": {"portMappings": True}}
     if args.cni_log_file:
         plugin["logFile"] = args.cni_log_file
     return {"cniVersion": args.cni_version, "name": NETWORK_NAME, "plugins": [plugin]}
@@ -33,14 +34,15 @@ def native_shim() -> Path | None:
 
 def launcher(daemon_socket: str, native: Path | None = None,
              reply_timeout: float | None = None) -> str:
-    """The CNI binary: a Python script calling the shim, run by ``native`` if given.
+    """The CNI binary: a Python script calling :mod:`ovn_underlay.cli.cni_binary`, run by
+    ``native`` if given.
 
     With the native shim as its interpreter the script is read only for its
     ``#socket:``/``#python:``/``#reply-timeout:`` lines, and run by Python
     only when the daemon cannot serve the call (see cni/shim.c).  Without it,
     this Python runs the script isolated (-I) and without site (-S): ~8 ms
     instead of the console script's ~25 ms (site-packages, .pth files, the
-    entry-point wrapper); the shim adds site-packages itself on its
+    entry-point wrapper); the entry point adds site-packages itself on its
     in-process fallback, and skips the interpreter's teardown when the
     daemon answered.
     """

@@ -34,6 +34,8 @@ from ovn_underlay.pods.pool import PodInterface, PoolError, PoolExhausted
 LOG = logging.getLogger(__name__)
 ERR_ATTACHMENT_DIFFERS = 103
 ERR_ATTACHED_ELSEWHERE = 104
+ERR_UNSUPPORTED = 105
+"""The pod asks for something this network does not do (today: hostPort mappings)."""
 
 # Most specific first: the first matching class gives the code.
 _CODES: tuple[tuple[type[Exception], int], ...] = (
@@ -85,7 +87,13 @@ class UnderlayPlugin:
         return self._attachers(self.netconf.ovsdb, self.netconf.readiness_timeout, need_network)
 
     def add(self, req: Request) -> Result:
-        """ADD: attach and describe the pod's interface, address and route."""
+        """ADD: attach and describe the pod's interface, address and route.
+
+        A pod with host port mappings (the ``portMappings`` capability, which
+        the conflist declares so that runtimes pass them) is refused: the
+        network cannot map them yet, and a pod must not run without them.
+        """
+        _refuse_port_mappings(req)
         att = PodInterface(req.container_id, req.ifname, req.netns, req.pod_namespace,
                          req.pod_name)
         with cni_errors("ADD"), self._attacher() as attacher:
@@ -119,6 +127,16 @@ class UnderlayPlugin:
         for alloc in released:
             LOG.info("GC released %s of %s/%s", alloc.port.name,
                      alloc.interface.container_id[:12], alloc.interface.ifname)
+
+
+def _refuse_port_mappings(req: Request) -> None:
+    runtime = req.config.get("runtimeConfig")
+    mappings = runtime.get("portMappings") if isinstance(runtime, dict) else None
+    if mappings:
+        raise CniError(ERR_UNSUPPORTED, "hostPort is not supported by the ovn-underlay "
+                       "network: the pod asks for host port mappings",
+                       f"portMappings: {mappings}; remove hostPort from the pod (a Service "
+                       "reaches it instead)")
 
 
 def to_result(attached: PodLink) -> Result:
