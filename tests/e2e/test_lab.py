@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from ovn_underlay.lab import daemons, netns, probe
+from ovn_underlay.lab.topology import LabState
 from tests.conftest import skip_unless_lab_possible
 
 CLI = [sys.executable, "-m", "ovn_underlay.cli"]
@@ -110,3 +111,19 @@ def test_bad_arguments_are_refused_clearly(tmp_path: Path) -> None:
     proc = cli(tmp_path, "zz", "up", "--vms", "0", check=False)
     assert proc.returncode == 1 and "--vms must be between" in proc.stderr
     assert not netns.listed("zz-")
+
+
+def test_status_of_a_neutron_lab_names_its_api_and_each_vms_openrc(
+        neutron_lab: LabState) -> None:
+    rundir, name = Path(neutron_lab.rundir).parent, neutron_lab.name
+    text = cli(rundir, name, "status").stdout
+    url = neutron_lab.neutron["url"]
+    assert f"  Neutron: {url} (noauth; the VMs reach it on eth0), log " \
+           f"{neutron_lab.neutron['log']}\n" in text
+    for vm in neutron_lab.vms:
+        assert f"openrc {vm.openrc}, management address {vm.mgmt_ip}\n" in text
+        assert f"OS_NETWORK_ENDPOINT_OVERRIDE={url}" in Path(vm.openrc).read_text()
+    st = status(rundir, name)
+    assert st["neutron"]["url"] == url
+    assert [(v["openrc"], v["mgmt_ip"]) for v in st["vms"]] == [
+        (vm.openrc, vm.mgmt_ip) for vm in neutron_lab.vms]

@@ -66,6 +66,27 @@ def own_neutron_ports(state: LabState, switch: str) -> dict[str, str]:
     return lab_neutron.call(state, read)
 
 
+def marks(state: LabState, switch: str, parent: str) -> dict[str, Any]:
+    """How Neutron reports the objects of ``switch``'s node network: descriptions, owners."""
+    def read(conn: Any) -> dict[str, Any]:
+        net = conn.network.find_network(switch)
+        ports = list(conn.network.ports(network_id=net.id))
+        router_ports = [p for p in ports if p.device_owner == "network:router_interface"]
+        own = [p for p in ports if p.device_owner != "network:router_interface"]
+        router = conn.network.get_router(router_ports[0].device_id)
+        trunks = list(conn.network.trunks(port_id=parent))
+        return {
+            "network": json.loads(net.description)["ovn-underlay"],
+            "subnets": [s.description for s in conn.network.subnets(network_id=net.id)],
+            "ports": sorted((p.name == f"{switch}-mgmt", p.device_owner, p.description)
+                            for p in own),
+            "router interface": [p.description for p in router_ports],
+            "router": (router.name, router.description),
+            "trunks": [(t.name, t.description) for t in trunks],
+        }
+    return lab_neutron.call(state, read)
+
+
 def test_pods_on_trunk_and_binding_profile_children_reach_everything(
         neutron_lab: LabState, neutron_nodes: tuple[Node, Node], pods: PodFactory) -> None:
     before = (neutron_view(neutron_lab), nb_view(neutron_lab))
@@ -85,6 +106,15 @@ def test_pods_on_trunk_and_binding_profile_children_reach_everything(
                                                    pod_ip(result))))
     trunks = {parent: subports for _, parent, subports in neutron_view(neutron_lab)["trunks"]}
     assert set(trunks) == {trunk_node.vm.port}
+    pool, mgmt = '{"ovn-underlay": "pool-port"}', '{"ovn-underlay": "mgmt-port"}'
+    for node, owner in ((trunk_node, "trunk:subport"), (profile_node, "compute:ovn-underlay")):
+        assert marks(neutron_lab, node.switch, node.vm.port) == {
+            "network": "node-network", "subnets": ['{"ovn-underlay": "subnet"}'],
+            "ports": [(False, owner, pool)] * 6 + [(True, owner, mgmt)],
+            "router interface": [""],
+            "router": (CLUSTER_ROUTER, '{"ovn-underlay": "router"}'),
+            "trunks": [(f"ovn-underlay-{trunk_node.vm.port[:8]}", '{"ovn-underlay": "trunk"}')]
+            if node is trunk_node else []}
     assert trunks[trunk_node.vm.port].count("'segmentation_type': 'vlan'") == 7  # 6 + mgmt
     for node in neutron_nodes:
         for alloc_port in node.pool()["ports"]:
@@ -174,3 +204,28 @@ def test_destroy_stops_a_filler_half_way_and_leaves_neutron_as_found(
     assert "stopped the background pool filler" in destroyed.stdout
     assert (neutron_view(neutron_lab), nb_view(neutron_lab)) == before
     assert node.pool()["stats"]["total"] == 0
+
+
+def test_a_router_and_a_switch_of_one_name_are_refused_before_anything_is_made(
+        neutron_lab: LabState, neutron_nodes: tuple[Node, Node]) -> None:
+    node = neutron_nodes[0]
+    node.init(child_ports="trunk")
+    edge = lab_neutron.call(neutron_lab, lambda conn: str(conn.network.create_router(
+        name="edge").id))
+    try:
+        before = (neutron_view(neutron_lab), nb_view(neutron_lab))
+        for switch, router, says in (
+                (node.switch, node.switch, f"router {node.switch!r} has the name of the "
+                                           "switch being created"),
+                (node.switch, lab_neutron.VM_NETWORK_NAME,
+                 "router 'vmnet' has the name of an existing Neutron network"),
+                ("edge", CLUSTER_ROUTER, "switch 'edge' has the name of an existing Neutron "
+                                         "router")):
+            refused = node.cli("lswitch-setup", switch, node.subnet, router, "--pool-size", "2",
+                               check=False)
+            assert refused.returncode == 1, refused.stdout
+            assert f"{says}: a router and a switch must not share a name" in refused.stderr
+            assert (neutron_view(neutron_lab), nb_view(neutron_lab)) == before
+        assert node.config()["switch"] == ""
+    finally:
+        lab_neutron.call(neutron_lab, lambda conn: conn.network.delete_router(edge))

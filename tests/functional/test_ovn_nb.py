@@ -211,6 +211,18 @@ def test_create_over_a_foreign_switch_conflicts(nb: str, cp: OvnNbControlPlane) 
                      Conflict, "vmnet already exists and was not created by ovn-underlay")
 
 
+@pytest.mark.parametrize(("switch", "router", "match"), [
+    ("node1", "node1", "router 'node1' has the name of the switch being created"),
+    ("node1", "vmnet", "router 'vmnet' has the name of an existing logical switch"),
+    ("edge", "pods", "switch 'edge' has the name of an existing logical router"),
+])
+def test_a_router_and_a_switch_of_one_name_are_refused_before_anything_is_made(
+        nb: str, cp: OvnNbControlPlane, switch: str, router: str, match: str) -> None:
+    assert_unchanged(nb, dump(nb),
+                     lambda: cp.create_node_network(switch, SUBNET, router, "vm1", 2),
+                     Conflict, match + ": a router and a switch must not share a name")
+
+
 @pytest.mark.parametrize(("subnet", "names"), [
     ("10.0.0.128/25", "logical switch vmnet"),
     ("198.19.0.0/16", "logical switch node1"),

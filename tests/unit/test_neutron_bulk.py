@@ -90,6 +90,7 @@ def test_a_batch_goes_out_as_concurrent_bulk_posts_of_children() -> None:
     for body in (b for bodies in network.bodies for b in bodies):
         tag = int(body["name"].rsplit("p", 1)[1])
         assert body["device_owner"] == PORT_OWNER
+        assert body["description"] == '{"ovn-underlay": "pool-port"}'
         assert body["binding_profile"] == {"parent_name": PARENT, "tag": tag}
         assert body["fixed_ips"] == [{"subnet_id": "s", "ip_address": f"198.19.1.{tag + 2}"}]
 

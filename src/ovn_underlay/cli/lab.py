@@ -24,13 +24,23 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
     print(f"lab {state.name!r} is up: {len(state.vms)} VMs")
     print(f"  NB: {state.nb}\n  SB: {state.sb}")
     if state.neutron:
-        print(f"  Neutron: {state.neutron['url']} (noauth; the VMs reach it on eth0), log "
-              f"{state.neutron['log']}")
+        print(_neutron_line(state.neutron))
     for vm in state.vms:
         print(f"  {vm.name}: netns {vm.netns}, port {vm.port}, {vm.ip}, OVS {vm.ovsdb}")
         if vm.openrc:
-            print(f"       openrc {vm.openrc}, management address {vm.mgmt_ip}")
+            print(_openrc_line(vm.openrc, vm.mgmt_ip))
     return 0
+
+
+def _neutron_line(neutron: dict[str, str]) -> str:
+    """Where a Neutron lab's API is (``lab up`` and ``lab status``)."""
+    log = f", log {neutron['log']}" if "log" in neutron else ""  # up not finished: none yet
+    return f"  Neutron: {neutron['url']} (noauth; the VMs reach it on eth0){log}"
+
+
+def _openrc_line(openrc: str, mgmt_ip: str) -> str:
+    """A Neutron lab VM's openrc (``node-init --neutron-config``) and management address."""
+    return f"       openrc {openrc}, management address {mgmt_ip}"
 
 
 def cmd_lab_down(args: argparse.Namespace) -> int:
@@ -55,12 +65,16 @@ def cmd_lab_status(args: argparse.Namespace) -> int:
     for problem in status["problems"]:
         print(f"  problem: {problem}")
     print(f"  NB: {status['nb']}\n  SB: {status['sb']}\n  chassis: {status['chassis']}")
+    if status["neutron"]:
+        print(_neutron_line(status["neutron"]))
     for owner, pids in status["pids"].items():
         running = ", ".join(f"{n}={p or 'DEAD'}" for n, p in pids.items())
         print(f"  {owner}: {running}")
     for vm in status["vms"]:
         print(f"  {vm['name']}: netns {vm['netns']}, port {vm['port']} {vm['mac']} "
               f"{vm['ip']}, OVS {vm['ovsdb']}")
+        if vm["openrc"]:
+            print(_openrc_line(vm["openrc"], vm["mgmt_ip"]))
     return 0 if status["up"] else 1
 
 

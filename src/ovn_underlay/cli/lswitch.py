@@ -9,10 +9,15 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from ovn_underlay.cli.node_config import load, node_settings, open_ovs
+from ovn_underlay.cli.node_init import warn_without_cluster_subnet
 from ovn_underlay.cli.pool import fill_in_foreground
 from ovn_underlay.config import ConfigError, NodeConfig
+
+if TYPE_CHECKING:
+    from ovn_underlay.control.base import ControlPlane
 
 FIRST_BATCH = 8
 """Neutron ports lswitch-setup makes before it returns (~2 s of bulk POST)."""
@@ -62,16 +67,32 @@ def cmd_lswitch_setup(args: argparse.Namespace) -> int:
             net = network.setup(ovs, control, replace(cfg, pool_size=target), args.switch,
                                 args.subnet, args.router, first,
                                 create_router=not args.no_create_router)
+            router = router_label(control, net.router)
         finally:
             control.close()
     mgmt = f", management port {net.mgmt.name} {net.mgmt.ip} tag {net.mgmt.tag}" \
         if net.mgmt else ""
-    print(f"switch {net.switch} ({net.subnet}) on router {net.router} via {net.gateway_ip}: "
+    print(f"switch {net.switch} ({net.subnet}) on router {router} via {net.gateway_ip}: "
           f"{len(net.ports)} pool ports{mgmt}", flush=True)
+    warn_without_cluster_subnet(cfg)
     rest = finish(args, len(net.ports), target)
     if rest:
         print(rest)
     return 0
+
+
+def router_label(control: ControlPlane, router: str) -> str:
+    """The router as lswitch-setup names it: its name, and its id where that differs.
+
+    A node network records its router as its control plane does: OVN NB by
+    name, Neutron by id (Neutron is asked for the name).
+    """
+    from ovn_underlay.control.neutron import NeutronControlPlane
+
+    if not isinstance(control, NeutronControlPlane):
+        return router
+    name = control.router_name(router)
+    return router if name == router else f"{name} ({router})"
 
 
 def cmd_lswitch_destroy(args: argparse.Namespace) -> int:

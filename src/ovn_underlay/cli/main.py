@@ -84,7 +84,8 @@ def _add_node_init(sub: SubParsers) -> None:
     p.add_argument("--state-dir", help="where the pool lives (default: /var/lib/ovn-underlay)")
     p.add_argument("--mtu", type=int, help="pod MTU (default: the uplink's)")
     p.add_argument("--cluster-subnet", help="all pods' addresses, routed via the router "
-                   "from the management port, e.g. 198.19.0.0/16")
+                   "from the management port, e.g. 198.19.0.0/16; without it the node reaches "
+                   "only its own pods, and only they reach it (a warning says so)")
     p.add_argument("--mgmt-tag", type=int, help=f"VLAN of the management port (default: "
                    f"{DEFAULT_MGMT_TAG})")
     p.add_argument("--dry-run", action="store_true", help="print the changes, make none")
@@ -111,8 +112,9 @@ def _add_daemon_settings(p: argparse.ArgumentParser) -> None:
                    f"metrics, or '{METRICS_OFF}' (default: {DEFAULT_METRICS_ADDRESS})")
     p.add_argument("--pool-low", type=int, help="the daemon adds ports when fewer are free "
                    f"(0: never; default: {DEFAULT_POOL_LOW})")
-    p.add_argument("--pool-high", type=int, help="... until this many are free, and removes "
-                   f"free ports above it (default: {DEFAULT_POOL_HIGH})")
+    p.add_argument("--pool-high", type=int, help="... until this many are free; ports are "
+                   "never deleted: freed ones stay in the pool, lswitch-destroy removes them "
+                   f"all (default: {DEFAULT_POOL_HIGH})")
     p.add_argument("--pool-batch", type=int, help="ports per control-plane request of the "
                    f"refill (default: {DEFAULT_POOL_BATCH})")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,22 @@ def _uplink_mtu(name: str) -> int:
             return int(mtu.read())
     except (OSError, ValueError):
         return 0
+
+
+def warn_without_cluster_subnet(cfg: NodeConfig) -> None:
+    """Say on stderr, loudly and with the fix, that the node lacks its cluster subnet.
+
+    Without it the management port routes only the node's own subnet, so the
+    node cannot reach pods on other nodes, nor they it; nothing else fails.
+    """
+    if cfg.cluster_subnet:
+        return
+    print("ovn-k8s-underlay: WARNING: no cluster subnet is set, so the management port "
+          "routes only this node's own pod subnet: this node cannot reach pods on other "
+          "nodes, nor can they reach it. Fix: 'ovn-k8s-underlay node-init --cluster-subnet "
+          "CIDR' (the range of all nodes' pod subnets, e.g. 198.19.0.0/16); on a node "
+          "already set up, run lswitch-setup again to add the route.",
+          file=sys.stderr, flush=True)
 
 
 def cmd_node_init(args: argparse.Namespace) -> int:
@@ -64,6 +81,7 @@ def cmd_node_init(args: argparse.Namespace) -> int:
             print(f"{prefix}{line}")
         if not changes and not installed:
             print("node already initialised: nothing to change")
+    warn_without_cluster_subnet(cfg)
     return 0
 
 

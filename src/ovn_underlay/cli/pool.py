@@ -46,13 +46,35 @@ def cmd_pool_show(args: argparse.Namespace) -> int:
     print(f"pool {cfg.pool_path}: {stats.total} ports, {stats.free} free, "
           f"{stats.attaching} attaching, {stats.attached} attached")
     print(daemon_status.describe_refill(cfg, daemon))
+    for line in port_lines(ports, held):
+        print(line)
+    return 0
+
+
+def pod_label(namespace: str, name: str) -> str:
+    """``namespace/name`` of a pod, its name alone if it has no namespace (podman's).
+
+    A missing part is ``-``; ``pool show --json`` keeps the raw fields.
+    """
+    if not namespace:
+        return name or "-"
+    return f"{namespace}/{name or '-'}"
+
+
+def port_lines(ports: list[ChildPort], held: dict[str, PortLease]) -> list[str]:
+    """``pool show``'s line per port, in columns as wide as their longest value."""
+    name_width = max((len(p.name) for p in ports), default=0)
+    ip_width = max((len(p.ip) for p in ports), default=0)
+    lines = []
     for port in ports:
         alloc = held.get(port.name)
         owner = "free" if alloc is None else (
-            f"{alloc.state} {alloc.interface.pod_namespace}/{alloc.interface.pod_name} "
+            f"{alloc.state} "
+            f"{pod_label(alloc.interface.pod_namespace, alloc.interface.pod_name)} "
             f"{alloc.interface.container_id[:12]}/{alloc.interface.ifname}")
-        print(f"  tag {port.tag:4d}  {port.name:24s} {port.ip:15s} {port.mac}  {owner}")
-    return 0
+        lines.append(f"  tag {port.tag:4d}  {port.name:{name_width}s}  {port.ip:{ip_width}s}  "
+                     f"{port.mac}  {owner}")
+    return lines
 
 
 def fill_in_foreground(cfg: NodeConfig, target: int, batch: int) -> int:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import math
 import os
@@ -55,6 +54,7 @@ from ovn_underlay.control.neutron_view import (
     TRUNK,
     Meta,
     View,
+    mark,
     marked,
     mgmt_port_name,
     pool_port_name,
@@ -195,6 +195,16 @@ class NeutronControlPlane(ControlPlane):
         trunk = self._trunk_of(meta.parent) if meta.mode == TRUNK else None
         return View(net, meta, subnets[0] if subnets else None, ports, trunk)
 
+    def router_name(self, router_id: str) -> str:
+        """The name of router ``router_id``; its id if it has none or cannot be read."""
+        try:
+            router = self._call(f"look up router {router_id}",
+                                lambda: self.conn.network.get_router(router_id))
+        except ControlPlaneError as exc:
+            LOG.warning("%s", exc)
+            return router_id
+        return str(router.name or router_id)
+
     def get_node_network(self, switch: str) -> NodeNetwork | None:
         """The node network of ``switch`` (ports not yet children are left out)."""
         view = self._view(switch)
@@ -212,6 +222,7 @@ class NeutronControlPlane(ControlPlane):
         existing = self._view(switch)
         if existing is not None:
             return self._same(existing, subnet, router, parent).node_network()
+        self._check_names(switch, router)
         self._check_parent(parent)
         with self._serialised(), contextlib.ExitStack() as undo:
             router_obj = self._router(router, create_router, undo)
@@ -224,8 +235,8 @@ class NeutronControlPlane(ControlPlane):
             undo.callback(self._quietly, f"delete network {switch}",
                           lambda: self.conn.network.delete_network(net, ignore_missing=True))
             sub = self._call(f"create subnet {subnet}", lambda: self.conn.network.create_subnet(
-                network_id=net.id, name=switch, cidr=subnet, ip_version=4, enable_dhcp=False,
-                gateway_ip=gateway_ip(subnet)))
+                network_id=net.id, name=switch, description=mark("subnet"), cidr=subnet,
+                ip_version=4, enable_dhcp=False, gateway_ip=gateway_ip(subnet)))
             self._call(f"attach {subnet} to router {router}",
                        lambda: self.conn.network.add_interface_to_router(router_obj,
                                                                         subnet=sub.id))
@@ -258,6 +269,21 @@ class NeutronControlPlane(ControlPlane):
                            + ", ".join(differs))
         return view
 
+    def _check_names(self, switch: str, router: str) -> None:
+        """Conflict if the new network and its router, or another of their kind, share a name."""
+        shared = "router and a switch must not share a name"
+        if router == switch:
+            raise Conflict(f"router {router!r} has the name of the switch being created: a "
+                           f"{shared}; choose another router name")
+        if self._call(f"look up networks named {router}",
+                      lambda: list(self.conn.network.networks(name=router))):
+            raise Conflict(f"router {router!r} has the name of an existing Neutron network: a "
+                           f"{shared}; choose another router name")
+        if self._call(f"look up routers named {switch}",
+                      lambda: list(self.conn.network.routers(name=switch))):
+            raise Conflict(f"switch {switch!r} has the name of an existing Neutron router: a "
+                           f"{shared}; choose another switch name")
+
     def _check_parent(self, parent: str) -> None:
         port = self._call(f"look up parent port {parent}",
                           lambda: self.conn.network.find_port(parent))
@@ -276,7 +302,7 @@ class NeutronControlPlane(ControlPlane):
         if not create:
             raise ControlPlaneError(f"router {router} does not exist")
         made = self._call(f"create router {router}", lambda: self.conn.network.create_router(
-            name=router, description=json.dumps({MARK: "router"})))
+            name=router, description=mark("router")))
         undo.callback(self._quietly, f"delete router {router}",
                       lambda: self.conn.network.delete_router(made, ignore_missing=True))
         return made
@@ -304,7 +330,7 @@ class NeutronControlPlane(ControlPlane):
         made = self._call(f"create a trunk on port {parent}",
                           lambda: self.conn.network.create_trunk(
                               port_id=parent, name=f"{MARK}-{parent[:8]}",
-                              description=json.dumps({MARK: "trunk"})))
+                              description=mark("trunk")))
         undo.callback(self._quietly, f"delete trunk {made.id}",
                       lambda: self.conn.network.delete_trunk(made, ignore_missing=True))
         return made
@@ -397,10 +423,12 @@ class NeutronControlPlane(ControlPlane):
                       ) -> tuple[ChildPort, ...]:
         """One bulk POST of ``chunk`` and, in trunk mode, one request adding the subports."""
         meta = view.meta
+        mgmt = mgmt_port_name(view.network.name)
         bodies = []
         for name, ip, tag in chunk:
             body: dict[str, Any] = {
                 "network_id": view.network.id, "name": name, "device_owner": PORT_OWNER,
+                "description": mark("mgmt-port" if name == mgmt else "pool-port"),
                 "fixed_ips": [{"subnet_id": view.subnet.id, "ip_address": ip}]}
             if meta.mode == BINDING_PROFILE:
                 body["binding_profile"] = {"parent_name": meta.parent, "tag": tag}

@@ -1,26 +1,33 @@
 """How a node network looks in Neutron: names, the marks it carries, reading it back.
 
-What a node network is made of (``<switch>`` is the node's switch name):
+What a node network is made of (``<switch>`` is the node's switch name), each
+object marked in its description, set in the request that creates it, with
+JSON ``{"ovn-underlay": <kind>}`` (:func:`mark`):
 
 * network ``<switch>``, whose description holds, as JSON, what the node network
-  was made with (subnet, router id, parent port, child-port mode, management
-  VLAN): that marks it as made by ovn-underlay;
-* subnet ``<switch>`` (no DHCP; the router's address is the first host);
-* an interface of the router on that subnet (a router created for it is
-  marked in its description);
-* ``<switch>-mgmt``, the management port (second host address, VLAN
-  ``mgmt_tag``), and the pool ports ``<switch>-p<tag>``: children of the VM's
-  port, made in one of two ways:
+  was made with (kind ``node-network``, subnet, router id, parent port,
+  child-port mode, management VLAN);
+* subnet ``<switch>`` (kind ``subnet``; no DHCP; the router's address is the
+  first host);
+* an interface of the router on that subnet: a port Neutron makes itself
+  (``device_owner`` ``network:router_interface``), left unmarked; a router
+  created for it is marked ``router``, one that existed is left as it was;
+* ``<switch>-mgmt``, the management port (kind ``mgmt-port``; second host
+  address, VLAN ``mgmt_tag``), and the pool ports ``<switch>-p<tag>`` (kind
+  ``pool-port``): children of the VM's port, made in one of two ways:
 
   - ``trunk``: plain ports added as subports (``segmentation_type`` vlan) of
-    the trunk whose parent is the VM's port (a trunk created for it is marked);
+    the trunk whose parent is the VM's port (a trunk created for it is named
+    ``ovn-underlay-<parent id prefix>`` and marked ``trunk``);
   - ``binding-profile``: the seed's way, ``binding:profile`` =
     ``{"parent_name": <VM port>, "tag": <vlan>}``.
 
   Either way ML2/OVN writes ``parent_name`` and ``tag`` into the port's
   Northbound row, so the node's plumbing is the same.  These ports are made
   with ``device_owner`` ``compute:ovn-underlay`` (a pod is an instance, as
-  kuryr's ``compute:kuryr``; a trunk turns it into ``trunk:subport``).
+  kuryr's ``compute:kuryr``), which binding-profile children keep; Neutron's
+  trunk service rewrites a subport's to ``trunk:subport`` when it joins the
+  trunk.
 """
 
 from __future__ import annotations
@@ -178,6 +185,11 @@ class View:
         return NodeNetwork(switch=switch, subnet=self.meta.subnet, gateway_ip=gw_ip,
                            gateway_mac=gw_mac, router=self.meta.router, parent=self.meta.parent,
                            mgmt=mgmt, ports=tuple(sorted(pool, key=lambda c: c.tag)))
+
+
+def mark(kind: str) -> str:
+    """The description that marks an object ovn-underlay created as ``kind``."""
+    return json.dumps({MARK: kind})
 
 
 def marked(description: str | None, kind: str) -> bool:

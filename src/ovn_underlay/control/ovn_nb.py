@@ -179,6 +179,8 @@ class _CreateView:
     parent: _Port | None
     parent_tags: Mapping[int, str]
     other_subnets: tuple[tuple[str, str], ...]
+    router_is_a_switch: bool
+    switch_is_a_router: bool
 
 
 def _optional(value: list[Any]) -> Any:
@@ -247,6 +249,20 @@ def _plan_network(switch: str, subnet: str, router: str, parent: str, pool_size:
                  for ip, tag in plan_pool(subnet, pool_size, reserved_ips, reserved_tags))
     return NodeNetwork(switch=switch, subnet=subnet, gateway_ip=gw, gateway_mac=mac_for_ip(gw),
                        router=router, parent=parent, mgmt=mgmt, ports=pool)
+
+
+def _check_names(view: _CreateView, switch: str, router: str) -> None:
+    """Raise Conflict if the new switch and its router, or another of their kind, share a name."""
+    shared = "router and a switch must not share a name"
+    if router == switch:
+        raise Conflict(f"router {router!r} has the name of the switch being created: a "
+                       f"{shared}; choose another router name")
+    if view.router_is_a_switch:
+        raise Conflict(f"router {router!r} has the name of an existing logical switch: a "
+                       f"{shared}; choose another router name")
+    if view.switch_is_a_router:
+        raise Conflict(f"switch {switch!r} has the name of an existing logical router: a "
+                       f"{shared}; choose another switch name")
 
 
 def _check_against(view: _CreateView, subnet: str, router: str, parent: str,
@@ -398,6 +414,7 @@ class OvnNbControlPlane(ControlPlane):
         if view.switch is not None:
             _check_same(view.switch, subnet, router, parent)
             return _node_network(view.switch, view.gateway)
+        _check_names(view, switch, router)
         _check_against(view, subnet, router, parent, mgmt_tag, create_router)
         net = _plan_network(switch, subnet, router, parent, pool_size, mgmt_tag,
                             view.parent_tags.keys())
@@ -555,7 +572,9 @@ class OvnNbControlPlane(ControlPlane):
         return _CreateView(switch=self._find_switch(switch),
                            gateway=self._find_router_port(router_port_name(switch)),
                            router=self._find_router(router), parent=self._find_port(parent),
-                           parent_tags=self._parent_tags(parent), other_subnets=others)
+                           parent_tags=self._parent_tags(parent), other_subnets=others,
+                           router_is_a_switch=self._row("Logical_Switch", router) is not None,
+                           switch_is_a_router=self._row("Logical_Router", switch) is not None)
 
     def _pool_view(self, switch: str) -> tuple[_Switch, dict[int, str]]:
         sw = self._find_switch(switch)
