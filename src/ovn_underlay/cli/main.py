@@ -261,8 +261,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.verbose:
             raise
-        print(f"ovn-k8s-underlay: error: {exc}", file=sys.stderr)
+        print(f"ovn-k8s-underlay: error: {exc}{_hint(exc, args)}", file=sys.stderr)
         return 1
+
+
+def _hint(exc: Exception, args: argparse.Namespace) -> str:
+    """What to try when the error is the node's OVS database being out of reach."""
+    from ovn_underlay.dataplane.ovs import OvsUnavailable
+
+    if not isinstance(exc, OvsUnavailable):
+        return ""
+    return (f"\n  is {args.ovsdb} this node's Open_vSwitch database? Name it with --ovsdb or "
+            "OVN_UNDERLAY_OVSDB (on a lab VM, run the command with "
+            "'ovn-k8s-underlay lab exec VM -- ...', which sets it)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,24 @@
+"""What the command line says when it fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ovn_underlay.cli.main import main
+
+
+def test_an_unreachable_ovs_database_says_how_to_name_the_right_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = f"unix:{tmp_path}/db.sock"
+    assert main(["--ovsdb", missing, "config", "show"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot reach the OVS database at {missing}" in err
+    assert "--ovsdb or OVN_UNDERLAY_OVSDB" in err and "lab exec" in err
+
+
+def test_other_errors_get_no_database_hint(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lab", "--rundir", str(tmp_path), "--name", "bad name!", "status"]) == 1
+    assert "OVN_UNDERLAY_OVSDB" not in capsys.readouterr().err
