@@ -344,3 +344,14 @@ def test_a_failed_repeated_add_keeps_the_working_pod(running: DaemonProcess, nod
 def test_an_add_into_another_netns_is_refused_while_the_pod_lives(
         running: DaemonProcess, node: Node, pods: PodFactory) -> None:
     teardown_cases.add_into_another_netns_is_refused_while_the_pod_lives(node, pods)
+
+
+def test_the_daemon_writes_a_missing_conflist_of_a_ready_node(running: DaemonProcess,
+                                                               node: Node) -> None:
+    conf = node.cni_conf_dir / "10-ovn-underlay.conflist"
+    conf.unlink()
+    running.stop()
+    running.start()
+    wait_for("the conflist", conf.exists, timeout=10)
+    assert json.loads(conf.read_text())["plugins"][0]["ovsdb"] == node.vm.ovsdb
+    assert "wrote the CNI conflist" in running.log.read_text()

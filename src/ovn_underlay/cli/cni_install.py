@@ -6,22 +6,11 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from ovn_underlay import config as node_config
-
-CONFLIST_NAME = "10-ovn-underlay.conflist"
-NETWORK_NAME = "ovn-underlay"
-CNI_BINARY = "ovn-underlay"
-
-
-def conflist(args: argparse.Namespace) -> dict[str, Any]:
-    """The network configuration list a runtime reads for this node."""
-    plugin: dict[str, Any] = {"type": CNI_BINARY, "ovsdb": args.ovsdb,
-                              "capabilities": {"portMappings": True}}
-    if args.cni_log_file:
-        plugin["logFile"] = args.cni_log_file
-    return {"cniVersion": args.cni_version, "name": NETWORK_NAME, "plugins": [plugin]}
+from ovn_underlay.cni import conflist
+from ovn_underlay.cni.conflist import CNI_BINARY
+from ovn_underlay.config import ConfigError, NodeConfig
 
 
 def native_shim() -> Path | None:
@@ -64,16 +53,40 @@ def launcher(daemon_socket: str, native: Path | None = None,
             f"launch({daemon_socket!r}, {timeout!r})\n")
 
 
-def install_cni(args: argparse.Namespace, dry_run: bool,
-                daemon_socket: str = node_config.DEFAULT_DAEMON_SOCKET) -> list[str]:
-    """Write the plugin's launcher into the CNI bin dir and its conflist; say what was done."""
-    import json
+def check_cni_targets(args: argparse.Namespace) -> None:
+    """Refuse, changing nothing, to take over another node's conflist or daemon socket.
 
-    bin_dir, conf_dir = Path(args.cni_bin_dir), Path(args.cni_conf_dir)
-    binary, conf = bin_dir / CNI_BINARY, conf_dir / CONFLIST_NAME
+    All lab VMs share one filesystem, so two nodes' defaults collide: a conflist
+    naming another OVS database, or a daemon socket served for another one,
+    belongs to another node.
+    """
+    from ovn_underlay.daemon.server import holder
+
+    try:
+        conflist.check_ours(conflist.path_in(args.cni_conf_dir), args.ovsdb)
+    except conflist.ForeignConflist as exc:
+        raise ConfigError(str(exc)) from None
+    socket = args.daemon_socket or node_config.DEFAULT_DAEMON_SOCKET
+    served = holder(socket)
+    if served is not None and served[1] and served[1] != args.ovsdb:
+        raise ConfigError(f"the daemon socket {socket} is served (pid {served[0]}) for another "
+                          f"node's OVS database {served[1]}, not this node's {args.ovsdb}: give "
+                          "this node its own --daemon-socket (on a lab, run node-init with "
+                          "'lab exec VM -- ...')")
+
+
+def install_cni(args: argparse.Namespace, dry_run: bool, cfg: NodeConfig) -> list[str]:
+    """Write the plugin's launcher into the CNI bin dir, and the conflist if the node is ready.
+
+    The conflist is what tells a runtime such as containerd that the node's
+    network is ready (see :mod:`ovn_underlay.cni.conflist`): on a node whose
+    network is not set up yet, lswitch-setup writes it.
+    """
+    daemon_socket = cfg.daemon_socket
+    bin_dir = Path(args.cni_bin_dir)
+    binary = bin_dir / CNI_BINARY
     native = native_shim()
     script = launcher(daemon_socket, native)
-    text = json.dumps(conflist(args), indent=2) + "\n"
     done = []
     if binary.is_symlink() or not binary.exists() or binary.read_text() != script:
         runner = native or f"{sys.executable} -IS (the native shim is not built)"
@@ -85,11 +98,13 @@ def install_cni(args: argparse.Namespace, dry_run: bool,
             tmp.write_text(script)
             tmp.chmod(0o755)
             os.replace(tmp, binary)
-    if not conf.exists() or conf.read_text() != text:
-        done.append(f"write {conf}")
-        if not dry_run:
-            conf_dir.mkdir(parents=True, exist_ok=True)
-            tmp = conf.with_name(f".{CONFLIST_NAME}.tmp")
-            tmp.write_text(text)
-            os.replace(tmp, conf)
+    path = conflist.path_in(args.cni_conf_dir)
+    if not cfg.has_network:
+        if not path.exists():
+            done.append(f"leave {path} unwritten until the node can serve pods (lswitch-setup "
+                        "writes it: a runtime takes its presence for a ready network)")
+        return done
+    if conflist.write(args.cni_conf_dir, conflist.build(args.ovsdb, args.cni_version,
+                                                       args.cni_log_file or ""), dry_run):
+        done.append(f"write {path}")
     return done

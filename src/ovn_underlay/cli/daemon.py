@@ -22,14 +22,15 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     _setup_logging(args.log_file, args.verbose)
     daemon = Daemon(args.ovsdb, socket_path=args.socket, metrics_address=args.metrics_address,
                     workers=args.workers or DEFAULT_WORKERS, reclaim_after=args.reclaim_after)
-    daemon.start()
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         logging.getLogger(__name__).info("signal %d: stopping", signum)
         daemon.stop()
 
+    # Before start: a SIGTERM right after the socket appears must stop it cleanly too.
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    daemon.start()
     try:
         daemon.serve()
     finally:

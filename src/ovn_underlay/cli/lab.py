@@ -94,3 +94,15 @@ def _require_tools(neutron: bool) -> None:
     require_tools()
     if neutron:
         lab_neutron.require_tools()
+
+
+def cmd_lab_exec(args: argparse.Namespace) -> int:
+    """Replace this process with the command, run on the VM (never returns on success)."""
+    from ovn_underlay.lab.topology import LabError
+    from ovn_underlay.lab.vm_exec import exec_on_vm, find_vm
+
+    state = _lab(args).load()
+    if state is None:
+        raise LabError(f"lab {args.name} is not up: run 'lab up' first")
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    exec_on_vm(find_vm(state, args.vm), command)

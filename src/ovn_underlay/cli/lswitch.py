@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ovn_underlay.cli.node_config import load, node_settings, open_ovs
 from ovn_underlay.cli.node_init import warn_without_cluster_subnet
 from ovn_underlay.cli.pool import fill_in_foreground
+from ovn_underlay.cni import conflist
 from ovn_underlay.config import ConfigError, NodeConfig
 
 if TYPE_CHECKING:
@@ -75,6 +76,9 @@ def cmd_lswitch_setup(args: argparse.Namespace) -> int:
     print(f"switch {net.switch} ({net.subnet}) on router {router} via {net.gateway_ip}: "
           f"{len(net.ports)} pool ports{mgmt}", flush=True)
     warn_without_cluster_subnet(cfg)
+    written = conflist.publish(node_settings(args), args.ovsdb)
+    if written:
+        print(f"write {written}: the node can serve pods", flush=True)
     rest = finish(args, len(net.ports), target)
     if rest:
         print(rest)

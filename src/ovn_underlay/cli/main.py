@@ -61,6 +61,19 @@ def _add_lab(sub: SubParsers) -> None:
     demo.add_argument("--neutron", action="store_true", help="the same through a real "
                       "neutron-server (VM 1 trunk subports, VM 2 binding:profile)")
     demo.set_defaults(func=lab_cmds.cmd_lab_demo)
+    run = verbs.add_parser(
+        "exec", help="run a command on a VM, with that VM's own paths and OVS database",
+        description="Run COMMAND as on the VM: in its network namespace, with /sys showing "
+                    "its interfaces, in a mount namespace where a node's documented paths "
+                    "(/var/lib/ovn-underlay, /opt/cni/bin, /etc/cni/net.d, /run/ovn-underlay, "
+                    "/run/openvswitch/db.sock) are the VM's own directories under its run "
+                    "directory, with OVN_UNDERLAY_OVSDB set to its database and this "
+                    "installation's commands first on PATH. All lab VMs share the machine's "
+                    "filesystem: without this, their node-init would share one conflist. "
+                    "Example: lab exec vm1 -- ovn-k8s-underlay config show")
+    run.add_argument("vm", metavar="VM", help="vm1, vm2, ...")
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+    run.set_defaults(func=lab_cmds.cmd_lab_exec)
 
 
 def _add_node_init(sub: SubParsers) -> None:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    names = {f.name for f in fields(NodeConfig)}
+    names = {f.name for f in fields(NodeConfig)} - set(node_config.CNI_FIELDS)
     return {k: v for k, v in vars(args).items() if k in names and v is not None}
 
 
@@ -47,8 +47,11 @@ def warn_without_cluster_subnet(cfg: NodeConfig) -> None:
 
 def cmd_node_init(args: argparse.Namespace) -> int:
     """Prepare the node: settings, br-int, uplink; optionally install the CNI plugin."""
-    from ovn_underlay.cli.cni_install import install_cni
+    from ovn_underlay.cli.cni_install import check_cni_targets, install_cni
     from ovn_underlay.dataplane.node_init import NodeInit, detect_datapath
+
+    if args.install_cni:
+        check_cni_targets(args)
 
     with open_ovs(args) as ovs:
         cfg = replace(load(ovs), **_overrides(args))
@@ -66,7 +69,8 @@ def cmd_node_init(args: argparse.Namespace) -> int:
             cfg, checked = neutron.check_node(cfg, args.parent)
             print(checked, flush=True)
         init = NodeInit(ovs, cfg)
-        changes = init.plan() + _daemon_setting_changes(ovs, args)
+        changes = (init.plan() + _daemon_setting_changes(ovs, args)
+                   + _cni_setting_changes(ovs, args))
         if cfg.backend == "neutron":
             changes += neutron.setting_changes(ovs, args)
         prefix = "would " if args.dry_run else ""
@@ -75,14 +79,25 @@ def cmd_node_init(args: argparse.Namespace) -> int:
                 print(f"{prefix}{change.what}")
         else:
             init.apply(changes, lambda what: print(what, flush=True))
-        installed = (install_cni(args, args.dry_run, cfg.daemon_socket) if args.install_cni
-                     else [])
+        installed = install_cni(args, args.dry_run, cfg) if args.install_cni else []
         for line in installed:
             print(f"{prefix}{line}")
         if not changes and not installed:
             print("node already initialised: nothing to change")
     warn_without_cluster_subnet(cfg)
     return 0
+
+
+def _cni_setting_changes(ovs: Ovs, args: argparse.Namespace) -> list[Change]:
+    """With --install-cni: record where the conflist goes, written once the node is ready."""
+    from ovn_underlay.dataplane.node_init import settings_changes
+
+    if not args.install_cni:
+        return []
+    values = {"cni_conf_dir": args.cni_conf_dir, "cni_version": args.cni_version,
+              "cni_log_file": args.cni_log_file}
+    want = {node_config.key_of(name): str(value) for name, value in values.items() if value}
+    return settings_changes(ovs, want, "CNI settings")
 
 
 def _daemon_setting_changes(ovs: Ovs, args: argparse.Namespace) -> list[Change]:

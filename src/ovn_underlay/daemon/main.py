@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
+from ovn_underlay.cni import conflist
 from ovn_underlay.config import METRICS_OFF
 from ovn_underlay.daemon.agent import NodeAgent
 from ovn_underlay.daemon.isolation import IsolationKeeper
@@ -39,6 +41,7 @@ class Daemon:
         self.server: UnixServer | None = None
         self._status: DaemonStatus | None = None
         self._status_path: Path | None = None
+        self._stopping = threading.Event()
 
     def start(self) -> None:
         """Connect, take the socket and start refilling; everything is undone on failure."""
@@ -58,7 +61,7 @@ class Daemon:
                             self._reclaim_after)
         service = CniService(agent, refiller.wake)
         server = UnixServer(self._socket_path or cfg.daemon_socket, service.handle,
-                            self._workers)
+                            self._workers, owner=self.ovsdb)
         server.bind()
         self._closing.callback(server.close)
         address = self._metrics_address if self._metrics_address is not None \
@@ -71,6 +74,7 @@ class Daemon:
             self._closing.callback(http.server_close)
             self._closing.callback(http.shutdown)
         self._warm_up(agent)
+        self._publish_conflist(agent)
         self._status = DaemonStatus(pid=os.getpid(), socket=str(server.path), metrics=served,
                                     started_at=time.time(), refill=refiller.status)
         self._status_path = status_path(agent.pool_path)
@@ -93,6 +97,16 @@ class Daemon:
         except Exception as exc:
             LOG.warning("control plane not reachable yet (will retry): %s", exc)
 
+    def _publish_conflist(self, agent: NodeAgent) -> None:
+        """Write the conflist if node-init left it to be written and the node is ready."""
+        try:
+            written = conflist.publish(agent.config(), self.ovsdb)
+        except (OSError, conflist.ForeignConflist) as exc:
+            LOG.error("cannot write the CNI conflist: %s", exc)
+            return
+        if written:
+            LOG.info("wrote the CNI conflist %s: the node can serve pods", written)
+
     def _write_status(self) -> None:
         """Publish the status for ``pool show`` (after each refill round)."""
         if self._status is not None and self._status_path is not None:
@@ -104,10 +118,13 @@ class Daemon:
     def serve(self) -> None:
         """Serve CNI calls until :meth:`stop`."""
         assert self.server is not None, "start() first"
-        self.server.serve()
+        if not self._stopping.is_set():
+            self.server.serve()
 
     def stop(self) -> None:
-        """Make :meth:`serve` return once the calls in progress are answered."""
+        """Make :meth:`serve` return once the calls in progress are answered (or at once,
+        when called before it, even during :meth:`start`)."""
+        self._stopping.set()
         if self.server is not None:
             self.server.stop()
 

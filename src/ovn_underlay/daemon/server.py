@@ -60,8 +60,11 @@ class UnixServer:
 
     def __init__(self, path: str, handler: Handler, workers: int = DEFAULT_WORKERS,
                  read_timeout: float = READ_TIMEOUT,
-                 max_connections: int = MAX_CONNECTIONS) -> None:
+                 max_connections: int = MAX_CONNECTIONS, owner: str = "") -> None:
+        """``owner`` (the node's OVS database) is written into the lock file, for
+        :func:`holder`: node-init refuses to hand one node's socket to another."""
         self.path = Path(path)
+        self.owner = owner
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self._handler = handler
         self._workers = workers
@@ -80,12 +83,12 @@ class UnixServer:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            pid = os.read(fd, 32).decode(errors="replace").split("\n")[0].strip() or "?"
             os.close(fd)
-            raise AlreadyRunning(f"another ovn-underlay daemon (pid {holder}) already serves "
+            raise AlreadyRunning(f"another ovn-underlay daemon (pid {pid}) already serves "
                                  f"{self.path}") from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.write(fd, f"{os.getpid()}\n{self.owner}\n".encode())
         self._lock_fd = fd
         if self.path.is_socket():
             LOG.info("removing the stale socket %s", self.path)
@@ -259,6 +262,25 @@ def _connection_budget(wanted: int) -> int:
     allowed = max(1, soft - FD_RESERVE)
     LOG.info("at most %d connections at once (the open files limit is %d)", allowed, soft)
     return allowed
+
+def holder(path: str) -> tuple[str, str] | None:
+    """(pid, owner) of the daemon holding the lock of the socket ``path``; None if none does."""
+    lock = Path(path).with_name(Path(path).name + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid, _, rest = os.read(fd, 4096).decode(errors="replace").partition("\n")
+            return pid.strip(), rest.strip()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
 
 def is_serving(path: str) -> bool:
     """Whether a daemon accepts connections on the unix socket ``path``."""
