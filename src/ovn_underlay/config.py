@@ -68,6 +68,11 @@ class NodeConfig:
     pool_high: int = DEFAULT_POOL_HIGH
     pool_batch: int = DEFAULT_POOL_BATCH
     pool_size: int = 0
+    cni_conf_dir: str = ""
+    """Where node-init --install-cni put the conflist's directory ("": the CNI is not
+    installed by us); the conflist itself is written once the node can serve pods."""
+    cni_version: str = ""
+    cni_log_file: str = ""
 
     @property
     def pool_path(self) -> str:
@@ -115,6 +120,8 @@ NETWORK_REQUIRED = ("switch", "subnet", "gateway_ip")
 NETWORK_FIELDS = ("switch", "subnet", "router", "gateway_ip", "gateway_mac", "mgmt_port",
                   "mgmt_mac", "mgmt_ip", "pool_size")
 DAEMON_FIELDS = ("daemon_socket", "metrics_address", "pool_low", "pool_high", "pool_batch")
+CNI_FIELDS = ("cni_conf_dir", "cni_version", "cni_log_file")
+"""What node-init --install-cni records, to write the conflist once the node is ready."""
 """The node daemon's settings: its socket, metrics endpoint and pool watermarks."""
 
 
