@@ -45,6 +45,7 @@ class NodeConfig:
     neutron_cloud: str = ""
     child_ports: str = DEFAULT_CHILD_PORTS
     kubeconfig: str = ""
+    node_name: str = ""
     parent: str = ""
     bridge: str = DEFAULT_BRIDGE
     datapath: str = ""

@@ -1,110 +1,105 @@
 """The ``security-group`` pod annotation on a real neutron-server, read from a Kubernetes API.
 
-The Kubernetes API is kmock's KubernetesEmulator served over HTTP from the
-lab's hypervisor namespace (a thread of this process that joined it), where
-the CNI plugin in a VM reaches it over the management network.
+The Kubernetes API is the test API server (:mod:`ovn_underlay.lab.kubeapi`), listening in
+the lab's hypervisor namespace on the management network, where the CNI plugin in a VM
+reaches it; objects are made through it with lightkube, as a controller would.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import kmock
 import pytest
-import yaml
+from lightkube import Client
+from lightkube.resources.core_v1 import Namespace
+from lightkube.types import PatchType
 
+from ovn_underlay.kube.client import load_config
 from ovn_underlay.lab import neutron as lab_neutron
 from ovn_underlay.lab import probe
 from ovn_underlay.lab.cluster import CniRuntime, Node, pod_ip
+from ovn_underlay.lab.kubeapi import KubeApiServer
 from ovn_underlay.lab.topology import LabState
+from ovn_underlay.pods.security_groups import ALLOWED_ANNOTATION
 from tests.conftest import PodFactory
+from tests.kube.support import namespace, pod, write_kubeconfig
 
 GROUP = "oul-echo-only"
 OPEN_PORT, CLOSED_PORT = 7777, 7778
-TOKEN = "kube-t0ken"
+TOKEN, ADMIN_TOKEN = "kube-t0ken", "admin-t0ken"
+_T = TypeVar("_T")
 
 
 class KubeApi:
-    """kmock's KubernetesEmulator on HTTP, listening in the lab's hypervisor namespace."""
+    """The test API server on the management network, in the lab's hypervisor namespace."""
 
-    def __init__(self, state: LabState) -> None:
+    def __init__(self, state: LabState, workdir: Path) -> None:
         self.state = state
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.stopping: asyncio.Event | None = None
-        self.emulator: kmock.KubernetesEmulator | None = None
-        self.server: kmock.Server | None = None
-        self.thread = threading.Thread(target=self._run, name="kube-api", daemon=True)
+        self.workdir = workdir
+        tokens = workdir / "tokens.csv"
+        tokens.write_text(f"{TOKEN},cni,u1\n{ADMIN_TOKEN},admin,u0\n")
+        self.server = lab_neutron.in_netns(state.hv_netns, lambda: KubeApiServer(
+            host=lab_neutron.hv_mgmt_ip(), tokens_file=tokens).start())
+        self.admin_config = write_kubeconfig(workdir / "admin", self.url, {"token": ADMIN_TOKEN})
         self.names = itertools.count(1)
-
-    def _run(self) -> None:
-        lab_neutron.enter_netns(self.state.hv_netns)
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self._serve())
-
-    async def _serve(self) -> None:
-        self.stopping = asyncio.Event()
-        async with kmock.KubernetesEmulator() as emulator, \
-                kmock.Server(emulator, host=lab_neutron.hv_mgmt_ip(), port=0) as server:
-            self.emulator, self.server = emulator, server
-            self.ready.set()
-            await self.stopping.wait()
-
-    def start(self) -> None:
-        self.thread.start()
-        assert self.ready.wait(10), "the Kubernetes API emulator did not start"
-
-    def stop(self) -> None:
-        assert self.stopping is not None
-        self.loop.call_soon_threadsafe(self.stopping.set)
-        self.thread.join(10)
 
     @property
     def url(self) -> str:
-        assert self.server is not None
-        return f"http://{lab_neutron.hv_mgmt_ip()}:{self.server.port}"
+        return self.server.url
 
-    def create_pod(self, annotations: dict[str, str]) -> tuple[str, str]:
+    def stop(self) -> None:
+        self.server.stop()
+
+    def _as_admin(self, func: Callable[[Client], _T]) -> _T:
+        def run() -> _T:
+            client = Client(load_config(self.admin_config))
+            try:
+                return func(client)
+            finally:
+                client.close()
+
+        return lab_neutron.in_netns(self.state.hv_netns, run)
+
+    def create_namespace(self, name: str) -> None:
+        """Make namespace ``name``, without annotations."""
+        self._as_admin(lambda client: client.create(namespace(name)))
+
+    def allow(self, name: str, groups: str) -> None:
+        """Let the pods of namespace ``name`` name ``groups``, as the cluster admin does."""
+        self._as_admin(lambda client: client.patch(
+            Namespace, name, {"metadata": {"annotations": {ALLOWED_ANNOTATION: groups}}},
+            patch_type=PatchType.MERGE))
+
+    def create_pod(self, annotations: dict[str, str],
+                   in_namespace: str = "default") -> tuple[str, str]:
         """POST a pod with a new name to the API, as a controller would; (namespace, name)."""
-        namespace, name = "default", f"pod-{next(self.names)}"
-        async def post() -> int:
-            assert self.server is not None
-            reply = await self.server.client.post(
-                f"/api/v1/namespaces/{namespace}/pods",
-                json={"apiVersion": "v1", "kind": "Pod",
-                      "metadata": {"name": name, "namespace": namespace,
-                                   "annotations": annotations}})
-            return reply.status
+        name = f"pod-{next(self.names)}"
+        self._as_admin(lambda client: client.create(pod(name, in_namespace,
+                                                        annotations=annotations)))
+        return in_namespace, name
 
-        status = asyncio.run_coroutine_threadsafe(post(), self.loop).result(10)
-        assert status in (200, 201)
-        return namespace, name
-
-    def authorizations(self) -> list[str]:
-        """The Authorization headers of the requests the API received."""
-        assert self.emulator is not None
-        return [str(r.headers.get("Authorization")) for r in list(self.emulator)]
+    def readers(self) -> set[str]:
+        """The users who read pods."""
+        return {e["user"] for e in self.server.request_log()
+                if e.get("resource") == "pods" and e.get("verb") == "get"}
 
     def write_kubeconfig(self, path: Path) -> str:
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "lab",
-            "clusters": [{"name": "lab", "cluster": {"server": self.url}}],
-            "users": [{"name": "cni", "user": {"token": TOKEN}}],
-            "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "cni"}}]}))
-        return str(path)
+        return write_kubeconfig(path, self.url, {"token": TOKEN})
 
 
 @pytest.fixture(scope="module")
-def kube_api(neutron_lab: LabState) -> Iterator[KubeApi]:
-    api = KubeApi(neutron_lab)
-    api.start()
-    yield api
-    api.stop()
+def kube_api(neutron_lab: LabState, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[KubeApi]:
+    api = KubeApi(neutron_lab, tmp_path_factory.mktemp("kube-api"))
+    try:
+        api.allow("default", f"{GROUP},no-such-group")
+        api.create_namespace("restricted")
+        yield api
+    finally:
+        api.stop()
 
 
 @pytest.fixture
@@ -166,7 +161,7 @@ def test_the_annotation_limits_what_reaches_the_pod_while_it_lives(
     guarded = probe.Endpoint(cid, path.rsplit("/", 1)[1], pod_ip(runtime.add(cid, path, pod)))
     port = held_port(reader, cid)
     assert port_groups(neutron_lab, port) == [echo_only]
-    assert f"Bearer {TOKEN}" in kube_api.authorizations()
+    assert kube_api.readers() == {"cni"}
     client_path, _, _ = pods.add(plain)
     client = client_path.rsplit("/", 1)[1]
     assert probe.tcp(client, guarded, port=OPEN_PORT)
@@ -197,6 +192,22 @@ def test_an_unknown_group_fails_the_add_and_leaves_the_port_clean(
                          pod=kube_api.create_pod({"security-group": "no-such-group"}))
     assert reply.code == 1 and reply.output is not None
     assert "no-such-group" in reply.output["msg"]
+    assert reader.pool()["stats"]["free"] == 4
+    default = default_group(neutron_lab)
+    assert all(port_groups(neutron_lab, p["lport"]) == [default] for p in reader.pool()["ports"])
+
+
+def test_a_group_its_namespace_does_not_allow_fails_the_add(
+        neutron_lab: LabState, kube_api: KubeApi, echo_only: str,
+        annotated_nodes: tuple[Node, Node], pods: PodFactory) -> None:
+    reader, _ = annotated_nodes
+    runtime = CniRuntime(reader)
+    path, cid = pods.netns(reader)
+    pods.track(runtime, cid, path)
+    reply = runtime.call("ADD", cid, path,
+                         pod=kube_api.create_pod({"security-group": GROUP}, "restricted"))
+    assert reply.code != 0 and reply.output is not None
+    assert GROUP in reply.output["msg"] and ALLOWED_ANNOTATION in reply.output["msg"]
     assert reader.pool()["stats"]["free"] == 4
     default = default_group(neutron_lab)
     assert all(port_groups(neutron_lab, p["lport"]) == [default] for p in reader.pool()["ports"])

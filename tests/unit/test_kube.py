@@ -1,181 +1,279 @@
-"""The small Kubernetes client and the security-group annotation lookup.
+"""The Kubernetes client on lightkube, and the security-group annotation read with GETs.
 
-The API is kmock's KubernetesEmulator served in-process over HTTP on
-localhost (a thread runs its event loop).
+The API is the test API server (:mod:`ovn_underlay.lab.kubeapi`), in-process on localhost,
+authenticating static tokens.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
+import os
+import shutil
 import socket
-import threading
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import kmock
+import httpx2
 import pytest
 import yaml
+from lightkube import Client
 
 from ovn_underlay.config import NodeConfig
 from ovn_underlay.control.base import ControlPlaneError, ControlPlaneUnavailable
 from ovn_underlay.kube import client as kube
+from ovn_underlay.lab.kubeapi import KubeApiServer
 from ovn_underlay.pods.pool import PodInterface
-from ovn_underlay.pods.security_groups import PodSecurityGroups, parse_groups
+from ovn_underlay.pods.security_groups import (
+    ALLOWED_ANNOTATION,
+    GroupNotAllowed,
+    PodSecurityGroups,
+    parse_groups,
+)
+from tests.kube.support import namespace, pod, write_kubeconfig
 
 TOKEN = "t0ken"
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None,
+                                   reason="openssl not installed")
 
 
-class Emulator:
-    """KubernetesEmulator on 127.0.0.1, run by a background event loop."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.stopping: asyncio.Event | None = None
-        self.k8s: kmock.KubernetesEmulator | None = None
-        self.server: kmock.Server | None = None
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._serve(),),
-                                       daemon=True)
-
-    async def _serve(self) -> None:
-        self.stopping = asyncio.Event()
-        async with kmock.KubernetesEmulator() as k8s, kmock.Server(k8s) as server:
-            self.k8s, self.server = k8s, server
-            self.ready.set()
-            await self.stopping.wait()
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.port}"
-
-    def add_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
-        async def post() -> int:
-            assert self.server is not None
-            reply = await self.server.client.post(
-                f"/api/v1/namespaces/{namespace}/pods",
-                json={"apiVersion": "v1", "kind": "Pod", "metadata": {
-                    "name": name, "namespace": namespace, "annotations": annotations}})
-            return reply.status
-
-        assert asyncio.run_coroutine_threadsafe(post(), self.loop).result(10) == 200
-
-    def authorizations(self) -> list[str]:
-        assert self.k8s is not None
-        return [str(r.headers.get("Authorization")) for r in list(self.k8s)]
+def tokens_file(directory: Path, *tokens: str) -> Path:
+    path = directory / "tokens.csv"
+    path.write_text("".join(f"{t},user-{i},u{i}\n" for i, t in enumerate(tokens)))
+    return path
 
 
 @pytest.fixture(scope="module")
-def api() -> Iterator[Emulator]:
-    emulator = Emulator()
-    emulator.thread.start()
-    assert emulator.ready.wait(10)
-    emulator.add_pod("web", "front-0", {"security-group": "web, db ,web", "other": "x"})
-    emulator.add_pod("web", "plain", {})
-    yield emulator
-    assert emulator.stopping is not None
-    emulator.loop.call_soon_threadsafe(emulator.stopping.set)
-    emulator.thread.join(10)
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApiServer]:
+    """The API with namespace web (allowing web and db), its pods, and namespace open."""
+    with KubeApiServer(tokens_file=tokens_file(tmp_path_factory.mktemp("api"), TOKEN)) as api:
+        admin = Client(kube.load_config(write_kubeconfig(
+            tmp_path_factory.mktemp("admin") / "config", api.url, {"token": TOKEN})))
+        admin.create(namespace("web", {ALLOWED_ANNOTATION: "web, db"}))
+        admin.create(namespace("open"))
+        admin.create(pod("front-0", "web", annotations={"security-group": "web, db ,web",
+                                                        "other": "x"}))
+        admin.create(pod("plain", "web"))
+        admin.create(pod("sneaky", "web", annotations={"security-group": "web,admin-only"}))
+        admin.create(pod("asks", "open", annotations={"security-group": "web"}))
+        admin.close()
+        yield api
 
 
-def kubeconfig(server: str, user: dict[str, object] | None = None,
-               cluster: dict[str, object] | None = None) -> str:
-    return yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "ctx",
-        "clusters": [{"name": "c", "cluster": {"server": server, **(cluster or {})}}],
-        "users": [{"name": "u", "user": user if user is not None else {"token": TOKEN}}],
-        "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}},
-                     {"name": "other", "context": {"cluster": "c"}}]})
+@pytest.fixture
+def kubeconfig(server: KubeApiServer, tmp_path: Path) -> str:
+    return write_kubeconfig(tmp_path / "kubeconfig", server.url, {"token": TOKEN})
 
 
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- configuration ---------------------------------------------------------------------
 def test_the_current_context_gives_server_token_and_trust(tmp_path: Path) -> None:
-    (tmp_path / "token").write_text("from-file\n")
     ca = base64.b64encode(b"-----BEGIN CERTIFICATE-----\n").decode()
-    text = kubeconfig("https://api:6443/", {"tokenFile": "token", "client-certificate": "c.pem",
-                                            "client-key": "/abs/k.pem"},
-                      {"certificate-authority-data": ca, "insecure-skip-tls-verify": True})
-    cfg = kube.parse_kubeconfig(text, str(tmp_path / "config"))
-    assert cfg.server == "https://api:6443"
-    assert cfg.token == "from-file" and "from-file" not in repr(cfg)
-    assert cfg.ca_data == "-----BEGIN CERTIFICATE-----\n" and cfg.insecure
-    assert cfg.cert_file == str(tmp_path / "c.pem") and cfg.key_file == "/abs/k.pem"
-    other = kube.parse_kubeconfig(text, "config", context="other")
-    assert other.token == ""
+    path = tmp_path / "config"
+    path.write_text(yaml.safe_dump({
+        "current-context": "ctx",
+        "clusters": [{"name": "c", "cluster": {"server": "https://api:6443/",
+                                               "certificate-authority-data": ca,
+                                               "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u", "user": {"tokenFile": "token", "client-key": "/k.pem"}}],
+        "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}},
+                     {"name": "other", "context": {"cluster": "c"}}]}))
+    cfg = kube.load_config(str(path))
+    assert cfg.cluster.server == "https://api:6443/" and cfg.cluster.insecure
+    assert cfg.cluster.certificate_auth_data == ca
+    assert cfg.user is not None and cfg.user.token_file == str(tmp_path / "token")
+    assert cfg.user.client_key == "/k.pem"
+    other = kube.load_config(str(path), context="other")
+    assert other.user is not None and other.user.token is None and other.user.token_file is None
 
 
 @pytest.mark.parametrize(("text", "error"), [
     ("- a list", "is not a mapping"),
+    ("a: [", "is not valid YAML"),
     ("{clusters: []}", "has no current-context"),
-    (kubeconfig("ftp://api"), "has no http\\(s\\) server URL"),
-    (kubeconfig("http://api").replace("current-context: ctx", "current-context: gone"),
-     "no context named 'gone'"),
-    (kubeconfig("http://api", {"client-key-data": "!!"}), "client-key-data is not base64"),
+    ("current-context: x\ncontexts: [{context: {cluster: c}}]", "is malformed"),
+    ("current-context: gone\ncontexts: []", "no context named 'gone'"),
+    ("current-context: x\ncontexts: [{name: x, context: {cluster: c}}]",
+     "context 'x' names the cluster 'c', which it does not define"),
+    ("current-context: x\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n"
+     "clusters: [{name: c, cluster: {server: 'http://a'}}]",
+     "names the user 'u', which it does not define"),
+    ("current-context: x\ncontexts: [{name: x, context: {cluster: c}}]\n"
+     "clusters: [{name: c, cluster: {server: 'ftp://a'}}]", "has no http\\(s\\) server URL"),
+    ("current-context: x\ncontexts: [{name: x, context: {cluster: c}}]\n"
+     "clusters: [{name: c, cluster: {}}]", "has no http\\(s\\) server URL"),
 ])
-def test_a_broken_kubeconfig_says_what_is_wrong(text: str, error: str) -> None:
-    with pytest.raises(kube.KubeError, match=error):
-        kube.parse_kubeconfig(text, "cfg")
+def test_a_broken_kubeconfig_says_what_is_wrong(tmp_path: Path, text: str, error: str) -> None:
+    (tmp_path / "cfg").write_text(text)
+    with pytest.raises(kube.KubeError, match=f"kubeconfig {tmp_path}/cfg.*{error}"):
+        kube.load_config(str(tmp_path / "cfg"))
 
 
-def test_annotations_are_read_with_the_bearer_token(api: Emulator) -> None:
-    client = kube.KubeClient(kube.parse_kubeconfig(kubeconfig(api.url)))
+def test_without_kubeconfig_or_service_account_there_is_no_configuration(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(kube.KubeError, match=r"cannot read kubeconfig .*absent"):
+        kube.load_config(str(tmp_path / "absent"))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    assert not kube.in_cluster(str(tmp_path))  # no token
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
+    (tmp_path / "token").write_text("x")
+    assert not kube.in_cluster(str(tmp_path))
+    with pytest.raises(kube.KubeError, match="no Kubernetes API configured"):
+        kube.load_config("", service_account=str(tmp_path))
+
+
+# -- requests --------------------------------------------------------------------------
+def test_annotations_are_read_with_the_bearer_token(server: KubeApiServer,
+                                                    kubeconfig: str) -> None:
+    client = kube.KubeClient(kube.load_config(kubeconfig))
     assert client.pod_annotations("web", "front-0") == {"security-group": "web, db ,web",
                                                         "other": "x"}
     assert client.pod_annotations("web", "plain") == {}
-    assert f"Bearer {TOKEN}" in api.authorizations()
-    with pytest.raises(kube.PodNotFound):
+    assert client.namespace_annotations("web") == {ALLOWED_ANNOTATION: "web, db"}
+    with pytest.raises(kube.PodNotFound, match="GET pod web/absent: not found"):
         client.pod_annotations("web", "absent")
+    with pytest.raises(kube.NotFound) as absent:
+        client.namespace_annotations("absent")
+    assert not isinstance(absent.value, kube.PodNotFound)
+    assert {e["user"] for e in server.request_log()[-5:]} == {"user-0"}
+    client.close()
 
 
-def test_an_unreachable_api_is_unavailable() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    client = kube.KubeClient(kube.parse_kubeconfig(kubeconfig(f"http://127.0.0.1:{port}")))
+def test_a_wrong_token_is_refused_and_a_rotated_token_file_followed(
+        server: KubeApiServer, tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("stale\n")
+    client = kube.KubeClient(kube.load_config(write_kubeconfig(
+        tmp_path / "config", server.url, {"tokenFile": "token"})))
+    with pytest.raises(kube.KubeError, match="HTTP 401") as refused:
+        client.pod_annotations("web", "plain")
+    assert not isinstance(refused.value, kube.KubeUnavailable)
+    token.write_text(f"{TOKEN}\n")
+    assert client.pod_annotations("web", "plain") == {}
+
+
+def test_an_unreachable_api_is_unavailable(tmp_path: Path) -> None:
+    port = closed_port()
+    client = kube.KubeClient(kube.load_config(write_kubeconfig(
+        tmp_path / "config", f"http://127.0.0.1:{port}")))
     with pytest.raises(kube.KubeUnavailable, match="cannot reach the Kubernetes API at "
                                                    f"http://127.0.0.1:{port}: .*refused"):
         client.pod_annotations("web", "front-0")
 
-def test_a_client_is_reused_until_its_kubeconfig_changes_or_ages(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+
+@pytest.mark.parametrize(("code", "error"), [(503, kube.KubeUnavailable),
+                                             (429, kube.KubeUnavailable), (403, kube.KubeError),
+                                             (404, kube.PodNotFound)])
+def test_answers_are_mapped_to_the_modules_errors(code: int,
+                                                  error: type[kube.KubeError]) -> None:
+    request = httpx2.Request("GET", "http://api/x")
+    with pytest.raises(error, match=f"GET x: (HTTP {code}|not found)") as raised, \
+            kube.translated("http://api", "GET x", kube.PodNotFound):
+        raise httpx2.HTTPStatusError("x", request=request,
+                                     response=httpx2.Response(code, request=request))
+    assert type(raised.value) is error
+
+
+def test_a_client_is_reused_until_its_kubeconfig_changes(tmp_path: Path) -> None:
     path = tmp_path / "kubeconfig"
-    path.write_text(kubeconfig("http://api-one"))
+    write_kubeconfig(path, "http://api-one")
     first = kube.client_for(str(path))
     assert kube.client_for(str(path)) is first
-    path.write_text(kubeconfig("http://api-number-two"))
+    write_kubeconfig(path, "http://api-number-two")
     second = kube.client_for(str(path))
-    assert second is not first and second.cfg.server == "http://api-number-two"
-    monkeypatch.setattr(kube, "CLIENT_MAX_AGE", 0.0)
-    assert kube.client_for(str(path)) is not second
+    assert second is not first and second.server == "http://api-number-two"
     with pytest.raises(kube.KubeError, match="cannot read kubeconfig"):
         kube.client_for(str(tmp_path / "absent"))
 
 
+# -- TLS and the in-cluster configuration ------------------------------------------------
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KubeApiServer, Path]]:
+    """An https API server (self-signed for 127.0.0.1) taking the token ``sa-token``."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    tmp = tmp_path_factory.mktemp("tls")
+    cert, key = tmp / "ca.crt", tmp / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
+                    "/CN=kubeapi", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    with KubeApiServer(tls_cert=cert, tls_key=key,
+                       tokens_file=tokens_file(tmp, "sa-token")) as api:
+        yield api, cert
+
+
+def test_tls_is_verified_with_the_kubeconfigs_ca(tls_server: tuple[KubeApiServer, Path],
+                                                 tmp_path: Path) -> None:
+    api, cert = tls_server
+    ca = base64.b64encode(cert.read_bytes()).decode()
+    trusted = kube.KubeClient(kube.load_config(write_kubeconfig(
+        tmp_path / "ok", api.url, {"token": "sa-token"}, {"certificate-authority-data": ca})))
+    assert trusted.namespace_annotations("default") == {}
+    untrusted = kube.KubeClient(kube.load_config(write_kubeconfig(
+        tmp_path / "no-ca", api.url, {"token": "sa-token"})))
+    with pytest.raises(kube.KubeUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+        untrusted.namespace("default")
+
+
+def test_in_a_pod_the_service_account_is_the_configuration(
+        tls_server: tuple[KubeApiServer, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    api, cert = tls_server
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text("sa-token")
+    (account / "namespace").write_text("kube-system")
+    shutil.copy(cert, account / "ca.crt")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(api.port))
+    assert kube.in_cluster(str(account))
+    cfg = kube.load_config("", service_account=str(account))
+    assert cfg.cluster.server == f"https://127.0.0.1:{api.port}" and cfg.namespace == "kube-system"
+    client = kube.KubeClient(cfg)
+    assert client.namespace_annotations("kube-system") == {}
+    assert api.request_log()[-1]["user"] == "user-0"
+
+
+# -- the security-group annotation, read with GETs ---------------------------------------
 def test_parse_groups_keeps_order_and_drops_repeats_and_blanks() -> None:
     assert parse_groups("web, db ,web,,") == ("web", "db")
     assert parse_groups("") == ()
 
 
-def test_the_pods_groups_come_from_its_annotation(api: Emulator, tmp_path: Path) -> None:
-    path = tmp_path / "kubeconfig"
-    path.write_text(kubeconfig(api.url))
-    groups = PodSecurityGroups(NodeConfig(kubeconfig=str(path), state_dir=str(tmp_path)))
+def test_the_pods_groups_come_from_its_annotation(kubeconfig: str, tmp_path: Path) -> None:
+    groups = PodSecurityGroups(NodeConfig(kubeconfig=kubeconfig, state_dir=str(tmp_path)))
     assert groups.groups_for(PodInterface("c1", "eth0", "/ns", "web", "front-0")) == ("web", "db")
     assert groups.groups_for(PodInterface("c2", "eth0", "/ns", "web", "plain")) == ()
     assert groups.groups_for(PodInterface("c3", "eth0", "/ns", "web", "absent")) == ()
     assert groups.groups_for(PodInterface("c4", "eth0", "/ns")) == ()  # not from Kubernetes
 
 
+def test_a_group_its_namespace_does_not_allow_fails_the_add(kubeconfig: str) -> None:
+    groups = PodSecurityGroups(NodeConfig(kubeconfig=kubeconfig))
+    with pytest.raises(GroupNotAllowed, match="pod web/sneaky names security group\\(s\\) "
+                       "admin-only, which namespace web does not allow: .* in the namespace's "
+                       f"'{ALLOWED_ANNOTATION}' annotation \\(it allows 'web, db'\\)"):
+        groups.groups_for(PodInterface("c", "eth0", "/ns", "web", "sneaky"))
+    with pytest.raises(GroupNotAllowed, match=r"pod open/asks names security group\(s\) web, "
+                       r".*it has no such annotation, so its pods may name none"):
+        groups.groups_for(PodInterface("c", "eth0", "/ns", "open", "asks"))
+
+
 def test_a_lookup_failure_fails_closed(tmp_path: Path) -> None:
     broken = PodSecurityGroups(NodeConfig(kubeconfig=str(tmp_path / "absent")))
     with pytest.raises(ControlPlaneError, match="cannot read the annotations of pod web/x"):
         broken.groups_for(PodInterface("c", "eth0", "/ns", "web", "x"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    (tmp_path / "down").write_text(kubeconfig(f"http://127.0.0.1:{port}"))
-    down = PodSecurityGroups(NodeConfig(kubeconfig=str(tmp_path / "down")))
+    down = PodSecurityGroups(NodeConfig(kubeconfig=write_kubeconfig(
+        tmp_path / "down", f"http://127.0.0.1:{closed_port()}")))
     with pytest.raises(ControlPlaneUnavailable):
         down.groups_for(PodInterface("c", "eth0", "/ns", "web", "x"))
 
@@ -189,3 +287,43 @@ def test_without_a_kubeconfig_the_feature_is_off_and_said_once_per_node(
             assert PodSecurityGroups(cfg).groups_for(att) == ()
     assert len(caplog.messages) == 1
     assert "'security-group' pod annotation is off" in caplog.messages[0]
+
+
+def test_without_a_kubeconfig_no_kubernetes_client_is_imported(tmp_path: Path) -> None:
+    script = ("import sys\n"
+              "from ovn_underlay.config import NodeConfig\n"
+              "from ovn_underlay.pods.pool import PodInterface\n"
+              "from ovn_underlay.pods.security_groups import PodSecurityGroups\n"
+              f"cfg = NodeConfig(state_dir={str(tmp_path)!r})\n"
+              "att = PodInterface('c', 'eth0', '/ns', 'web', 'front-0')\n"
+              "assert PodSecurityGroups(cfg).groups_for(att) == ()\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+              "('lightkube', 'httpx2', 'ovn_underlay') and 'kube' in m))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True, timeout=60, env={**os.environ, "PYTHONPATH": "src"})
+    assert done.stdout.strip() == "[]"
+
+
+class FailingNamespaces:
+    """An annotation source whose pods ask for a group and whose namespaces cannot be read."""
+
+    def __init__(self, error: kube.KubeError) -> None:
+        self.error = error
+
+    def pod_annotations(self, namespace: str, name: str) -> dict[str, str]:
+        return {"security-group": "web"}
+
+    def namespace_annotations(self, name: str) -> dict[str, str]:
+        raise self.error
+
+
+@pytest.mark.parametrize(("error", "raised"), [
+    (kube.KubeUnavailable("down"), ControlPlaneUnavailable),
+    (kube.KubeError("GET namespace web: HTTP 403: forbidden"), ControlPlaneError)])
+def test_an_unreadable_namespace_fails_the_add(error: kube.KubeError,
+                                               raised: type[ControlPlaneError]) -> None:
+    groups = PodSecurityGroups(NodeConfig(kubeconfig="/k"), FailingNamespaces(error))
+    with pytest.raises(raised, match="cannot read the annotations of namespace web \\(which "
+                       f"security groups its pods may name, for pod web/p\\): {error}") as info:
+        groups.groups_for(PodInterface("c", "eth0", "/ns", "web", "p"))
+    assert type(info.value) is raised

@@ -12,6 +12,11 @@ Pods' owners go to the control plane in batches, in the background
 (:mod:`ovn_underlay.daemon.owners`); at start the daemon queues them all from
 the pool, so a crash leaves no stale owner behind for long.
 
+With a kubeconfig set, the agent watches the Kubernetes API for this node's Pods and all
+Namespaces (:class:`~ovn_underlay.kube.node_cache.NodeCache`), where ADD reads the
+security-group annotations; the cache follows the node's ``kubeconfig`` and ``node-name``
+settings as they change.
+
 DEL leaves deleting the pod's veth (20-25 ms in the kernel) to a background
 thread: by then its OVS port is gone and its pool port is free.  That work
 keeps a hold on the pod interface's gate key, so a request for the same
@@ -24,6 +29,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING
 
 from ovn_underlay.config import ConfigError, NodeConfig, from_external_ids
 from ovn_underlay.control.base import ControlPlane
@@ -35,6 +41,10 @@ from ovn_underlay.dataplane import links
 from ovn_underlay.dataplane.ovs import Ovs
 from ovn_underlay.pods.attach import PodAttacher
 from ovn_underlay.pods.pool import PodInterface, Pool, PoolStats
+from ovn_underlay.pods.security_groups import PodSecurityGroups
+
+if TYPE_CHECKING:
+    from ovn_underlay.kube.node_cache import NodeCache
 
 LOG = logging.getLogger(__name__)
 CLEANUP_THREADS = 4
@@ -58,9 +68,13 @@ class NodeAgent:
         self._control_lock = threading.Lock()
         self._control: ControlPlane | None = None
         self._control_key: tuple[str, ...] = ()
+        self._kube_lock = threading.Lock()
+        self._kube: NodeCache | None = None
+        self._kube_key = ("", "")
         self._cleanup = ThreadPoolExecutor(CLEANUP_THREADS, thread_name_prefix="unplumb")
         self.owners = OwnerWriter(lambda: self.control(self.config()))
         self.owners.reconcile(self.pool)
+        self.kube_cache(self.config())
 
     def config(self) -> NodeConfig:
         """The node's settings as they are now."""
@@ -96,8 +110,38 @@ class NodeAgent:
         if cfg.pool_path != self.pool_path:
             raise ConfigError(f"the node's pool moved to {cfg.pool_path} since the daemon "
                               f"opened {self.pool_path}: restart the daemon")
-        return PodAttacher(cfg, self.ovs, self.pool, lambda: self.control(cfg), readiness_timeout,
-                        unplumb=self._unplumb_later, record_owner=self.owners.record)
+        attacher = PodAttacher(cfg, self.ovs, self.pool, lambda: self.control(cfg),
+                               readiness_timeout, unplumb=self._unplumb_later,
+                               record_owner=self.owners.record)
+        cache = self.kube_cache(cfg)
+        if cache is not None:
+            attacher.security_groups = PodSecurityGroups(cfg, cache)
+        return attacher
+
+    def kube_cache(self, cfg: NodeConfig) -> NodeCache | None:
+        """The watched Pods and Namespaces of ``cfg``'s kubeconfig (None without one).
+
+        Made (and started) on first use, and made again when the node's ``kubeconfig``
+        or ``node-name`` setting changes; the Kubernetes client is imported only then.
+        """
+        if not cfg.kubeconfig:
+            key = ("", "")
+        else:
+            from ovn_underlay.kube.node_cache import NodeCache, node_name
+
+            key = (cfg.kubeconfig, node_name(cfg.node_name))
+        with self._kube_lock:
+            if key == self._kube_key:
+                return self._kube
+            old, self._kube, self._kube_key = self._kube, None, key
+            if cfg.kubeconfig:
+                self._kube = NodeCache(*key)
+                self._kube.start()
+                LOG.info("watching the Kubernetes API of %s for the pods of node %s", *key)
+            cache = self._kube
+        if old is not None:
+            old.stop()
+        return cache
 
     def lend_attacher(self, ovsdb: str, readiness_timeout: float,
                       need_network: bool = True) -> AbstractContextManager[PodAttacher]:
@@ -120,6 +164,10 @@ class NodeAgent:
         """Finish background work and close every connection."""
         self._cleanup.shutdown(wait=True)
         self.owners.close()
+        with self._kube_lock:
+            cache, self._kube, self._kube_key = self._kube, None, ("", "")
+        if cache is not None:
+            cache.stop()
         with self._control_lock:
             if self._control is not None:
                 self._control.close()

@@ -1,233 +1,285 @@
-"""Read a pod's annotations from the Kubernetes API, with nothing but a kubeconfig file.
+"""The Kubernetes API through lightkube: where it is, a client of it, its errors in our terms.
 
-A deliberately small client: the kubeconfig's current context (or the one
-named) gives the server, its CA (file or inline data, or
-``insecure-skip-tls-verify``) and the user's credentials (bearer ``token`` or
-``tokenFile``, client certificate and key as files or inline data).  One GET
-of ``/api/v1/namespaces/NS/pods/NAME`` per call, with the standard library's
-HTTP client.
+Configuration (:func:`load_config`) comes from a kubeconfig file (the node setting
+``kubeconfig``; its current context or the one named) or, when none is named and the
+process runs in a pod, from the pod's service account (``KUBERNETES_SERVICE_HOST``/
+``KUBERNETES_SERVICE_PORT`` and the token, CA and namespace under :data:`SERVICE_ACCOUNT`).
+lightkube reads it: CA (file or inline), ``insecure-skip-tls-verify``, bearer ``token``
+or ``tokenFile`` (read again when the server answers 401, so a rotated token is
+followed; a relative path is taken from the kubeconfig's directory, as kubectl does),
+client certificate and key (files or inline), exec plugins.
+
+:class:`KubeClient` is a lightkube ``Client`` (:attr:`KubeClient.api`) on a transport of
+its own: TCP keepalives find a dead server under a silent watch, and :meth:`KubeClient.close`
+shuts its connections down at once, which is how a watch blocked in a read is stopped.
+Its reads raise only :class:`KubeError` and its subclasses.
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import contextlib
 import os
+import socket
 import ssl
-import tempfile
 import threading
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
+import weakref
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Protocol
+
+import httpx2
+import msgspec
+import yaml
+from lightkube import ApiError, Client, ConfigError, KubeConfig, SingleConfig
+from lightkube.config.client_adapter import verify_cluster
+from lightkube.config.models import User
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Namespace, Pod
 
 DEFAULT_TIMEOUT = 5.0
+SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+KEEPALIVE = (
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3),
+)
+"""A server gone without a word is noticed within ~60 s, even under a silent watch."""
 
 
 class KubeError(Exception):
-    """The kubeconfig is unusable or the API refused the request."""
+    """The configuration is unusable or the API refused the request."""
 
 
 class KubeUnavailable(KubeError):
-    """The Kubernetes API cannot be reached right now (or answered 5xx)."""
+    """The Kubernetes API cannot be reached right now (or answered 5xx or 429)."""
 
 
-class PodNotFound(KubeError):
+class NotFound(KubeError):
+    """The API has no such object."""
+
+
+class PodNotFound(NotFound):
     """The API has no such pod."""
 
 
-@dataclass(frozen=True)
-class KubeConfig:
-    """What a request needs: the server and how to trust and authenticate to it."""
+class HasMetadata(Protocol):
+    """What every Kubernetes object has (lightkube's models)."""
 
-    server: str
-    ca_file: str = ""
-    ca_data: str = ""
-    insecure: bool = False
-    token: str = field(default="", repr=False)
-    cert_file: str = ""
-    key_file: str = ""
-    cert_data: bytes = field(default=b"", repr=False)
-    key_data: bytes = field(default=b"", repr=False)
+    @property
+    def metadata(self) -> ObjectMeta | None: ...
 
 
-def _named(items: Any, name: str, kind: str, path: str) -> Mapping[str, Any]:
-    """The ``kind`` entry called ``name`` in a kubeconfig list (contexts, clusters, users)."""
-    for item in items or ():
-        if isinstance(item, Mapping) and item.get("name") == name:
-            value = item.get(kind)
-            return value if isinstance(value, Mapping) else {}
-    raise KubeError(f"kubeconfig {path}: no {kind} named {name!r}")
+def annotations_of(obj: HasMetadata) -> dict[str, str]:
+    """The object's annotations (empty when it has none)."""
+    meta = obj.metadata
+    return dict(meta.annotations or {}) if meta is not None else {}
 
 
-def _relative(base: Path, value: Any) -> str:
-    """A file named in a kubeconfig, relative to the kubeconfig's directory."""
-    return str(base / str(value)) if value else ""
+def in_cluster(service_account: str = SERVICE_ACCOUNT) -> bool:
+    """Whether this process runs in a pod with a service account: the in-cluster configuration."""
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")
+                and os.environ.get("KUBERNETES_SERVICE_PORT")
+                and os.path.isfile(os.path.join(service_account, "token")))
 
 
-def _decoded(value: Any, what: str, path: str) -> bytes:
+def load_config(kubeconfig: str = "", context: str = "",
+                service_account: str = SERVICE_ACCOUNT) -> SingleConfig:
+    """The kubeconfig file's configuration, else the in-cluster one; KubeError if neither."""
+    if kubeconfig:
+        return _from_file(kubeconfig, context)
+    if in_cluster(service_account):
+        try:
+            config = KubeConfig.from_service_account(service_account).get()
+        except (ConfigError, OSError, KeyError) as exc:
+            raise KubeError(f"in-cluster configuration ({service_account}): {exc}") from exc
+        assert config is not None
+        return config
+    raise KubeError("no Kubernetes API configured: no kubeconfig, and not in a pod "
+                    f"(KUBERNETES_SERVICE_HOST unset or no token in {service_account})")
+
+
+def _from_file(path: str, context: str) -> SingleConfig:
     try:
-        return base64.b64decode(str(value), validate=True) if value else b""
-    except ValueError as exc:
-        raise KubeError(f"kubeconfig {path}: {what} is not base64") from exc
-
-
-def parse_kubeconfig(text: str, path: str = "kubeconfig", context: str = "") -> KubeConfig:
-    """The settings of ``context`` (default: current-context) of a kubeconfig document."""
-    import yaml
-
-    try:
-        doc = yaml.safe_load(text)
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise KubeError(f"cannot read kubeconfig {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
         raise KubeError(f"kubeconfig {path} is not valid YAML: {exc}") from exc
     if not isinstance(doc, Mapping):
         raise KubeError(f"kubeconfig {path} is not a mapping")
-    name = context or str(doc.get("current-context") or "")
+    try:
+        config = KubeConfig.from_dict({"clusters": [], "contexts": [], **doc}, fname=path)
+    except (KeyError, TypeError, msgspec.ValidationError) as exc:
+        raise KubeError(f"kubeconfig {path} is malformed: {exc}") from exc
+    name = context or config.current_context
     if not name:
         raise KubeError(f"kubeconfig {path} has no current-context")
-    ctx = _named(doc.get("contexts"), name, "context", path)
-    cluster = _named(doc.get("clusters"), str(ctx.get("cluster", "")), "cluster", path)
-    user = _named(doc.get("users"), str(ctx.get("user", "")), "user", path) \
-        if ctx.get("user") else {}
-    server = str(cluster.get("server") or "")
+    ctx = config.contexts.get(name)
+    if ctx is None:
+        raise KubeError(f"kubeconfig {path}: no context named {name!r}")
+    for kind, wanted, known in (("cluster", ctx.cluster, config.clusters),
+                                ("user", ctx.user, config.users)):
+        if wanted is not None and wanted not in known:
+            raise KubeError(f"kubeconfig {path}: context {name!r} names the {kind} {wanted!r}, "
+                            "which it does not define")
+    server = next((str((c.get("cluster") or {}).get("server") or "")
+                   for c in doc.get("clusters") or () if c.get("name") == ctx.cluster), "")
     if not server.startswith(("http://", "https://")):
-        raise KubeError(f"kubeconfig {path}: cluster of context {name!r} has no http(s) "
+        raise KubeError(f"kubeconfig {path}: the cluster of context {name!r} has no http(s) "
                         "server URL")
-    base = Path(path).parent
-    token = str(user.get("token") or "")
-    if not token and user.get("tokenFile"):
-        try:
-            token = Path(_relative(base, user["tokenFile"])).read_text().strip()
-        except OSError as exc:
-            raise KubeError(f"kubeconfig {path}: cannot read tokenFile: {exc}") from exc
-    ca_data = _decoded(cluster.get("certificate-authority-data"), "certificate-authority-data",
-                       path)
-    return KubeConfig(
-        server=server.rstrip("/"),
-        ca_file=_relative(base, cluster.get("certificate-authority")),
-        ca_data=ca_data.decode(errors="replace"),
-        insecure=bool(cluster.get("insecure-skip-tls-verify")),
-        token=token,
-        cert_file=_relative(base, user.get("client-certificate")),
-        key_file=_relative(base, user.get("client-key")),
-        cert_data=_decoded(user.get("client-certificate-data"), "client-certificate-data",
-                           path),
-        key_data=_decoded(user.get("client-key-data"), "client-key-data", path),
-    )
+    single = config.get(name)
+    assert single is not None
+    user = single.user or User()
+    if user.token_file and not os.path.isabs(user.token_file):
+        user = msgspec.structs.replace(user, token_file=str(Path(path).parent / user.token_file))
+    return single._replace(user=user)
 
 
-def load_kubeconfig(path: str, context: str = "") -> KubeConfig:
-    """The settings of the kubeconfig file at ``path``."""
+class _Transport(httpx2.HTTPTransport):
+    """httpx's transport with TCP keepalives, whose connections :meth:`cut` shuts down.
+
+    A watch waits in a socket read without a timeout (a server may stay quiet for
+    minutes); closing the socket from another thread does not wake that read, shutting it
+    down does.  With ``bookmarks`` every watch asks for them (lightkube's watch has no
+    parameter for it).
+    """
+
+    def __init__(self, verify: ssl.SSLContext, bookmarks: bool) -> None:
+        super().__init__(verify=verify, socket_options=KEEPALIVE)
+        self._bookmarks = bookmarks
+        self._lock = threading.Lock()
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self._cut = False
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        with self._lock:
+            if self._cut:
+                raise httpx2.ConnectError("the client is closed", request=request)
+        if self._bookmarks and request.url.params.get("watch") == "true":
+            request.url = request.url.copy_set_param("allowWatchBookmarks", "true")
+        response = super().handle_request(request)
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if isinstance(sock, socket.socket):
+            with self._lock:
+                self._sockets.add(sock)
+                cut = self._cut
+            if cut:
+                _shut(sock)
+        return response
+
+    def cut(self) -> None:
+        """Shut down every connection now and refuse new requests."""
+        with self._lock:
+            self._cut = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+@contextlib.contextmanager
+def translated(server: str, what: str,
+               not_found: type[NotFound] = NotFound) -> Iterator[None]:
+    """Raise the KubeError saying what failed in place of lightkube's and httpx's exceptions."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise KubeError(f"cannot read kubeconfig {path}: {exc.strerror}") from exc
-    return parse_kubeconfig(text, path, context)
+        yield
+    except ApiError as exc:
+        raise _refused(what, exc.status.code or 0, exc.status.message or str(exc),
+                       not_found) from exc
+    except httpx2.HTTPStatusError as exc:
+        raise _refused(what, exc.response.status_code, exc.response.reason_phrase,
+                       not_found) from exc
+    except httpx2.TransportError as exc:
+        raise KubeUnavailable(f"cannot reach the Kubernetes API at {server}: "
+                              f"{describe(exc)}") from exc
+    except (ConfigError, msgspec.MsgspecError) as exc:
+        raise KubeError(f"{what} on {server}: {exc}") from exc
 
 
-@contextmanager
-def _key_pair_files(cfg: KubeConfig) -> Iterator[tuple[str, str]]:
-    """The client certificate and key as files (inline data goes to a private temp dir)."""
-    if not cfg.cert_data:
-        yield cfg.cert_file, cfg.key_file
-        return
-    with tempfile.TemporaryDirectory(prefix="oul-kube-") as tmp:
-        cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
-        for name, data in ((cert, cfg.cert_data), (key, cfg.key_data or cfg.cert_data)):
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-        yield cert, key
-
-
-def _ssl_context(cfg: KubeConfig) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=cfg.ca_file or None,
-                                     cadata=cfg.ca_data or None)
-    if cfg.insecure:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    with _key_pair_files(cfg) as (cert, key):
-        if cert:
-            try:
-                ctx.load_cert_chain(cert, key or None)
-            except (OSError, ssl.SSLError) as exc:
-                raise KubeError(f"cannot load the client certificate: {exc}") from exc
-    return ctx
+def _refused(what: str, code: int, message: str, not_found: type[NotFound]) -> KubeError:
+    if code == 404:
+        return not_found(f"{what}: not found")
+    cls = KubeUnavailable if code >= 500 or code == 429 else KubeError
+    return cls(f"{what}: HTTP {code}: {message}")
 
 
 class KubeClient:
-    """GETs of pods from the API server of a kubeconfig."""
+    """A lightkube client of one API server, with reads that raise KubeError."""
 
-    def __init__(self, cfg: KubeConfig, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.cfg = cfg
-        self.timeout = timeout
-        handlers: list[urllib.request.BaseHandler] = []
-        if cfg.server.startswith("https://"):
-            handlers.append(urllib.request.HTTPSHandler(context=_ssl_context(cfg)))
-        self._opener = urllib.request.build_opener(*handlers)
-
-    def get(self, path: str) -> dict[str, Any]:
-        """The JSON object at the API ``path``; raises PodNotFound on 404."""
-        request = urllib.request.Request(self.cfg.server + path,
-                                         headers={"Accept": "application/json"})
-        if self.cfg.token:
-            request.add_header("Authorization", f"Bearer {self.cfg.token}")
+    def __init__(self, config: SingleConfig, timeout: float = DEFAULT_TIMEOUT,
+                 bookmarks: bool = False) -> None:
+        """``bookmarks``: every watch asks for bookmarks (what an informer wants)."""
+        if config.cluster.server.startswith("http://"):  # no TLS: skip loading CA bundles
+            config = config._replace(cluster=msgspec.structs.replace(config.cluster,
+                                                                     insecure=True))
+        self.config = config
+        self.server = config.cluster.server.rstrip("/")
         try:
-            with self._opener.open(request, timeout=self.timeout) as reply:
-                data = json.loads(reply.read())
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                raise PodNotFound(f"{path}: not found on {self.cfg.server}") from exc
-            cls = KubeUnavailable if exc.code >= 500 else KubeError
-            raise cls(f"GET {self.cfg.server}{path}: HTTP {exc.code} {exc.reason}") from exc
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise KubeUnavailable(f"cannot reach the Kubernetes API at {self.cfg.server}: "
-                                  f"{reason}") from exc
-        except ValueError as exc:
-            raise KubeError(f"GET {self.cfg.server}{path}: the answer is not JSON") from exc
-        if not isinstance(data, dict):
-            raise KubeError(f"GET {self.cfg.server}{path}: the answer is not an object")
-        return data
+            verify = verify_cluster(config.cluster, config.user or User(), config.abs_file,
+                                    trust_env=False)
+        except (OSError, ssl.SSLError, ConfigError, ValueError) as exc:
+            raise KubeError(f"cannot set up TLS for {self.server}: {exc}") from exc
+        self._transport = _Transport(verify, bookmarks)
+        self.api = Client(config, timeout=httpx2.Timeout(timeout), trust_env=False,
+                          transport=self._transport)
+
+    def pod(self, namespace: str, name: str) -> Pod:
+        """Pod ``namespace/name``; PodNotFound when there is none."""
+        with translated(self.server, f"GET pod {namespace}/{name}", PodNotFound):
+            return self.api.get(Pod, name, namespace=namespace)
+
+    def namespace(self, name: str) -> Namespace:
+        """Namespace ``name``; NotFound when there is none."""
+        with translated(self.server, f"GET namespace {name}"):
+            return self.api.get(Namespace, name)
 
     def pod_annotations(self, namespace: str, name: str) -> dict[str, str]:
         """The annotations of pod ``namespace/name`` (empty if it has none)."""
-        quote = urllib.parse.quote
-        pod = self.get(f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/"
-                       f"{quote(name, safe='')}")
-        annotations = (pod.get("metadata") or {}).get("annotations") or {}
-        return {str(k): str(v) for k, v in annotations.items()}
+        return annotations_of(self.pod(namespace, name))
+
+    def namespace_annotations(self, name: str) -> dict[str, str]:
+        """The annotations of namespace ``name`` (empty if it has none)."""
+        return annotations_of(self.namespace(name))
+
+    def close(self) -> None:
+        """Shut the connections down (a watch in progress ends at once) and release them."""
+        self._transport.cut()
+        self.api.close()
 
 
-CLIENT_MAX_AGE = 60.0
-"""Seconds a cached client is reused: a tokenFile it read may have been rotated since."""
-_clients: dict[str, tuple[tuple[int, int, int], float, KubeClient]] = {}
+_clients: dict[str, tuple[tuple[int, int, int], KubeClient]] = {}
 _clients_lock = threading.Lock()
 
 
 def client_for(path: str) -> KubeClient:
     """A client for the kubeconfig at ``path``, reused while the file is unchanged.
 
-    Parsing the kubeconfig and building its TLS context costs milliseconds;
-    the node daemon asks for the same client on every pod start.  A client
-    is made again when the file changes or after :data:`CLIENT_MAX_AGE`.
+    Reading the kubeconfig and setting up TLS cost milliseconds; the node daemon asks for
+    the same client on every pod start.  A changed file gives a new client.
     """
     try:
         st = os.stat(path)
     except OSError as exc:
         raise KubeError(f"cannot read kubeconfig {path}: {exc.strerror}") from exc
     stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
-    now = time.monotonic()
     with _clients_lock:
         cached = _clients.get(path)
-    if cached is not None and cached[0] == stamp and now - cached[1] < CLIENT_MAX_AGE:
-        return cached[2]
-    client = KubeClient(load_kubeconfig(path))
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    client = KubeClient(load_config(path))
     with _clients_lock:
-        _clients[path] = (stamp, now, client)
+        _clients[path] = (stamp, client)
     return client
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line account of a failed request, for messages and logs."""
+    if isinstance(exc, ApiError):
+        return f"HTTP {exc.status.code}: {exc.status.message}"
+    return str(exc) or type(exc).__name__
