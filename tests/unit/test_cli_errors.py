@@ -22,3 +22,12 @@ def test_other_errors_get_no_database_hint(tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["lab", "--rundir", str(tmp_path), "--name", "bad name!", "status"]) == 1
     assert "OVN_UNDERLAY_OVSDB" not in capsys.readouterr().err
+
+
+def test_the_cni_version_help_says_why_the_default_and_what_1_1_0_costs(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "1000")  # no line breaks inside the version range
+    with pytest.raises(SystemExit):
+        main(["node-init", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "0.3.0-1.1.0" in text and "containerd 1.6" in text and "STATUS and GC need 1.1.0" in text

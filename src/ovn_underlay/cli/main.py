@@ -108,8 +108,11 @@ def _add_node_init(sub: SubParsers) -> None:
     p.add_argument("--cni-bin-dir", default="/opt/cni/bin", help="(default: %(default)s)")
     p.add_argument("--cni-conf-dir", default="/etc/cni/net.d", help="(default: %(default)s)")
     p.add_argument("--cni-version", default="1.0.0",
-                   help="cniVersion of the conflist (the plugin speaks 0.3.1-1.1.0; "
-                   "default: %(default)s, which every current runtime accepts)")
+                   help="cniVersion of the conflist (the plugin speaks 0.3.0-1.1.0). The "
+                   "default, %(default)s, is what current runtimes accept: containerd 1.6 "
+                   "(libcni 1.1.2) fails every pod with 'unsupported CNI result version' at "
+                   "1.1.0, and podman 4.3 rejects 1.1.0 results. STATUS and GC need 1.1.0: "
+                   "choose it only for a runtime that speaks 1.1.0 (e.g. containerd 2.x)")
     p.add_argument("--cni-log-file", type=os.path.abspath,
                    help="the plugin's log file, created 0600 (default: stderr)")
     _add_daemon_settings(p)
