@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -122,6 +123,12 @@ class Relay:
     def lists(self, resource: str) -> list[str]:
         """The list requests of ``resource``."""
         return [r for r in self._collection(resource) if "watch=true" not in r]
+
+    @staticmethod
+    def query(request: str) -> dict[str, str]:
+        """The query parameters of a request line."""
+        target = urllib.parse.urlsplit(request.split(" ")[1])
+        return dict(urllib.parse.parse_qsl(target.query))
 
     def _collection(self, resource: str) -> list[str]:
         return [r for r in list(self.requests)
