@@ -71,12 +71,13 @@ def cmd_lswitch_setup(args: argparse.Namespace) -> int:
             router = router_label(control, net.router)
         finally:
             control.close()
+        ready = load(ovs)
     mgmt = f", management port {net.mgmt.name} {net.mgmt.ip} tag {net.mgmt.tag}" \
         if net.mgmt else ""
     print(f"switch {net.switch} ({net.subnet}) on router {router} via {net.gateway_ip}: "
           f"{len(net.ports)} pool ports{mgmt}", flush=True)
     warn_without_cluster_subnet(cfg)
-    written = conflist.publish(node_settings(args), args.ovsdb)
+    written = conflist.publish(ready, args.ovsdb)
     if written:
         print(f"write {written}: the node can serve pods", flush=True)
     rest = finish(args, len(net.ports), target)
