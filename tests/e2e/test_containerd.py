@@ -11,7 +11,6 @@ IPs and reach each other across the VMs; deleting them frees every port.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
 import time
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 
 from ovn_underlay.lab.cluster import Node
-from ovn_underlay.lab.containerd import Containerd, missing_tools
+from ovn_underlay.lab.containerd import Containerd, missing_python_packages, missing_tools
 from ovn_underlay.lab.topology import Lab
 from tests.conftest import skip_unless_lab_possible
 
@@ -72,9 +71,10 @@ def cluster(lab_rundir: Path) -> Iterator[Cluster]:
         pytest.skip(f"containerd programs missing: {', '.join(missing)} "
                     "(Debian packages containerd, runc, busybox-static, "
                     "containernetworking-plugins)")
-    if importlib.util.find_spec("grpc") is None or importlib.util.find_spec(
-            "google.protobuf") is None:
-        pytest.skip("grpcio and protobuf are not installed (pip install grpcio protobuf)")
+    packages = missing_python_packages()
+    if packages:
+        pytest.skip(f"PyPI packages missing for the CRI client: {', '.join(packages)} "
+                    f"(pip install {' '.join(packages)})")
     from ovn_underlay.lab.kubeapi import KubeApiServer
     from ovn_underlay.lab.kubelet import KubeletStandIn
 
@@ -121,6 +121,13 @@ def http_get(netns_path: str, ip: str) -> Any:
     return reply if reply.returncode == 0 and "ovn-underlay lab pod" in reply.stdout else None
 
 
+def cni_calls(node: Node, container_id: str) -> list[str]:
+    """The CNI commands the plugin logged for ``container_id``, in order."""
+    log = (Path(node.vm.rundir) / "cni.log").read_text().splitlines()
+    return [line.split("CNI ", 1)[1].split()[0] for line in log
+            if f" container={container_id} " in line]
+
+
 def ready(pod: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True"
                for c in pod.get("status", {}).get("conditions", []))
@@ -144,9 +151,17 @@ def test_pods_through_containerd_get_ports_reach_each_other_and_give_them_back(
     pods = wait_for("4 Ready pods", all_ready)
     ips = {name: pod["status"]["podIP"] for name, pod in pods.items()}
     assert len(set(ips.values())) == 4
+    sandboxes = {}
     for name, kube_node in names.items():
+        uid = pods[name]["metadata"]["uid"]
+        sandboxes[name] = kube_node.kubelet.sandboxes[uid]
         port = [p for p in kube_node.node.pool()["ports"] if p["ip"] == ips[name]]
         assert len(port) == 1 and port[0]["allocation"]["state"] == "attached", port
+        attachment = port[0]["allocation"]["attachment"]
+        # containerd derived CNI_ARGS from the sandbox metadata; CNI_CONTAINERID is the sandbox
+        assert (attachment["pod_namespace"], attachment["pod_name"]) == ("default", name)
+        assert attachment["container_id"] == sandboxes[name]
+        assert attachment["netns"] == kube_node.kubelet.netns[uid]
         assert pods[name]["spec"]["nodeName"] == kube_node.node.vm.name
         assert pods[name]["status"]["phase"] == "Running"
 
@@ -171,6 +186,38 @@ def test_pods_through_containerd_get_ports_reach_each_other_and_give_them_back(
         assert not kube_node.kubelet.sandboxes
         assert not kube_node.kubelet.errors
         assert not kube_node.kubelet.cri.list_pod_sandbox()
+        for name, owner in names.items():
+            if owner is kube_node:  # ADD at RunPodSandbox, DEL at Stop and at Remove
+                assert cni_calls(kube_node.node, sandboxes[name]) == ["ADD", "DEL", "DEL"]
         stats = kube_node.node.pool()["stats"]
         assert stats == before[kube_node.node.vm.name], stats
         assert stats["free"] == stats["total"]
+
+
+def test_a_pod_beyond_the_pool_fails_its_sandbox_and_its_deletion_still_completes(
+        cluster: Cluster) -> None:
+    kube_node = cluster.nodes[0]
+    free = kube_node.node.pool()["stats"]["free"]
+    names = [f"fill-{i}" for i in range(free + 1)]
+    for name in names:
+        cluster.request("POST", "/api/v1/namespaces/default/pods",
+                        pod_manifest(name, kube_node.node.vm.name))
+    try:
+        def settled() -> tuple[list[str], list[dict[str, Any]]] | None:
+            pods = cluster.request("GET", "/api/v1/namespaces/default/pods")["items"]
+            errors = list(kube_node.kubelet.errors)
+            done = sum(ready(p) for p in pods) + len(errors)
+            return (errors, pods) if done == len(names) else None
+        errors, pods = wait_for(f"{len(names)} pods Ready or failed", settled)
+        assert sum(ready(p) for p in pods) == free
+        assert len(errors) == 1 and "exhausted" in errors[0], errors
+        assert kube_node.node.pool()["stats"]["free"] == 0
+    finally:
+        for name in names:
+            cluster.request("DELETE", f"/api/v1/namespaces/default/pods/{name}")
+        wait_for("the pods to be deleted", lambda: not cluster.request(
+            "GET", "/api/v1/namespaces/default/pods")["items"])
+        kube_node.kubelet.errors.clear()
+    assert not kube_node.kubelet.cri.list_pod_sandbox()
+    stats = kube_node.node.pool()["stats"]
+    assert stats["free"] == stats["total"] == free, stats

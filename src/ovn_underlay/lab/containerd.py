@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -58,6 +59,19 @@ def missing_tools() -> list[str]:
         missing.append(str(BUSYBOX))
     if not (REFERENCE_PLUGINS / "loopback").exists():
         missing.append(str(REFERENCE_PLUGINS / "loopback"))
+    return missing
+
+
+def missing_python_packages() -> list[str]:
+    """The PyPI packages the CRI client (:mod:`ovn_underlay.lab.cri`) needs and lacks."""
+    missing = []
+    for package, module in (("grpcio", "grpc"), ("protobuf", "google.protobuf")):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(package)
     return missing
 
 
