@@ -215,8 +215,24 @@ class Containerd:
                     raise ContainerdError(f"containerd on {self.socket} did not come up "
                                           f"within {START_TIMEOUT:.0f}s; see {self.log}")
                 time.sleep(0.05)
+            self._wait_cri(deadline)
         self.import_image()
         return self.socket
+
+    def _wait_cri(self, deadline: float) -> None:
+        """Wait until the CRI plugin answers Version (it loads after the socket opens)."""
+        from ovn_underlay.lab.cri import CriClient, CriError
+        with CriClient(str(self.socket), timeout=2) as client:
+            while True:
+                try:
+                    client.version()
+                    return
+                except CriError as exc:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise ContainerdError(f"containerd's CRI plugin on {self.socket} does "
+                                              f"not answer ({exc}); see {self.log}") from exc
+                time.sleep(0.05)
 
     def ctr(self, *args: str, stdin: bytes | None = None) -> str:
         """``ctr -n k8s.io ARGS`` on this containerd."""
