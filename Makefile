@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEB_PACKAGES := openvswitch-switch ovn-central ovn-host iproute2 ethtool iputils-ping nftables \
-	busybox-static containernetworking-plugins podman runc \
+	busybox-static containernetworking-plugins podman runc containerd \
 	neutron-common mariadb-server-core mariadb-client-core gcc libc6-dev
 PYTEST_ARGS ?=
 CC ?= cc

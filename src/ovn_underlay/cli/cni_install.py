@@ -100,7 +100,7 @@ def install_cni(args: argparse.Namespace, dry_run: bool, cfg: NodeConfig) -> lis
             os.replace(tmp, binary)
     path = conflist.path_in(args.cni_conf_dir)
     if not cfg.has_network:
-        if not path.exists():
+        if done and not path.exists():
             done.append(f"leave {path} unwritten until the node can serve pods (lswitch-setup "
                         "writes it: a runtime takes its presence for a ready network)")
         return done
