@@ -31,3 +31,13 @@ def test_the_cni_version_help_says_why_the_default_and_what_1_1_0_costs(
         main(["node-init", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "0.3.0-1.1.0" in text and "containerd 1.6" in text and "STATUS and GC need 1.1.0" in text
+
+
+def test_node_init_records_the_kubernetes_node_name() -> None:
+    from ovn_underlay.cli.main import build_parser
+    from ovn_underlay.cli.node_init import _overrides
+    from ovn_underlay.dataplane.node_init import _NODE_FIELDS
+
+    args = build_parser().parse_args(["node-init", "--node-name", "worker-1"])
+    assert _overrides(args)["node_name"] == "worker-1"
+    assert "node_name" in _NODE_FIELDS, "node-init writes it into the node's settings"

@@ -155,6 +155,9 @@ def _add_neutron_settings(p: argparse.ArgumentParser) -> None:
                    help="kubeconfig of the Kubernetes API, read for the pods' "
                    "'security-group' annotation (without it, or with '', the annotation is "
                    "ignored)")
+    p.add_argument("--node-name", help="this node's Kubernetes Node name; the daemon watches "
+                   "the pods bound to it (default: the hostname in lower case, as the "
+                   "kubelet takes it)")
 
 
 def _add_daemon(sub: SubParsers) -> None:

@@ -202,7 +202,7 @@ class NodeInit:
 
 
 _NODE_FIELDS = ("backend", "nb", "neutron_config", "parent", "bridge", "datapath", "uplink",
-                "uplink_mode", "state_dir", "mtu", "cluster_subnet", "mgmt_tag")
+                "uplink_mode", "state_dir", "mtu", "cluster_subnet", "mgmt_tag", "node_name")
 
 
 def _link(ipr: Any, name: str) -> Any | None:
