@@ -20,16 +20,28 @@ def _lab(args: argparse.Namespace) -> Lab:
 def cmd_lab_up(args: argparse.Namespace) -> int:
     """Start the lab (no-op when healthy)."""
     _require_tools(args.neutron)
-    state = _lab(args).up(args.vms, neutron=args.neutron)
+    state = _lab(args).up(args.vms, neutron=args.neutron, kube=args.kube)
     print(f"lab {state.name!r} is up: {len(state.vms)} VMs")
     print(f"  NB: {state.nb}\n  SB: {state.sb}")
     if state.neutron:
         print(_neutron_line(state.neutron))
+    if state.kube:
+        print(_kube_line(state.kube))
     for vm in state.vms:
         print(f"  {vm.name}: netns {vm.netns}, port {vm.port}, {vm.ip}, OVS {vm.ovsdb}")
         if vm.openrc:
             print(_openrc_line(vm.openrc, vm.mgmt_ip))
+        elif vm.mgmt_ip:
+            print(f"       management address {vm.mgmt_ip}")
     return 0
+
+
+def _kube_line(kube: dict[str, str]) -> str:
+    """Where a --kube lab's API server is (``lab up`` and ``lab status``)."""
+    rest = (f", kubeconfig {kube['kubeconfig']}, log {kube['log']}" if "kubeconfig" in kube
+            else "")  # up not finished
+    return f"  Kubernetes API: {kube['url']} (test API server, no auth; the VMs reach it on " \
+           f"eth0){rest}"
 
 
 def _neutron_line(neutron: dict[str, str]) -> str:
@@ -67,6 +79,8 @@ def cmd_lab_status(args: argparse.Namespace) -> int:
     print(f"  NB: {status['nb']}\n  SB: {status['sb']}\n  chassis: {status['chassis']}")
     if status["neutron"]:
         print(_neutron_line(status["neutron"]))
+    if status.get("kube"):
+        print(_kube_line(status["kube"]))
     for owner, pids in status["pids"].items():
         running = ", ".join(f"{n}={p or 'DEAD'}" for n, p in pids.items())
         print(f"  {owner}: {running}")
@@ -75,6 +89,8 @@ def cmd_lab_status(args: argparse.Namespace) -> int:
               f"{vm['ip']}, OVS {vm['ovsdb']}")
         if vm["openrc"]:
             print(_openrc_line(vm["openrc"], vm["mgmt_ip"]))
+        elif vm["mgmt_ip"]:
+            print(f"       management address {vm['mgmt_ip']}")
     return 0 if status["up"] else 1
 
 
@@ -83,6 +99,11 @@ def cmd_lab_demo(args: argparse.Namespace) -> int:
     from ovn_underlay.lab.demo import run_demo
 
     _require_tools(args.neutron)
+    if args.kube:
+        from ovn_underlay.lab.kube_demo import require_tools, run_kube_demo
+
+        require_tools()
+        return run_kube_demo(_lab(args), args.vms, keep=args.keep, neutron=args.neutron)
     return run_demo(_lab(args), args.vms, keep=args.keep, neutron=args.neutron)
 
 

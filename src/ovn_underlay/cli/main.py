@@ -49,6 +49,9 @@ def _add_lab(sub: SubParsers) -> None:
     up.add_argument("--vms", type=int, default=2, help="number of VMs (default: %(default)s)")
     up.add_argument("--neutron", action="store_true", help="also run a real neutron-server "
                     "(ML2/OVN, with its MariaDB) that makes the VMs' ports")
+    up.add_argument("--kube", action="store_true", help="also run the test Kubernetes API "
+                    "server (reachable from the VMs) with a Node per VM, and write a "
+                    "kubeconfig")
     up.set_defaults(func=lab_cmds.cmd_lab_up)
     verbs.add_parser("down", help="stop and remove everything the lab made"
                      ).set_defaults(func=lab_cmds.cmd_lab_down)
@@ -60,6 +63,8 @@ def _add_lab(sub: SubParsers) -> None:
     demo.add_argument("--keep", action="store_true", help="leave the lab running")
     demo.add_argument("--neutron", action="store_true", help="the same through a real "
                       "neutron-server (VM 1 trunk subports, VM 2 binding:profile)")
+    demo.add_argument("--kube", action="store_true", help="Pods made through the test "
+                      "Kubernetes API, run by a kubelet stand-in and containerd per VM")
     demo.set_defaults(func=lab_cmds.cmd_lab_demo)
     run = verbs.add_parser(
         "exec", help="run a command on a VM, with that VM's own paths and OVS database",

@@ -294,3 +294,33 @@ class KubeletStandIn:
                          f"{meta['name']}", {"apiVersion": "v1", "kind": "DeleteOptions",
                                              "gracePeriodSeconds": 0,
                                              "preconditions": {"uid": uid}})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ovn_underlay.lab.kubelet``: one stand-in until SIGTERM or SIGINT."""
+    import argparse
+    import signal
+
+    p = argparse.ArgumentParser(
+        prog="python -m ovn_underlay.lab.kubelet",
+        description="A kubelet STAND-IN for one lab node: registers the Node, watches the "
+                    "Pods bound to it and runs them through containerd's CRI.")
+    p.add_argument("--api", required=True, metavar="URL", help="the API server (http://...)")
+    p.add_argument("--node", required=True, metavar="NAME", help="the node's name")
+    p.add_argument("--cri-socket", required=True, metavar="PATH", help="containerd's socket")
+    p.add_argument("--node-ip", default="", metavar="IP", help="the Node's InternalIP")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    kubelet = KubeletStandIn(args.api, args.node, args.cri_socket,
+                             node_ip=args.node_ip).start()
+    LOG.info("%s: watching the Pods bound to it on %s", args.node, args.api)
+    done.wait()
+    kubelet.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ovn_underlay.lab import daemons, netns
+from ovn_underlay.lab import kube as lab_kube
 from ovn_underlay.lab import neutron as lab_neutron
 from ovn_underlay.lab.daemons import DaemonError, run
 
@@ -74,6 +75,8 @@ class LabState:
     namespaces: list[str] = field(default_factory=list)
     neutron: dict[str, str] = field(default_factory=dict)
     """Neutron mode only: its API URL, log and config, and the VMs' network and subnet."""
+    kube: dict[str, str] = field(default_factory=dict)
+    """Kubernetes mode only: the test API server's URL, log, request log and kubeconfig."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LabState:
@@ -102,37 +105,49 @@ class Lab:
         except (ValueError, TypeError) as exc:
             raise LabError(f"{self.state_file} is unreadable ({exc}); run 'lab down'") from exc
 
+    def save(self, state: LabState) -> None:
+        """Record ``state`` (e.g. the pid files of processes started for the lab)."""
+        self._save(state)
+
     def _save(self, state: LabState) -> None:
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(state), indent=2))
         os.replace(tmp, self.state_file)
 
     # -- up ------------------------------------------------------------------
-    def up(self, vms: int = 2, neutron: bool = False) -> LabState:
+    def up(self, vms: int = 2, neutron: bool = False, kube: bool = False) -> LabState:
         """Bring the lab up; a no-op when it is already up and healthy.
 
         With ``neutron``, a real neutron-server runs too and makes the VMs'
-        ports (see :mod:`ovn_underlay.lab.neutron`).
+        ports (see :mod:`ovn_underlay.lab.neutron`); with ``kube``, the test
+        Kubernetes API server with a Node per VM (see :mod:`ovn_underlay.lab.kube`).
         """
         if not 1 <= vms <= MAX_VMS:
             raise LabError(f"--vms must be between 1 and {MAX_VMS}, not {vms}")
         existing = self.load()
         if existing is not None or netns.listed(f"{self.name}-"):
-            return self._already_up(existing, vms, neutron)
+            return self._already_up(existing, vms, neutron, kube)
         self.dir.mkdir(parents=True, exist_ok=True)
         state = LabState(name=self.name, rundir=str(self.dir))
         if neutron:
             state.neutron["url"] = lab_neutron.api_url()
+        if kube:
+            state.kube["url"] = lab_kube.api_url()
         self._save(state)
         try:
             self._up_hypervisor(state)
             if neutron:
                 lab_neutron.up(state, self.dir)
                 self._save(state)
+            if kube:
+                lab_kube.up(state, self.dir)
+                self._save(state)
             for index in range(1, vms + 1):
                 self._up_vm(state, index)
             for vm in state.vms:
                 self._wait_bound(state, vm)
+            if kube:
+                lab_kube.register_nodes(state)
         except BaseException:
             self.down()
             raise
@@ -140,7 +155,8 @@ class Lab:
         self._save(state)
         return state
 
-    def _already_up(self, state: LabState | None, vms: int, neutron: bool = False) -> LabState:
+    def _already_up(self, state: LabState | None, vms: int, neutron: bool = False,
+                    kube: bool = False) -> LabState:
         problems = self.health(state) if state else ["no lab.json, but namespaces exist"]
         if state is None or problems:
             raise LabError(f"lab {self.name!r} exists but is not healthy "
@@ -149,6 +165,10 @@ class Lab:
             mode = "with" if state.neutron else "without"
             raise LabError(f"lab {self.name!r} is already up {mode} Neutron; run 'lab down' "
                            "first")
+        if bool(state.kube) != kube:
+            mode = "with" if state.kube else "without"
+            raise LabError(f"lab {self.name!r} is already up {mode} Kubernetes (--kube); run "
+                           "'lab down' first")
         if len(state.vms) != vms:
             raise LabError(f"lab {self.name!r} is already up with {len(state.vms)} VMs; "
                            f"run 'lab down' before asking for {vms}")
@@ -215,6 +235,8 @@ class Lab:
         for dev_ns, dev in ((ns, "eth1"), (state.hv_netns, tap)):
             run(["ip", "-n", dev_ns, "link", "set", dev, "up"])
             run(["ethtool", "-K", dev, "tx", "off"], netns=dev_ns)
+        if state.kube and not state.neutron:  # Neutron's add_vm makes the management link
+            lab_kube.add_mgmt_link(state, vm, index)
         if state.neutron:
             vm.port = lab_neutron.add_vm(state, vm, index)
         else:
@@ -267,6 +289,8 @@ class Lab:
             state = self.load()
         except LabError:
             state = None
+        if state is not None and state.kube:
+            removed += lab_kube.release_sandboxes(state)
         # Every daemon's pid file lies under the run dir, also those lab.json did not
         # record yet when up was interrupted.
         for pidfile in sorted(self.dir.rglob("*.pid")) if self.dir.exists() else []:

@@ -1,0 +1,227 @@
+"""Kubernetes in the lab (``lab up --kube``): the test API server, Node objects, kubelets.
+
+The test API server (:mod:`ovn_underlay.lab.kubeapi`, ``python -m
+ovn_underlay.lab.kubeapi``) runs as a lab process in the hypervisor namespace,
+listening on the hypervisor's address of the management network (198.18.1.1,
+the Linux bridge ``br-mgmt`` that a Neutron lab has too, see
+:mod:`ovn_underlay.lab.neutron`), port 6443, plain HTTP without tokens: every
+VM reaches it over its ``eth0``.  ``lab up --kube`` writes a kubeconfig
+naming it (``hv/kubeapi/kubeconfig`` in the run directory) and creates one
+Node object per VM.
+
+Per VM, :func:`start_node` runs the VM's containerd
+(:mod:`ovn_underlay.lab.containerd`) and a kubelet stand-in (``python -m
+ovn_underlay.lab.kubelet``, in the VM's network namespace) as lab processes:
+their pid files are recorded in ``lab.json``, so ``lab down`` stops them.
+That needs the node's CNI installed first (``node-init --install-cni``), which
+is why ``lab demo --kube`` starts them, not ``lab up``.
+
+The lab's code runs in the machine's namespace, where 198.18.1.1 is not
+reachable: :func:`request` makes its HTTP request from a thread inside the
+hypervisor's namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ovn_underlay.lab import netns
+from ovn_underlay.lab.daemons import DaemonError, alive, read_live_pid, run
+from ovn_underlay.lab.neutron import MGMT_BRIDGE, MGMT_NETWORK, hv_mgmt_ip, in_netns, vm_mgmt_ip
+
+if TYPE_CHECKING:
+    from ovn_underlay.lab.containerd import Containerd
+    from ovn_underlay.lab.topology import Lab, LabState, VmInfo
+
+API_PORT = 6443
+READY_TIMEOUT = 20.0
+HTTP_TIMEOUT = 30.0
+
+
+def api_url() -> str:
+    """The lab's Kubernetes API, as the VMs reach it."""
+    return f"http://{hv_mgmt_ip()}:{API_PORT}"
+
+
+def _spawn(name: str, argv: list[str], workdir: Path, ns: str, net_only: bool = False) -> Path:
+    """Start a program in namespace ``ns``; write its pid file; return the file.
+
+    With ``net_only`` only its network namespace is switched (``nsenter --net``):
+    ``ip netns exec`` gives it a mount namespace of its own, where the sandboxes'
+    namespace files that containerd mounts later may not show.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    pidfile = workdir / f"{name}.pid"
+    enter = (["nsenter", f"--net={netns.path(ns)}"] if net_only
+             else ["ip", "netns", "exec", ns])
+    with open(workdir / f"{name}.log", "ab") as out:
+        proc = subprocess.Popen([*enter, *argv], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=out, start_new_session=True, close_fds=True)
+    pidfile.write_text(f"{proc.pid}\n")
+    return pidfile
+
+
+def request(state: LabState, method: str, path: str, body: Any = None,
+            content_type: str = "application/json") -> Any:
+    """One request to the lab's API server, made from the hypervisor's namespace."""
+    data = None if body is None else json.dumps(body).encode()
+    url = state.kube.get("url") or api_url()
+
+    def call() -> Any:
+        req = urllib.request.Request(url + path, data=data, method=method,
+                                     headers={"Content-Type": content_type,
+                                              "Accept": "application/json"})
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as reply:
+            return json.loads(reply.read() or b"null")
+
+    return in_netns(state.hv_netns, call)
+
+
+def kubeconfig(url: str, lab: str) -> str:
+    """A kubeconfig (JSON, which is YAML) for ``url``: no credentials, plain HTTP."""
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Config", "preferences": {},
+        "clusters": [{"name": lab, "cluster": {"server": url}}],
+        "users": [{"name": "lab", "user": {}}],
+        "contexts": [{"name": lab, "context": {"cluster": lab, "user": "lab",
+                                               "namespace": "default"}}],
+        "current-context": lab}, indent=2) + "\n"
+
+
+def _add_mgmt_bridge(state: LabState) -> None:
+    hv = state.hv_netns
+    run(["ip", "-n", hv, "link", "add", MGMT_BRIDGE, "type", "bridge"])
+    run(["ip", "-n", hv, "addr", "add", f"{hv_mgmt_ip()}/{MGMT_NETWORK.prefixlen}", "dev",
+         MGMT_BRIDGE])
+    run(["ip", "-n", hv, "link", "set", MGMT_BRIDGE, "up"])
+
+
+def up(state: LabState, lab_dir: Path) -> None:
+    """The management bridge (unless Neutron made it) and the API server, ready."""
+    workdir = lab_dir / "hv" / "kubeapi"
+    if not state.neutron:
+        _add_mgmt_bridge(state)
+    log = workdir / "kubeapi.log"
+    pidfile = _spawn("kubeapi", [sys.executable, "-m", "ovn_underlay.lab.kubeapi", "--listen",
+                                 f"{hv_mgmt_ip()}:{API_PORT}", "--advertise-address",
+                                 hv_mgmt_ip(), "--request-log",
+                                 str(workdir / "requests.log")], workdir, state.hv_netns)
+    state.daemons["kubeapi"] = str(pidfile)
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        try:
+            request(state, "GET", "/version")
+            break
+        except (OSError, ValueError):
+            if not alive(pid):
+                raise DaemonError(f"the test API server exited during start-up; see {log}"
+                                  ) from None
+            if time.monotonic() > deadline:
+                raise DaemonError(f"the test API server did not answer within "
+                                  f"{READY_TIMEOUT:.0f}s; see {log}") from None
+            time.sleep(0.05)
+    config = workdir / "kubeconfig"
+    config.write_text(kubeconfig(api_url(), state.name))
+    state.kube.update(url=api_url(), kubeconfig=str(config), log=str(log),
+                      request_log=str(workdir / "requests.log"))
+
+
+def add_mgmt_link(state: LabState, vm: VmInfo, index: int) -> None:
+    """The VM's ``eth0`` on the management bridge (a Neutron lab's add_vm makes it too)."""
+    hv_end = f"mgmt-{vm.name}"
+    run(["ip", "-n", state.hv_netns, "link", "add", hv_end, "type", "veth", "peer", "name",
+         "eth0", "netns", vm.netns])
+    run(["ip", "-n", state.hv_netns, "link", "set", hv_end, "master", MGMT_BRIDGE, "up"])
+    vm.mgmt_ip = vm_mgmt_ip(index)
+    run(["ip", "-n", vm.netns, "addr", "add", f"{vm.mgmt_ip}/{MGMT_NETWORK.prefixlen}", "dev",
+         "eth0"])
+    run(["ip", "-n", vm.netns, "link", "set", "eth0", "up"])
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def node_object(vm: VmInfo) -> dict[str, Any]:
+    """The Node of a VM, as kubelet registers it (InternalIP: its address on vmnet)."""
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": vm.name, "labels": {"kubernetes.io/hostname": vm.name,
+                                                     "kubernetes.io/os": "linux"}},
+            "status": {"conditions": [{"type": "Ready", "status": "True",
+                                       "reason": "KubeletReady", "lastHeartbeatTime": _now(),
+                                       "lastTransitionTime": _now()}],
+                       "addresses": [{"type": "InternalIP", "address": vm.ip},
+                                     {"type": "Hostname", "address": vm.name}]}}
+
+
+def register_nodes(state: LabState) -> None:
+    """One Node object per VM (an existing one is kept)."""
+    for vm in state.vms:
+        try:
+            request(state, "POST", "/api/v1/nodes", node_object(vm))
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:
+                raise
+
+
+# --- per node: containerd and the kubelet stand-in ---------------------------------------
+
+
+def start_node(lab: Lab, state: LabState, vm: VmInfo) -> Containerd:
+    """containerd and a kubelet stand-in for ``vm`` as lab processes (node-init done)."""
+    from ovn_underlay.lab.cluster import Node
+    from ovn_underlay.lab.containerd import Containerd
+
+    engine = Containerd(Node(state, vm))
+    vm.daemons["containerd"] = str(engine.pidfile)
+    lab.save(state)
+    socket = engine.start()
+    pidfile = _spawn("kubelet", [sys.executable, "-m", "ovn_underlay.lab.kubelet", "--api",
+                                 state.kube["url"], "--node", vm.name, "--cri-socket",
+                                 str(socket), "--node-ip", vm.ip],
+                     Path(vm.rundir) / "kubelet", vm.netns, net_only=True)
+    vm.daemons["kubelet"] = str(pidfile)
+    lab.save(state)
+    return engine
+
+
+def stop_node(vm: VmInfo) -> None:
+    """Stop the VM's kubelet stand-in (its sandboxes stay: see Containerd.close)."""
+    from ovn_underlay.lab.daemons import stop_pid
+
+    pidfile = vm.daemons.get("kubelet")
+    pid = read_live_pid(Path(pidfile)) if pidfile else None
+    if pid is not None:
+        stop_pid(pid, timeout=HTTP_TIMEOUT)
+
+
+def release_sandboxes(state: LabState) -> list[str]:
+    """Before ``lab down``: stop the kubelets, remove containerd's sandboxes (CNI DEL each).
+
+    Otherwise the Pods' processes would outlive the lab and containerd's mounts
+    would stay in the run directory.  Returns what was done.
+    """
+    from ovn_underlay.lab.cluster import Node
+    from ovn_underlay.lab.containerd import Containerd
+
+    done = []
+    for vm in state.vms:
+        pidfile = vm.daemons.get("containerd")
+        if not pidfile or read_live_pid(Path(pidfile)) is None:
+            continue
+        stop_node(vm)
+        try:
+            Containerd(Node(state, vm)).close()
+            done.append(f"containerd sandboxes of {vm.name}")
+        except Exception as exc:  # down carries on: it kills what is left
+            done.append(f"containerd sandboxes of {vm.name} NOT removed ({exc})")
+    return done

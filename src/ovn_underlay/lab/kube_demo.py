@@ -1,0 +1,202 @@
+"""``lab demo --kube``: the demo with Pods made through the Kubernetes API.
+
+A lab with the test API server (``lab up --kube``); on each VM ``node-init``
+and ``lswitch-setup`` through the CLI as in the plain demo, then containerd and
+a kubelet stand-in as lab processes (:func:`ovn_underlay.lab.kube.start_node`).
+Two Pods per VM are created as API objects; the stand-ins run them through
+containerd's CRI, whose libcni calls the installed CNI plugin.  Once they are
+Ready with their IPs, the connectivity matrix of the plain demo runs between
+them (each sandbox's network namespace bind-mounted under /var/run/netns as
+``<lab>-<vm>-k<letter>`` for the probes), the Pods are deleted through the
+API, every pool port must be free again, and the lab goes down.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from ovn_underlay.lab import kube, netns, probe
+from ovn_underlay.lab.cluster import Node
+from ovn_underlay.lab.containerd import Containerd
+from ovn_underlay.lab.daemons import DaemonError, read_live_pid, run
+from ovn_underlay.lab.demo import CHILD_PORTS, PODS_PER_NODE, matrix
+from ovn_underlay.lab.topology import Lab, LabState
+
+PORT = 8080
+READY_TIMEOUT = 90.0
+DELETE_TIMEOUT = 60.0
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def require_tools() -> None:
+    """Refuse, naming what is missing, unless containerd and the CRI client can run."""
+    from ovn_underlay.lab.containerd import missing_python_packages, missing_tools
+
+    missing = missing_tools()
+    if missing:
+        raise DaemonError(f"missing for lab demo --kube: {', '.join(missing)} (Debian: "
+                          "containerd runc busybox-static containernetworking-plugins)")
+    packages = missing_python_packages()
+    if packages:
+        raise DaemonError(f"PyPI packages missing for the CRI client: {', '.join(packages)} "
+                          f"(pip install {' '.join(packages)})")
+
+
+def pod_manifest(name: str, node: str) -> dict[str, Any]:
+    """A Pod bound to ``node`` serving HTTP on :data:`PORT` (the image's httpd)."""
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": "demo"}},
+            "spec": {"nodeName": node, "containers": [
+                {"name": "web", "image": "oul-busybox:lab",
+                 "ports": [{"containerPort": PORT, "protocol": "TCP"}]}]}}
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    return bool(status.get("podIP")) and any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or [])
+
+
+def _pods(state: LabState) -> dict[str, dict[str, Any]]:
+    query = urllib.parse.urlencode({"labelSelector": "app=demo"})
+    items = kube.request(state, "GET", f"/api/v1/namespaces/default/pods?{query}")["items"]
+    return {str(p["metadata"]["name"]): p for p in items}
+
+
+def _wait_ready(state: LabState, names: list[str]) -> dict[str, dict[str, Any]]:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        pods = _pods(state)
+        if all(_ready(pods.get(n, {})) for n in names):
+            return pods
+        if time.monotonic() > deadline:
+            late = [n for n in names if not _ready(pods.get(n, {}))]
+            logs = ", ".join(f"{vm.rundir}/kubelet/kubelet.log" for vm in state.vms)
+            raise TimeoutError(f"Pods not Ready within {READY_TIMEOUT:.0f}s: "
+                               f"{', '.join(late)}; see {logs}")
+        time.sleep(0.2)
+
+
+def _sandbox_netns(engine: Containerd, uid: str) -> str:
+    """The network namespace path of the sandbox containerd runs for the Pod ``uid``."""
+    from ovn_underlay.lab.cri import CriClient
+
+    with CriClient(str(engine.socket), timeout=30) as client:
+        for sandbox in client.list_pod_sandbox():
+            if sandbox.metadata.uid == uid:
+                return client.pod_sandbox_status(sandbox.id).netns
+    raise RuntimeError(f"containerd has no sandbox for Pod uid {uid}")
+
+
+def _bind_netns(name: str, path: str) -> None:
+    """Make the namespace at ``path`` known to ``ip netns`` as ``name``."""
+    target = netns.NETNS_DIR / name
+    target.touch()
+    run(["mount", "--bind", path, str(target)])
+
+
+def _unbind_netns(name: str) -> None:
+    """Forget the name (``ip netns del``: unmount and unlink; no process is stopped)."""
+    if netns.exists(name):
+        run(["ip", "netns", "del", name])
+
+
+def _delete_pods(state: LabState, names: list[str]) -> bool:
+    for name in names:
+        kube.request(state, "DELETE", f"/api/v1/namespaces/default/pods/{name}")
+    deadline = time.monotonic() + DELETE_TIMEOUT
+    while _pods(state):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def run_kube_demo(lab: Lab, vms: int = 2, keep: bool = False, neutron: bool = False) -> int:
+    """Run the demo through the Kubernetes API on ``lab``; 0 when every check is green."""
+    started = time.monotonic()
+    _say(f"bringing lab {lab.name!r} up with {vms} VMs, the test Kubernetes API server"
+         f"{' and Neutron' if neutron else ''} ...")
+    state = lab.up(vms, neutron=neutron, kube=True)
+    engines: list[tuple[Node, Containerd]] = []
+    bound: list[str] = []
+    try:
+        _say(f"lab up in {time.monotonic() - started:.1f}s: NB {state.nb}, Kubernetes API "
+             f"{state.kube['url']} (kubeconfig {state.kube['kubeconfig']})")
+        nodes_listed = kube.request(state, "GET", "/api/v1/nodes")["items"]
+        _say(f"  Nodes: {', '.join(n['metadata']['name'] for n in nodes_listed)}")
+        vm_ends = [probe.Endpoint(vm.name, vm.netns, vm.ip) for vm in state.vms]
+        vm_checks = [probe.check("vm-vm", a, b) for a, b in itertools.permutations(vm_ends, 2)]
+        node_ends = []
+        for vm in state.vms:
+            node = Node(state, vm)
+            node.init(child_ports=CHILD_PORTS[(node.index - 1) % len(CHILD_PORTS)])
+            node.setup_switch()
+            cfg = node.config()
+            node_ends.append(probe.Endpoint(f"node {vm.name}", vm.netns, cfg["mgmt_ip"]))
+            t0 = time.monotonic()
+            engines.append((node, kube.start_node(lab, state, vm)))
+            pids = {d: read_live_pid(Path(vm.daemons[d]))
+                    for d in ("containerd", "kubelet")}
+            _say(f"{vm.name}: node-init done, switch {node.switch} {node.subnet} via "
+                 f"{cfg['gateway_ip']}; containerd (pid {pids['containerd']}) and the kubelet "
+                 f"stand-in (pid {pids['kubelet']}) in {time.monotonic() - t0:.1f}s")
+        before = {node.vm.name: node.pool()["stats"] for node, _ in engines}
+        owners: dict[str, tuple[Node, Containerd, str]] = {}
+        t0 = time.monotonic()
+        for node, engine in engines:
+            for letter in "ab"[:PODS_PER_NODE]:
+                name = f"pod-{node.vm.name}-{letter}"
+                owners[name] = (node, engine, letter)
+                kube.request(state, "POST", "/api/v1/namespaces/default/pods",
+                             pod_manifest(name, node.vm.name))
+        _say(f"created {len(owners)} Pods through the API")
+        pods = _wait_ready(state, list(owners))
+        _say(f"all Ready in {time.monotonic() - t0:.1f}s:")
+        ends: list[tuple[Node, probe.Endpoint]] = []
+        for name, (node, engine, letter) in owners.items():
+            pod = pods[name]
+            ip = str(pod["status"]["podIP"])
+            _say(f"  Pod default/{name} on {pod['spec']['nodeName']}: Ready, IP {ip}")
+            ns_name = f"{state.name}-{node.vm.name}-k{letter}"
+            _bind_netns(ns_name, _sandbox_netns(engine, str(pod["metadata"]["uid"])))
+            bound.append(ns_name)
+            ends.append((node, probe.Endpoint(name, ns_name, ip)))
+        checks = vm_checks + matrix(ends, node_ends)
+        _say(probe.render(checks))
+        if keep:
+            return 0 if all(c.ok for c in checks) else 1
+        for ns_name in bound:
+            _unbind_netns(ns_name)
+        bound.clear()
+        deleted = _delete_pods(state, list(owners))
+        free = True
+        for node, _ in engines:
+            stats = node.pool()["stats"]
+            free &= stats["free"] == stats["total"] and stats == before[node.vm.name]
+        destroyed = all(node.cli("lswitch-destroy", node.switch, check=False).returncode == 0
+                        for node, _ in engines)
+        _say(f"teardown: {len(owners)} Pods deleted through the API "
+             f"{'ok' if deleted else 'FAILED'}, every pool port free "
+             f"{'ok' if free else 'FAILED'}, switches destroyed "
+             f"{'ok' if destroyed else 'FAILED'}")
+        return 0 if all(c.ok for c in checks) and deleted and free and destroyed else 1
+    finally:
+        if keep:
+            _say("lab left running (--keep); 'ovn-k8s-underlay lab down' removes it")
+        else:
+            for ns_name in bound:
+                _unbind_netns(ns_name)
+            for node, engine in engines:
+                kube.stop_node(node.vm)
+                engine.close()
+            lab.down()
+            _say("lab down: nothing left running")
