@@ -181,7 +181,10 @@ def run_kube_demo(lab: Lab, vms: int = 2, keep: bool = False, neutron: bool = Fa
         free = True
         for node, _ in engines:
             stats = node.pool()["stats"]
-            free &= stats["free"] == stats["total"] and stats == before[node.vm.name]
+            if stats["free"] != stats["total"]:
+                free = False
+                _say(f"  {node.vm.name}: pool not all free: {stats} (before the Pods: "
+                     f"{before[node.vm.name]})")
         destroyed = all(node.cli("lswitch-destroy", node.switch, check=False).returncode == 0
                         for node, _ in engines)
         _say(f"teardown: {len(owners)} Pods deleted through the API "
