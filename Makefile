@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 CC ?= cc
 NATIVE_SHIM := src/ovn_underlay/cni/ovn-underlay-cni-shim
 
-.PHONY: all deps debian-deps venv demo test lint unit e2e clean lab-down bench demo-neutron
+.PHONY: all deps debian-deps venv demo test lint unit e2e clean lab-down bench demo-neutron demo-kube
 
 all: test
 
@@ -47,6 +47,11 @@ demo: deps
 # The same demo through a real neutron-server (ML2/OVN, its own MariaDB) in the lab.
 demo-neutron: deps
 	$(BIN)/ovn-k8s-underlay lab --name neutron demo --neutron
+
+# The demo with Pods made through the test Kubernetes API, on containerd and a kubelet
+# stand-in per VM.
+demo-kube: deps
+	$(BIN)/ovn-k8s-underlay lab --name kube demo --kube
 
 lint: venv
 	$(BIN)/ruff check src tests bench
