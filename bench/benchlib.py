@@ -90,3 +90,47 @@ def cpu_delta(before: dict[str, tuple[str, float]], after: dict[str, tuple[str, 
         delta[comm] = delta.get(comm, 0.0) + used - before.get(pid, (comm, 0.0))[1]
     return {comm: used for comm, used in sorted(delta.items(), key=lambda kv: -kv[1])
             if used >= least}
+
+
+def percentile(samples: list[float], pct: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(samples)
+    rank = max(1, -(-len(ordered) * pct // 100))
+    return ordered[int(rank) - 1]
+
+
+DAEMON_START_TIMEOUT = 30.0
+
+
+def start_daemon(node: Any, sock: str) -> subprocess.Popen[bytes]:
+    """``ovn-k8s-underlay daemon`` inside the lab node's VM, serving ``sock``; log: daemon.log.
+
+    It enters only the VM's network namespace (``nsenter --net``): in the
+    mount namespace of ``ip netns exec`` the daemon would not see the pods'
+    namespace files that containerd bind-mounts later under its state dir
+    (this machine's / is a private mount, nothing propagates).
+    """
+    from ovn_underlay.daemon.server import is_serving
+
+    log = open(Path(node.vm.rundir) / "daemon.log", "ab")  # noqa: SIM115 (the daemon's)
+    proc = subprocess.Popen(["nsenter", f"--net=/var/run/netns/{node.vm.netns}", sys.executable,
+                             "-m", "ovn_underlay.cli", "--ovsdb", node.vm.ovsdb, "daemon"],
+                            stdout=log, stderr=log)
+    log.close()
+    deadline = time.monotonic() + DAEMON_START_TIMEOUT
+    while not is_serving(sock):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the daemon did not start; see {node.vm.rundir}/daemon.log")
+        time.sleep(0.05)
+    return proc
+
+
+def stop_daemon(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a daemon from :func:`start_daemon` and wait for it."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
