@@ -70,7 +70,6 @@ MODES = ("daemon", "reference")
 NAMESPACE = "default"
 PORT = 8080
 POSTERS = 8
-API_BACKLOG = 1024
 GATEWAY_CHECKERS = 8
 WAIT = 600.0
 DELETE_WAIT = 300.0
@@ -337,11 +336,6 @@ def main_run(args: argparse.Namespace) -> int:
     if missing:
         print(f"missing: {', '.join(missing)}", file=sys.stderr)
         return 2
-    from ovn_underlay.lab.kubeapi import server as kubeapi_server
-
-    # socketserver listens with a backlog of 5: with ~100 pod workers PATCHing
-    # at once, connections to the test API server were reset (ECONNRESET)
-    kubeapi_server._Server.request_queue_size = API_BACKLOG
     lab = Lab(args.lab, Path(args.rundir))
     state = lab.up(2)
     server = KubeApiServer().start()

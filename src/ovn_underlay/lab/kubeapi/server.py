@@ -101,6 +101,8 @@ def parse_path(path: str) -> _Request | None:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 1024
+    """socketserver's backlog of 5 reset connections when ~100 pod workers wrote at once."""
     block_on_close = False
     kube: KubeApiServer
     ssl_context: ssl.SSLContext | None = None
