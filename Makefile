@@ -63,11 +63,12 @@ unit: venv
 test: deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# CNI call latency against the reference plugins, then pool set-up time, each on a lab of
-# its own (bd1, bd2); tables on stdout, JSON in bench/results/.
+# CNI call latency against the reference plugins, pool set-up time, and Pods through the
+# API on containerd, each on a lab of its own; tables on stdout, JSON in bench/results/.
 bench: deps
 	$(BIN)/python bench/cni_latency.py
 	$(BIN)/python bench/pool_setup.py
+	$(BIN)/python bench/pod_ready.py
 
 lab-down: venv
 	$(BIN)/ovn-k8s-underlay lab --name demo down
