@@ -22,7 +22,7 @@ LAYER_OF = {
     "dataplane": "dataplane", "control": "control", "kube": "kube",
     "container_engine": "engine",
     "pods": "pods",
-    "daemon": "daemon", "lab": "lab", "lab.kubeapi": "kubeapi",
+    "daemon": "daemon", "controller": "controller", "lab": "lab", "lab.kubeapi": "kubeapi",
     "cli": "cli",
 }
 BELOW = {
@@ -30,9 +30,11 @@ BELOW = {
     "dataplane": {"base"}, "control": {"base"}, "kube": {"base"}, "engine": {"base"},
     "pods": {"base", "dataplane", "control", "kube"},
     "daemon": {"base", "dataplane", "control", "kube", "pods"},
+    "controller": {"base", "dataplane", "control", "kube", "pods"},
     "lab": {"base", "dataplane", "kubeapi"},
     "kubeapi": set(),
-    "cli": {"base", "dataplane", "control", "kube", "engine", "pods", "daemon", "lab"},
+    "cli": {"base", "dataplane", "control", "kube", "engine", "pods", "daemon", "controller",
+            "lab"},
 }
 """What each layer may import besides itself."""
 
