@@ -224,6 +224,8 @@ def test_a_failing_handler_does_not_stop_the_informer(
     admin.create(pod("first"))
     admin.create(pod("second"))
     eventually(lambda: names_in(informer) == {"first", "second"})
+    # the cache changes before the handler runs: wait for the second handler's log line
+    eventually(lambda: sum("a handler failed on default/" in m for m in caplog.messages) >= 2)
     assert sum("a handler failed on default/" in m for m in caplog.messages) == 2
 
 
