@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -50,7 +49,6 @@ REFERENCE_PLUGINS = "/usr/lib/cni"
 REFERENCE_SUBNET = "198.18.100.0/24"
 REFERENCE_GATEWAY = "198.18.100.1"
 CNI_VERSION = "1.0.0"
-DAEMON_START_TIMEOUT = 30.0
 TARGETS = "ADD p50 <= 3x reference, ADD p99 < 100 ms, DEL p50 <= reference, " \
           "8 callers >= 60 % of the reference's calls/s"
 
@@ -204,46 +202,20 @@ def _run_mode(args: argparse.Namespace, node: Any, mode: str, pods: list[str],
         plan.update(binary=str(node.cni_bin_dir / plugin["type"]),
                     cni_path=str(node.cni_bin_dir),
                     netconf={**plugin, "cniVersion": CNI_VERSION, "name": conflist["name"]})
-    daemon = _start_daemon(node, sock) if mode == "daemon" else None
+    daemon = benchlib.start_daemon(node, sock) if mode == "daemon" else None
     try:
         return benchlib.run_inside_vm(__file__, node.vm.netns, plan)
     finally:
         if daemon is not None:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=30)
-
-
-def _start_daemon(node: Any, sock: str) -> subprocess.Popen[bytes]:
-    from ovn_underlay.daemon.server import is_serving
-
-    log = open(Path(node.vm.rundir) / "daemon.log", "ab")  # noqa: SIM115 (the daemon's)
-    proc = subprocess.Popen(["ip", "netns", "exec", node.vm.netns, sys.executable, "-m",
-                             "ovn_underlay.cli", "--ovsdb", node.vm.ovsdb, "daemon"],
-                            stdout=log, stderr=log)
-    log.close()
-    deadline = time.monotonic() + DAEMON_START_TIMEOUT
-    while not is_serving(sock):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"the daemon did not start; see {node.vm.rundir}/daemon.log")
-        time.sleep(0.05)
-    return proc
-
-
+            benchlib.stop_daemon(daemon)
 
 
 # -- report ---------------------------------------------------------------------------------
 
-def percentile(samples: list[float], pct: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(samples)
-    rank = max(1, -(-len(ordered) * pct // 100))
-    return ordered[int(rank) - 1]
-
-
 def _stats(stage: dict[str, Any]) -> dict[str, float]:
     s = stage["samples_ms"]
-    return {"p50": statistics.median(s), "p90": percentile(s, 90), "p99": percentile(s, 99),
+    return {"p50": statistics.median(s), "p90": benchlib.percentile(s, 90),
+            "p99": benchlib.percentile(s, 99),
             "max": max(s), "calls_per_s": stage["calls_per_s"]}
 
 

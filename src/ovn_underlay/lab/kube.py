@@ -35,7 +35,14 @@ from typing import TYPE_CHECKING, Any
 
 from ovn_underlay.lab import netns
 from ovn_underlay.lab.daemons import DaemonError, alive, read_live_pid, run
-from ovn_underlay.lab.neutron import MGMT_BRIDGE, MGMT_NETWORK, hv_mgmt_ip, in_netns, vm_mgmt_ip
+from ovn_underlay.lab.neutron import (
+    MGMT_BRIDGE,
+    MGMT_NETWORK,
+    add_mgmt_bridge,
+    hv_mgmt_ip,
+    in_netns,
+    vm_mgmt_ip,
+)
 
 if TYPE_CHECKING:
     from ovn_underlay.lab.containerd import Containerd
@@ -96,19 +103,11 @@ def kubeconfig(url: str, lab: str) -> str:
         "current-context": lab}, indent=2) + "\n"
 
 
-def _add_mgmt_bridge(state: LabState) -> None:
-    hv = state.hv_netns
-    run(["ip", "-n", hv, "link", "add", MGMT_BRIDGE, "type", "bridge"])
-    run(["ip", "-n", hv, "addr", "add", f"{hv_mgmt_ip()}/{MGMT_NETWORK.prefixlen}", "dev",
-         MGMT_BRIDGE])
-    run(["ip", "-n", hv, "link", "set", MGMT_BRIDGE, "up"])
-
-
 def up(state: LabState, lab_dir: Path) -> None:
     """The management bridge (unless Neutron made it) and the API server, ready."""
     workdir = lab_dir / "hv" / "kubeapi"
     if not state.neutron:
-        _add_mgmt_bridge(state)
+        add_mgmt_bridge(state)
     log = workdir / "kubeapi.log"
     pidfile = _spawn("kubeapi", [sys.executable, "-m", "ovn_underlay.lab.kubeapi", "--listen",
                                  f"{hv_mgmt_ip()}:{API_PORT}", "--advertise-address",

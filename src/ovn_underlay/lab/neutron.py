@@ -246,7 +246,8 @@ def _retrying(func: Callable[[], _T]) -> _T:
             time.sleep(0.5)
 
 
-def _add_mgmt_bridge(state: LabState) -> None:
+def add_mgmt_bridge(state: LabState) -> None:
+    """The management bridge in the hypervisor, with the hypervisor's address on it."""
     hv = state.hv_netns
     run(["ip", "-n", hv, "link", "add", MGMT_BRIDGE, "type", "bridge"])
     run(["ip", "-n", hv, "addr", "add", f"{hv_mgmt_ip()}/{MGMT_NETWORK.prefixlen}", "dev",
@@ -262,7 +263,7 @@ def up(state: LabState, lab_dir: Path) -> None:
     """
     workdir = lab_dir / "hv" / "neutron"
     (workdir / "lock").mkdir(parents=True, exist_ok=True)
-    _add_mgmt_bridge(state)
+    add_mgmt_bridge(state)
     socket = _start_mariadb(state, workdir)
     conf = workdir / "neutron.conf"
     conf.write_text(_NEUTRON_CONF.format(host=hv_mgmt_ip(), port=API_PORT, state=workdir,
