@@ -69,6 +69,21 @@ def skip_unless_lab_possible() -> None:
         pytest.skip(f"lab programs missing: {', '.join(missing)} (make deps installs them)")
 
 
+def skip_unless_containerd_possible() -> None:
+    """Skip (with the reason) where containerd, its tools or the CRI client's packages lack."""
+    from ovn_underlay.lab.containerd import missing_python_packages, missing_tools
+
+    missing = missing_tools()
+    if missing:
+        pytest.skip(f"containerd programs missing: {', '.join(missing)} "
+                    "(Debian packages containerd, runc, busybox-static, "
+                    "containernetworking-plugins)")
+    packages = missing_python_packages()
+    if packages:
+        pytest.skip(f"PyPI packages missing for the CRI client: {', '.join(packages)} "
+                    f"(pip install {' '.join(packages)})")
+
+
 @pytest.fixture(scope="session")
 def lab_rundir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run directory for the labs of this test session (short: socket paths)."""

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 from ovn_underlay.lab.cluster import Node
-from ovn_underlay.lab.containerd import Containerd, missing_python_packages, missing_tools
+from ovn_underlay.lab.containerd import Containerd
 from ovn_underlay.lab.topology import Lab
-from tests.conftest import skip_unless_lab_possible
+from tests.conftest import skip_unless_containerd_possible, skip_unless_lab_possible
 
 PORT = 8080
 WAIT = 60.0
@@ -66,15 +66,7 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT) -> Any:
 def cluster(lab_rundir: Path) -> Iterator[Cluster]:
     """A fresh 2-VM lab, the API server, containerd + a kubelet stand-in per VM."""
     skip_unless_lab_possible()
-    missing = missing_tools()
-    if missing:
-        pytest.skip(f"containerd programs missing: {', '.join(missing)} "
-                    "(Debian packages containerd, runc, busybox-static, "
-                    "containernetworking-plugins)")
-    packages = missing_python_packages()
-    if packages:
-        pytest.skip(f"PyPI packages missing for the CRI client: {', '.join(packages)} "
-                    f"(pip install {' '.join(packages)})")
+    skip_unless_containerd_possible()
     from ovn_underlay.lab.kubeapi import KubeApiServer
     from ovn_underlay.lab.kubelet import KubeletStandIn
 

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ovn_underlay.lab.containerd import missing_python_packages, missing_tools
-from tests.conftest import skip_unless_lab_possible
+from tests.conftest import skip_unless_containerd_possible, skip_unless_lab_possible
 from tests.e2e.test_lab import all_pids, assert_gone, cli, status
 
 LIST_NODES = """\
@@ -67,15 +66,7 @@ def test_up_kube_serves_nodes_to_the_vms_and_down_removes_it(fresh: tuple[Path, 
 
 
 def test_demo_kube_is_all_green_and_leaves_nothing(fresh: tuple[Path, str]) -> None:
-    missing = missing_tools()
-    if missing:
-        pytest.skip(f"containerd programs missing: {', '.join(missing)} "
-                    "(Debian packages containerd, runc, busybox-static, "
-                    "containernetworking-plugins)")
-    packages = missing_python_packages()
-    if packages:
-        pytest.skip(f"PyPI packages missing for the CRI client: {', '.join(packages)} "
-                    f"(pip install {' '.join(packages)})")
+    skip_unless_containerd_possible()
     rundir, name = fresh
     demo = cli(rundir, name, "demo", "--kube", check=False)
     assert demo.returncode == 0, demo.stdout + demo.stderr
