@@ -70,6 +70,10 @@ class Conflict(ControlPlaneError):
     """The request clashes with existing state (overlapping subnet, name taken)."""
 
 
+class Fenced(ControlPlaneError):
+    """A later leader's epoch holds the control plane: this writer was deposed."""
+
+
 class ControlPlane(Protocol):
     """What the node agent needs from a control plane."""
 
@@ -120,6 +124,42 @@ class ControlPlane(Protocol):
     def clear_port_security_groups(self, port: str) -> None:
         """Give ``port`` back the security groups of a fresh pool port; idempotent."""
         del port  # without security groups, every port is as fresh as it gets
+
+    # -- what the cluster controller needs besides the above ---------------------------
+
+    def ensure_router(self, router: str) -> None:
+        """Create the cluster router ``router`` unless it exists (idempotent).
+
+        Refuses (:class:`Conflict`) when more than one router has that name: OVN names
+        are not unique, so two nodes setting up at once could make two.
+        """
+        ...
+
+    def port_holding(self, ip: str) -> str | None:
+        """The VM port (NB name, Neutron id) whose addresses include ``ip``, if exactly one.
+
+        How the controller maps a Node to its VM's port: from the Node's InternalIP.
+        Ports this project made (pool and management ports) never count.
+        """
+        ...
+
+    def node_switches(self) -> list[str]:
+        """The switches of every node network this project made (for garbage collection)."""
+        ...
+
+    def port_exists(self, port: str) -> bool:
+        """Whether the logical port (NB name, Neutron id) exists."""
+        ...
+
+    def fence(self, epoch: int) -> None:
+        """Make every later write of this connection conditional on leader ``epoch``.
+
+        Raises the stored epoch to ``epoch`` (never lowers it) and from then on each
+        transaction fails with :class:`Fenced` once a later epoch was stored.  Backends
+        that cannot condition writes leave them unconditional (the README says what
+        window that leaves).
+        """
+        del epoch
 
     def close(self) -> None:
         """Release the connection to the control plane."""
