@@ -112,12 +112,15 @@ class ControlPlane(Protocol):
         """
         ...
 
-    def set_port_security_groups(self, port: str, groups: Sequence[str]) -> None:
-        """Give ``port`` exactly these security groups (names or ids) while a pod uses it.
+    def set_port_security_groups(self, port: str, groups: Sequence[str],
+                                 owner: PortOwner) -> None:
+        """Give ``port`` exactly these security groups (names or ids) while ``owner`` uses it.
 
         Backends without security groups refuse: a pod must not run without the
-        groups it asked for.
+        groups it asked for.  ``owner`` is the pod that asked (the cluster mode's
+        controller checks the request against it).
         """
+        del owner
         raise ControlPlaneError(f"port {port}: security groups ({', '.join(groups)}) need "
                                 "the neutron backend (node-init --backend neutron)")
 

@@ -559,8 +559,11 @@ class NeutronControlPlane(ControlPlane):
         del owners
         return []
 
-    def set_port_security_groups(self, port: str, groups: Sequence[str]) -> None:
-        """Give ``port`` exactly ``groups`` (names or ids, in the port's project)."""
+    def set_port_security_groups(self, port: str, groups: Sequence[str],
+                                 owner: PortOwner) -> None:
+        """Give ``port`` exactly ``groups`` (names or ids, in the port's project); the owner
+        is the node's to check."""
+        del owner
         found = self._get_port(port)
         ids = [self._group_id(name, found.project_id) for name in groups]
         if list(found.security_group_ids or ()) != ids:

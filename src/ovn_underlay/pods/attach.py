@@ -160,12 +160,12 @@ class PodAttacher:
             if not (repeat and had_port):
                 undo.callback(self.ovs.del_port, host_if)
             steps.lap("ovs")
-            self._record_owner(port.name, PortOwner(att.pod_namespace, att.pod_name,
-                                                     att.container_id))
+            owner = PortOwner(att.pod_namespace, att.pod_name, att.container_id)
+            self._record_owner(port.name, owner)
             if not repeat:
                 undo.callback(self._record_owner, port.name, None)
             if groups:
-                self.control.set_port_security_groups(port.name, groups)
+                self.control.set_port_security_groups(port.name, groups, owner)
                 if not repeat:
                     undo.callback(self.control.clear_port_security_groups, port.name)
             steps.lap("control")
