@@ -28,6 +28,10 @@ METRICS_OFF = "off"
 DEFAULT_POOL_LOW = 8
 DEFAULT_POOL_HIGH = 32
 DEFAULT_POOL_BATCH = 16
+BACKENDS = ("ovn", "neutron", "cluster")
+"""Control planes: OVN NB and Neutron (node-local credentials), or ``cluster``: the
+node holds none, its requests go to the cluster controller through its UnderlayNode."""
+CLUSTER_BACKEND = BACKENDS[2]
 SEED_KEYS = {"neutron_config": "neutron-config"}
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 
-from ovn_underlay.config import ConfigError, NodeConfig
-from ovn_underlay.control.base import ControlPlane
+from ovn_underlay.config import CLUSTER_BACKEND, ConfigError, NodeConfig
+from ovn_underlay.control.base import ControlPlane, ControlPlaneUnavailable
 
 
 def connect(cfg: NodeConfig, timeout: float = 10.0) -> ControlPlane:
-    """The node's control-plane backend, connected."""
+    """The node's control-plane backend, connected (ControlPlaneUnavailable in cluster mode:
+    only the node agent's daemon reaches the controller, through its relay)."""
     if cfg.backend == "ovn":
         cfg.require("nb")
         from ovn_underlay.control.ovn_nb import OvnNbControlPlane
@@ -23,5 +24,11 @@ def connect(cfg: NodeConfig, timeout: float = 10.0) -> ControlPlane:
             credentials.load(cfg), child_ports=cfg.child_ports,
             lock_path=os.path.join(cfg.state_dir, neutron.LOCK_FILE),
             timeout=max(timeout, neutron.DEFAULT_TIMEOUT))
+    if cfg.backend == CLUSTER_BACKEND:
+        raise ControlPlaneUnavailable(
+            "this node runs in cluster mode (backend 'cluster'): it holds no control-plane "
+            "credentials, its requests go to the cluster controller through the node "
+            "agent's relay, and only the running agent ('ovn-k8s-underlay agent') has one; "
+            "try again once it runs")
     raise ConfigError(f"unknown control-plane backend {cfg.backend!r} (external_ids:"
-                      "ovn-underlay:backend); supported: ovn, neutron")
+                      "ovn-underlay:backend); supported: ovn, neutron, cluster")

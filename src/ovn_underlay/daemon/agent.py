@@ -8,6 +8,10 @@ the local OVS database's in-memory replica on every request, so
 ``lswitch-setup`` run while the daemon is up takes effect at once; only the
 pool file and the control-plane connection are fixed at start-up.
 
+In cluster mode (backend ``cluster``) the control plane is the node's
+:class:`~ovn_underlay.pods.controller_relay.ControllerRelay` to the cluster controller
+(:func:`connect_control`): the node holds no control-plane credentials.
+
 Pods' owners go to the control plane in batches, in the background
 (:mod:`ovn_underlay.daemon.owners`); at start the daemon queues them all from
 the pool, so a crash leaves no stale owner behind for long.
@@ -31,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
-from ovn_underlay.config import ConfigError, NodeConfig, from_external_ids
+from ovn_underlay.config import CLUSTER_BACKEND, ConfigError, NodeConfig, from_external_ids
 from ovn_underlay.control.base import ControlPlane
 from ovn_underlay.control.factory import connect
 from ovn_underlay.daemon.gate import KeyedGate
@@ -48,6 +52,23 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 CLEANUP_THREADS = 4
+
+
+def connect_control(cfg: NodeConfig) -> ControlPlane:
+    """The node's control plane: the relay to the cluster controller in cluster mode, else
+    the backend of :func:`~ovn_underlay.control.factory.connect` (node-local credentials)."""
+    if cfg.backend == CLUSTER_BACKEND:
+        from ovn_underlay.pods.controller_relay import ControllerRelay
+
+        return ControllerRelay.for_node(cfg)
+    return connect(cfg)
+
+
+def control_key(cfg: NodeConfig) -> tuple[str, ...]:
+    """The settings a control-plane connection is made from (a change needs a new one)."""
+    if cfg.backend == CLUSTER_BACKEND:
+        return (cfg.backend, cfg.kubeconfig, cfg.node_name)
+    return (cfg.backend, cfg.nb, cfg.neutron_config)
 
 
 class NodeAgent:
@@ -86,10 +107,10 @@ class NodeAgent:
 
     def control(self, cfg: NodeConfig) -> ControlPlane:
         """The control plane of ``cfg``, connected on first use and then kept."""
-        key = (cfg.backend, cfg.nb, cfg.neutron_config)
+        key = control_key(cfg)
         with self._control_lock:
             if self._control is None:
-                control = connect(cfg)
+                control = connect_control(cfg)
                 if self.metrics is not None:
                     control = timed(control, cfg.backend, self.metrics)
                 self._control, self._control_key = control, key

@@ -17,7 +17,8 @@ calls wake the loop, so that continuous churn cannot starve it):
    in the pool, ``lswitch-destroy`` removes them all.
 
 Only the backend-neutral :class:`~ovn_underlay.control.base.ControlPlane`
-calls are used, on a connection of the refill's own (a slow batch must not
+calls are used (in cluster mode, of the relay to the cluster controller: step 3 raises
+the UnderlayNode's ``spec.poolPorts``), on a connection of the refill's own (a slow batch must not
 hold up the owner updates of pod ADDs).  No step can lose a port or hand one
 out twice: ports enter the pool only after the control plane made them, and
 the pool itself hands each free port to one attachment only.  A failed round
@@ -35,8 +36,7 @@ from dataclasses import dataclass
 
 from ovn_underlay.config import ConfigError, NodeConfig
 from ovn_underlay.control.base import ControlPlane
-from ovn_underlay.control.factory import connect
-from ovn_underlay.daemon.agent import NodeAgent
+from ovn_underlay.daemon.agent import NodeAgent, connect_control, control_key
 from ovn_underlay.daemon.metrics import timed
 from ovn_underlay.daemon.status import RefillStatus
 from ovn_underlay.pods import filler
@@ -72,7 +72,8 @@ class Refiller:
     def __init__(self, agent: NodeAgent, on_round: Callable[[], None] = lambda: None,
                  interval: float = DEFAULT_INTERVAL,
                  reclaim_after: float = DEFAULT_RECLAIM_AFTER,
-                 control_factory: Callable[[NodeConfig], ControlPlane] = connect) -> None:
+                 control_factory: Callable[[NodeConfig], ControlPlane] = connect_control
+                 ) -> None:
         """``on_round`` is called after every round (the daemon writes its status file)."""
         self.agent = agent
         self._connect = control_factory
@@ -155,7 +156,7 @@ class Refiller:
 
     def _control_for(self, cfg: NodeConfig) -> ControlPlane:
         """The refill's own control-plane connection; made again if the settings change."""
-        key = (cfg.backend, cfg.nb, cfg.neutron_config)
+        key = control_key(cfg)
         if self._control is not None and key != self._control_key:
             self._control.close()
             self._control = None
