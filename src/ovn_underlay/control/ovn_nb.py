@@ -12,7 +12,24 @@ Every such row carries ``ovn-underlay:role`` in its external_ids (and the
 ports ``ovn-underlay:switch``); the switch also records its subnet, router and
 parent port, and a router carries ``ovn-underlay:role=router`` only if it was
 created here, which is what lets :meth:`OvnNbControlPlane.destroy_node_network`
-remove exactly what was made and keep a router that existed before.
+remove exactly what was made and keep a router that existed before.  The cluster
+router that :meth:`OvnNbControlPlane.ensure_router` makes carries
+``ovn-underlay:role=cluster-router`` instead and outlives its node networks.
+
+Two keys of ``NB_Global.external_ids`` (the row is inserted if the database has
+none) serialize and fence writers:
+
+* ``ovn-underlay:routers-created`` counts the routers made here.  Each transaction
+  creating a router increments it, conditional on the column as read (an OVSDB
+  ``wait``), so of two clients creating a router of one name at once the second is
+  refused, rerun on the refreshed replica, and finds the first one's router: OVN
+  names are not unique, and without this both would insert one.
+* ``ovn-underlay:leader-epoch`` is the epoch of the leader that last wrote.
+  :meth:`OvnNbControlPlane.fence` raises it to this connection's epoch (never
+  lowers it); from then on every transaction of the connection rewrites it
+  unchanged, conditional on the column as read and on the replica holding this
+  epoch, so once a later leader has raised it every transaction of this one fails
+  as a whole with :class:`~ovn_underlay.control.base.Fenced`.
 
 Reads come from the IDL's in-memory replica of the tables (taken under the
 connection lock); each change is one OVSDB transaction, so a failed request
@@ -22,6 +39,7 @@ writes nothing.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import time
 import uuid
@@ -31,6 +49,7 @@ from typing import Any, TypeVar
 
 from ovs import jsonrpc, poller, stream
 from ovsdbapp import exceptions as ovsdb_exceptions
+from ovsdbapp.backend.ovs_idl import command as ovs_command
 from ovsdbapp.backend.ovs_idl import connection as ovs_connection
 from ovsdbapp.backend.ovs_idl import idlutils
 from ovsdbapp.schema.ovn_northbound import impl_idl
@@ -42,6 +61,7 @@ from ovn_underlay.control.base import (
     ControlPlane,
     ControlPlaneError,
     ControlPlaneUnavailable,
+    Fenced,
     NodeNetwork,
     PortOwner,
 )
@@ -58,7 +78,8 @@ from ovn_underlay.names import EXT_CONTAINER_ID, EXT_POD_NAME, EXT_POD_NAMESPACE
 from ovn_underlay.ovsdb import OwnConnection
 
 SCHEMA = "OVN_Northbound"
-TABLES = ("Logical_Switch", "Logical_Switch_Port", "Logical_Router", "Logical_Router_Port")
+TABLES = ("Logical_Switch", "Logical_Switch_Port", "Logical_Router", "Logical_Router_Port",
+          "NB_Global", "Logical_Router_Static_Route", "NAT", "Gateway_Chassis")
 
 KEY_ROLE = EXT_PREFIX + "role"
 KEY_SWITCH = EXT_PREFIX + "switch"
@@ -66,16 +87,22 @@ KEY_SUBNET = EXT_PREFIX + "subnet"
 KEY_ROUTER = EXT_PREFIX + "router"
 KEY_PARENT = EXT_PREFIX + "parent"
 KEY_CLUSTER_SUBNET = EXT_PREFIX + "cluster-subnet"
+KEY_EPOCH = EXT_PREFIX + "leader-epoch"
+KEY_ROUTERS_CREATED = EXT_PREFIX + "routers-created"
 OWNER_KEYS = (EXT_POD_NAMESPACE, EXT_POD_NAME, EXT_CONTAINER_ID)
 
 ROLE_SWITCH = "node-switch"
 ROLE_ROUTER = "router"
+ROLE_CLUSTER_ROUTER = "cluster-router"
 ROLE_GATEWAY = "gateway"
 ROLE_ROUTER_PORT = "router-port"
 ROLE_MGMT = "mgmt"
 ROLE_POOL = "pool"
+ROLE_HOST_ROUTE = "host-route"
+ROLE_ROUTER_GATEWAY = "router-gateway"
 
 _LSP = "Logical_Switch_Port"
+_NB_GLOBAL = "NB_Global"
 _T = TypeVar("_T")
 
 
@@ -97,6 +124,16 @@ def mgmt_port_name(switch: str) -> str:
 def pool_port_name(switch: str, tag: int) -> str:
     """The pool port of ``switch`` with VLAN ``tag``."""
     return f"{switch}-p{tag}"
+
+
+def gateway_port_name(router: str) -> str:
+    """The distributed gateway port of ``router`` (ensure_router_gateway)."""
+    return f"gw-{router}"
+
+
+def gateway_peer_name(router: str) -> str:
+    """The switch port (type router) on the external switch that peers with it."""
+    return f"gw-{router}-peer"
 
 
 def address_ips(addresses: Iterable[str]) -> set[str]:
@@ -363,6 +400,58 @@ def _fetch_schema(remote: str, deadline: float) -> Any:
     raise ControlPlaneUnavailable(f"cannot reach OVN NB at {remote}: {'; '.join(failures)}")
 
 
+class _GlobalKey(ovs_command.BaseCommand):  # type: ignore[misc]
+    """Set one key of NB_Global.external_ids, conditional on the whole column as read.
+
+    ``value`` maps the key's value in the replica (None: absent) to the one to write,
+    or raises to abort the transaction.  The row is inserted when there is none (the
+    table holds at most one, so of two clients inserting it one fails).  python-ovs
+    sends a row's verify, an OVSDB ``wait`` until the column equals the replica's,
+    only for rows the transaction writes, which the write here guarantees; when
+    another client changed the column first the server refuses the transaction and
+    ovsdbapp runs all its commands again once the replica has the change.
+    """
+
+    def __init__(self, api: Any, key: str, value: Callable[[str | None], str]) -> None:
+        super().__init__(api)
+        self.key = key
+        self.value = value
+
+    def run_idl(self, txn: Any) -> None:
+        rows = list(self.api.tables[_NB_GLOBAL].rows.values())
+        row = rows[0] if rows else txn.insert(self.api.tables[_NB_GLOBAL])
+        # a row inserted by this transaction has no external_ids until a key is set
+        stored = getattr(row, "external_ids", {}).get(self.key)
+        row.verify("external_ids")
+        row.setkey("external_ids", self.key, self.value(stored))
+
+
+def _stored_epoch(stored: str | None) -> int | None:
+    """The leader epoch as NB_Global holds it (None: none yet)."""
+    if stored is None:
+        return None
+    try:
+        return int(stored)
+    except ValueError:
+        raise ControlPlaneError(f"NB_Global external_ids {KEY_EPOCH}={stored!r} is not an "
+                                "integer") from None
+
+
+def _next_count(stored: str | None) -> str:
+    """The routers-created counter after one more router."""
+    try:
+        return str(int(stored or "0") + 1)
+    except ValueError:
+        raise ControlPlaneError(f"NB_Global external_ids {KEY_ROUTERS_CREATED}={stored!r} "
+                                "is not an integer") from None
+
+
+def _is_vm_port(row: Any) -> bool:
+    """Whether a Logical_Switch_Port can be a VM's port: a plain VIF, no child, not ours."""
+    return (not row.type and not row.parent_name
+            and KEY_ROLE not in row.external_ids and KEY_SWITCH not in row.external_ids)
+
+
 class _NbApi(OwnConnection, impl_idl.OvnNbApiIdlImpl):  # type: ignore[misc]
     """The ovsdbapp NB API bound to a connection of its own."""
 
@@ -399,6 +488,7 @@ class OvnNbControlPlane(ControlPlane):
         """
         self._remote = connection
         self._timeout = timeout
+        self._epoch: int | None = None
         self._api = _connect(connection, timeout)
 
     # --- the interface ---------------------------------------------------------------
@@ -518,6 +608,83 @@ class OvnNbControlPlane(ControlPlane):
                 sets[port] = want
         return sets, clears, skipped
 
+    def ensure_router(self, router: str) -> None:
+        """Create the logical router ``router`` (role cluster-router) unless one has that name.
+
+        An existing router of that name is kept as it is, whoever made it.  Conflict
+        when more than one router has the name, or a switch has it.  The creation
+        increments NB_Global's routers-created counter conditionally, so two clients
+        creating it at once make one router.
+        """
+        if not router:
+            raise ControlPlaneError("the router name must not be empty")
+        existing, is_a_switch = self._read(lambda: (
+            self._find_router(router), self._row("Logical_Switch", router) is not None))
+        if existing is not None:
+            return
+        if is_a_switch:
+            raise Conflict(f"router {router!r} has the name of an existing logical switch: a "
+                           "router and a switch must not share a name")
+        self._commit([_GlobalKey(self._api, KEY_ROUTERS_CREATED, _next_count),
+                      self._api.lr_add(router, may_exist=True,
+                                       external_ids={KEY_ROLE: ROLE_CLUSTER_ROUTER})],
+                     f"create router {router}")
+
+    def port_holding(self, ip: str) -> str | None:
+        """The name of the one VM port whose addresses or dynamic_addresses include ``ip``.
+
+        VM ports are plain VIFs (type ""), not children, without ovn-underlay's
+        external_ids.  None when no port or more than one holds the address.
+        """
+        try:
+            wanted = str(ipaddress.IPv4Address(ip))
+        except ValueError as exc:
+            raise ControlPlaneError(f"invalid IPv4 address {ip!r}: {exc}") from exc
+
+        def holders() -> list[str]:
+            return [str(row.name) for row in self._api.tables[_LSP].rows.values()
+                    if _is_vm_port(row)
+                    and wanted in address_ips([*row.addresses, *row.dynamic_addresses])]
+        found = self._read(holders)
+        return found[0] if len(found) == 1 else None
+
+    def node_switches(self) -> list[str]:
+        """The names of the node networks' switches made here, sorted."""
+        return sorted(self._read(lambda: [
+            sw.name for sw in map(_read_switch, self._api.tables["Logical_Switch"].rows.values())
+            if sw.ours]))
+
+    def port_exists(self, port: str) -> bool:
+        """Whether a Logical_Switch_Port named ``port`` exists."""
+        return bool(self._read(lambda: self._row(_LSP, port) is not None))
+
+    def fence(self, epoch: int) -> None:
+        """Raise NB_Global's leader epoch to ``epoch``; later transactions require it.
+
+        One transaction, conditional on the epoch read: Fenced when the stored epoch
+        is higher than ``epoch`` (a later leader wrote), and then nothing changes.
+        Afterwards every transaction of this connection fails with Fenced once the
+        stored epoch differs from ``epoch``.
+        """
+        def raised(stored: str | None) -> str:
+            current = _stored_epoch(stored)
+            if current is not None and current > epoch:
+                raise self._fenced(current, epoch)
+            return str(epoch)
+        self._transact([_GlobalKey(self._api, KEY_EPOCH, raised)], f"fence epoch {epoch}")
+        self._epoch = epoch
+
+    def _held(self, stored: str | None) -> str:
+        """The stored epoch, unchanged, if it is this connection's; else raise Fenced."""
+        current = _stored_epoch(stored)
+        if current != self._epoch:
+            raise self._fenced(current, self._epoch)
+        return str(current)
+
+    def _fenced(self, stored: int | None, ours: int | None) -> Fenced:
+        return Fenced(f"OVN NB at {self._remote} holds leader epoch {stored}, this writer's "
+                      f"is {ours}: a later leader has taken over")
+
     def close(self) -> None:
         """Stop the connection's thread and close the connection; idempotent."""
         self._api.ovsdb_connection.stop(self._timeout)
@@ -548,8 +715,12 @@ class OvnNbControlPlane(ControlPlane):
         return None if row is None else _read_port(row)
 
     def _find_router(self, name: str) -> _Router | None:
-        row = self._row("Logical_Router", name)
-        return None if row is None else _read_router(row)
+        """The router named ``name``; Conflict when more than one has that name."""
+        found = [r for r in self._api.tables["Logical_Router"].rows.values() if r.name == name]
+        if len(found) > 1:
+            raise Conflict(f"{len(found)} logical routers are named {name!r}; remove all but "
+                           "one")
+        return _read_router(found[0]) if found else None
 
     def _find_router_port(self, name: str) -> _RouterPort | None:
         row = self._row("Logical_Router_Port", name)
@@ -613,7 +784,7 @@ class OvnNbControlPlane(ControlPlane):
         if router is None:
             router_ref = api.lr_add(net.router, may_exist=True,
                                     external_ids={KEY_ROLE: ROLE_ROUTER})
-            commands.append(router_ref)
+            commands += [_GlobalKey(api, KEY_ROUTERS_CREATED, _next_count), router_ref]
         prefix = parse_subnet(net.subnet).prefixlen
         commands.append(api.lrp_add(router_ref, router_port_name(net.switch), net.gateway_mac,
                                     [f"{net.gateway_ip}/{prefix}"],
@@ -653,19 +824,44 @@ class OvnNbControlPlane(ControlPlane):
         return [lsp, self._api.db_set(_LSP, lsp, ("tag", port.tag), if_exists=False)]
 
     def _commit(self, commands: list[Any], action: str) -> None:
-        """Run ``commands`` as one transaction; map failures to ControlPlaneError."""
+        """Run ``commands`` as one transaction, conditional on the epoch once fenced."""
         if not commands:
             return
-        try:
-            with self._api.transaction(check_error=True, log_errors=False) as txn:
-                for command in commands:
-                    txn.add(command)
-        except ovsdb_exceptions.TimeoutException as exc:
-            raise ControlPlaneUnavailable(f"{action}: OVN NB at {self._remote} did not answer "
-                                          f"within {self._timeout:g}s") from exc
-        except RuntimeError as exc:
-            if not _in_sync(self._api.idl):
-                raise ControlPlaneUnavailable(f"{action}: lost connection to OVN NB at "
-                                              f"{self._remote}") from exc
-            raise ControlPlaneError(f"{action} failed in OVN NB at {self._remote}: "
-                                    f"{exc}") from exc
+        if self._epoch is not None:
+            commands = [_GlobalKey(self._api, KEY_EPOCH, self._held), *commands]
+        self._transact(commands, action)
+
+    def _transact(self, commands: list[Any], action: str) -> None:
+        """Run ``commands`` as one transaction; map failures to ControlPlaneError.
+
+        A transaction that inserted the NB_Global row while another client did is
+        refused (the table holds one row); it is run once more, when the replica
+        has the other client's row.
+        """
+        for attempt in (1, 2):
+            try:
+                with self._api.transaction(check_error=True, log_errors=False) as txn:
+                    for command in commands:
+                        txn.add(command)
+                return
+            except ovsdb_exceptions.TimeoutException as exc:
+                raise ControlPlaneUnavailable(f"{action}: OVN NB at {self._remote} did not "
+                                              f"answer within {self._timeout:g}s") from exc
+            except RuntimeError as exc:
+                if not _in_sync(self._api.idl):
+                    raise ControlPlaneUnavailable(f"{action}: lost connection to OVN NB at "
+                                                  f"{self._remote}") from exc
+                if (attempt == 1 and "constraint violation" in str(exc)
+                        and _NB_GLOBAL in str(exc) and self._await_nb_global()):
+                    continue
+                raise ControlPlaneError(f"{action} failed in OVN NB at {self._remote}: "
+                                        f"{exc}") from exc
+
+    def _await_nb_global(self) -> bool:
+        """Wait (within the timeout) for the replica to hold an NB_Global row."""
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline:
+            if self._read(lambda: bool(self._api.tables[_NB_GLOBAL].rows)):
+                return True
+            time.sleep(0.05)
+        return False
