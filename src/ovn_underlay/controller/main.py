@@ -1,0 +1,335 @@
+"""The controller process: leader election, informers, and one worker reconciling nodes.
+
+Every replica runs the same :class:`Controller`:
+
+* Informers on Nodes and UnderlayNodes run in every replica, leader or not, so a replica
+  that takes over has its caches already.  Their events put the node's name on a work
+  queue (a name queued twice is reconciled once).
+* A :class:`~ovn_underlay.controller.leader.LeaderElector` contends for the Lease
+  ``<namespace>/ovn-underlay-controller``.  Its callbacks only tell the worker thread;
+  the worker does the rest.
+* When a term begins (epoch *e*) the worker connects to the control plane and calls
+  ``fence(e)`` on the connection first, so a deposed leader's transactions fail from the
+  moment this one wrote its epoch; then it waits for the caches, makes the cluster router
+  (:meth:`NodeReconciler.start_term`), and queues every node (and every node switch of
+  ours without a Node: that is how switches of Nodes deleted while no controller ran are
+  collected).  Every ``resync`` seconds every node is queued again: that is how a deleted
+  Node's VM port going away, which no watch reports, is noticed.
+* Before every write the reconciler checks ``still_leader()`` and that the worker's term
+  is still the elector's; when a term ends (``on_stopped_leading``) the next check fails
+  and the worker closes the control-plane connection.  A write refused with ``Fenced``
+  (a later leader's epoch in the control plane) ends the term: the elector is stopped
+  (releasing the Lease if it still is ours) and started again, to contend anew.
+* A reconcile failing for a transient reason (control plane or API unreachable) is
+  retried for that node after a backoff (1 s doubling to 30 s); others go on.
+* :meth:`Controller.stop` (SIGTERM) stops writing, releases the Lease (a successor
+  takes over at its next try) and stops the informers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lightkube import SingleConfig
+from lightkube.resources.core_v1 import Node
+
+from ovn_underlay.control.base import ControlPlane, ControlPlaneUnavailable, Fenced
+from ovn_underlay.controller.leader import ElectionConfig, LeaderElector, default_identity
+from ovn_underlay.controller.nodes import Caches, NodeReconciler, NotLeading, Settings, UnderlayNode
+from ovn_underlay.controller.subnets import DEFAULT_NODE_PREFIX, SubnetAllocator
+from ovn_underlay.kube.client import KubeClient, KubeError, describe
+from ovn_underlay.kube.informer import Informer
+
+LOG = logging.getLogger(__name__)
+LEASE_NAME = "ovn-underlay-controller"
+DEFAULT_NAMESPACE = "ovn-underlay"
+DEFAULT_RESYNC = 30.0
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
+SYNC_WAIT = 0.5
+"""Seconds between the worker's looks at the caches' first sync (and at the term)."""
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Settings of the controller process (the node settings are in ``settings``)."""
+
+    settings: Settings = field(default_factory=Settings)
+    node_prefix: int = DEFAULT_NODE_PREFIX
+    namespace: str = DEFAULT_NAMESPACE
+    lease_name: str = LEASE_NAME
+    identity: str = field(default_factory=default_identity)
+    lease_duration: int = 15
+    renew_deadline: float = 10.0
+    renew_interval: float = 5.0
+    retry_period: float = 2.0
+    resync: float = DEFAULT_RESYNC
+
+
+class WorkQueue:
+    """Node names to reconcile, each at most once, each not before its due time."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[str, float] = {}
+        self._woken = False
+
+    def add(self, name: str, delay: float = 0.0) -> None:
+        """Queue ``name`` (``delay`` seconds from now; an earlier due time is kept)."""
+        when = time.monotonic() + delay
+        with self._cond:
+            if name not in self._due or self._due[name] > when:
+                self._due[name] = when
+            self._cond.notify()
+
+    def wake(self) -> None:
+        """Make the waiting :meth:`take` return None now."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify()
+
+    def clear(self) -> None:
+        with self._cond:
+            self._due.clear()
+
+    def take(self, timeout: float) -> str | None:
+        """The next name due, waiting up to ``timeout`` s (None: timeout, or woken)."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._woken:
+                    self._woken = False
+                    return None
+                now = time.monotonic()
+                due = min(self._due.items(), key=lambda item: item[1], default=None)
+                if due is not None and due[1] <= now:
+                    del self._due[due[0]]
+                    return due[0]
+                if now >= end:
+                    return None
+                self._cond.wait(min(end, due[1] if due is not None else end) - now)
+
+
+class Controller:
+    """One replica of the cluster controller (module docstring)."""
+
+    def __init__(self, kube_config: SingleConfig, config: ControllerConfig,
+                 connect: Callable[[], ControlPlane]) -> None:
+        """``connect``: a new connection to the control plane (one per term)."""
+        self.config = config
+        self._connect = connect
+        self.kube = KubeClient(kube_config)
+        self.elector = LeaderElector(
+            self.kube,
+            ElectionConfig(config.namespace, config.lease_name, identity=config.identity,
+                           lease_duration=config.lease_duration,
+                           renew_deadline=config.renew_deadline,
+                           renew_interval=config.renew_interval,
+                           retry_period=config.retry_period),
+            on_started_leading=self._started, on_stopped_leading=self._stopped)
+        self.queue = WorkQueue()
+        self.nodes: Informer[Node] = Informer(
+            lambda: kube_config, Node, name="Node informer",
+            on_add=self._queue_node, on_update=lambda _old, new: self._queue_node(new),
+            on_delete=self._queue_node)
+        self.underlays: Informer[Any] = Informer(
+            lambda: kube_config, UnderlayNode, name="UnderlayNode informer",
+            on_add=self._queue_node, on_update=lambda _old, new: self._queue_node(new),
+            on_delete=self._queue_node)
+        self.allocator = SubnetAllocator(config.settings.cluster_subnet, config.node_prefix)
+        self._lock = threading.Lock()
+        self._wanted: int | None = None
+        """The epoch the elector says we lead in (None: not leading)."""
+        self._epoch: int | None = None
+        """The epoch of the term the worker runs (its control-plane connection's)."""
+        self._control: ControlPlane | None = None
+        self._reconciler: NodeReconciler | None = None
+        self._failures: dict[str, int] = {}
+        self._stopping = threading.Event()
+        self._worker: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the informers, the worker and the election."""
+        LOG.info("controller %s starting: Lease %s/%s, router %s, cluster subnet %s",
+                 self.config.identity, self.config.namespace, self.config.lease_name,
+                 self.config.settings.router, self.config.settings.cluster_subnet or "(none: "
+                 "every Node needs spec.podCIDR)")
+        self.nodes.start()
+        self.underlays.start()
+        self._worker = threading.Thread(target=self._work, name="reconciler", daemon=True)
+        self._worker.start()
+        self.elector.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop writing, release the Lease, end the worker and the informers."""
+        LOG.info("controller %s stopping", self.config.identity)
+        self._stopping.set()
+        self.elector.stop(timeout)
+        self.queue.wake()
+        if self._worker is not None:
+            self._worker.join(timeout)
+        self._end_term()
+        self.nodes.stop(timeout)
+        self.underlays.stop(timeout)
+        self.kube.close()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until stopped (True) or ``timeout`` passed (False)."""
+        return self._stopping.wait(timeout)
+
+    @property
+    def leading(self) -> bool:
+        """Whether this replica's worker runs a term and may still write."""
+        return self._may_write()
+
+    # -- the elector's callbacks (its thread: no blocking) -------------------------------
+
+    def _started(self, epoch: int) -> None:
+        with self._lock:
+            self._wanted = epoch
+        self.queue.wake()
+
+    def _stopped(self) -> None:
+        with self._lock:
+            self._wanted = None
+        self.queue.wake()
+
+    def _may_write(self) -> bool:
+        epoch = self._epoch
+        return (epoch is not None and self.elector.still_leader()
+                and self.elector.epoch == epoch and not self._stopping.is_set())
+
+    def _queue_node(self, obj: Any) -> None:
+        meta = obj.metadata
+        if meta is not None and meta.name:
+            self.queue.add(meta.name)
+
+    # -- the worker -----------------------------------------------------------------------
+
+    def _work(self) -> None:
+        next_resync = 0.0
+        while not self._stopping.is_set():
+            with self._lock:
+                wanted = self._wanted
+            if wanted != self._epoch:
+                self._end_term()
+                if wanted is not None and not self._begin_term(wanted):
+                    self._stopping.wait(SYNC_WAIT)
+                    continue
+                next_resync = time.monotonic() + self.config.resync
+                continue
+            if self._reconciler is None:
+                self.queue.take(self.config.resync)
+                continue
+            if time.monotonic() >= next_resync:
+                self._queue_all()
+                next_resync = time.monotonic() + self.config.resync
+            name = self.queue.take(max(0.0, next_resync - time.monotonic()))
+            if name is not None:
+                self._reconcile(name)
+        self._end_term()
+
+    def _begin_term(self, epoch: int) -> bool:
+        """Connect, fence, wait for the caches, start the term; False: try again soon."""
+        LOG.info("epoch %d: taking over as the leader", epoch)
+        self.queue.clear()
+        try:
+            control = self._connect()
+        except Exception as exc:
+            LOG.warning("epoch %d: cannot connect to the control plane: %s; again in %.1f s",
+                        epoch, describe(exc), SYNC_WAIT)
+            return False
+        self._control, self._epoch = control, epoch
+        try:
+            if not self._may_write():
+                raise NotLeading("the term ended before it began")
+            control.fence(epoch)
+            LOG.info("epoch %d: control plane fenced: writes of earlier leaders fail", epoch)
+            while not (self.nodes.has_synced() and self.underlays.has_synced()):
+                if not self._may_write():
+                    raise NotLeading("the term ended while waiting for the caches")
+                self.nodes.wait_for_sync(SYNC_WAIT)
+                self.underlays.wait_for_sync(SYNC_WAIT)
+            reconciler = NodeReconciler(
+                self.kube, control, self.config.settings, self.allocator,
+                Caches(lambda name: self.nodes.get("", name),
+                       lambda name: self.underlays.get("", name)), self._may_write)
+            names = reconciler.start_term(self.nodes.list(), self.underlays.list())
+        except NotLeading as exc:
+            LOG.info("epoch %d: %s", epoch, exc)
+            self._end_term()
+            return True
+        except Fenced as exc:
+            self._end_term()
+            self._resign(epoch, exc)
+            return True
+        except Exception as exc:
+            LOG.warning("epoch %d: cannot start the term: %s; again in %.1f s", epoch,
+                        describe(exc), SYNC_WAIT, exc_info=not isinstance(
+                            exc, ControlPlaneUnavailable | KubeError))
+            self._end_term()
+            return False
+        self._reconciler = reconciler
+        self._failures.clear()
+        for name in names:
+            self.queue.add(name)
+        LOG.info("epoch %d: leading; %d node(s) queued", epoch, len(names))
+        return True
+
+    def _end_term(self) -> None:
+        control, self._control = self._control, None
+        epoch, self._epoch = self._epoch, None
+        self._reconciler = None
+        if control is None:
+            return
+        try:
+            control.close()
+        except Exception as exc:
+            LOG.warning("closing the control-plane connection: %s", describe(exc))
+        LOG.info("epoch %d: stopped writing", epoch)
+
+    def _queue_all(self) -> None:
+        names: set[str] = set()
+        for informer in (self.nodes, self.underlays):
+            for obj in informer.list():
+                if obj.metadata is not None and obj.metadata.name:
+                    names.add(obj.metadata.name)
+        for name in names:
+            self.queue.add(name)
+
+    def _reconcile(self, name: str) -> None:
+        reconciler, epoch = self._reconciler, self._epoch
+        assert reconciler is not None and epoch is not None
+        try:
+            reconciler.reconcile(name)
+        except NotLeading:
+            LOG.info("epoch %d: node %s not reconciled: no longer the leader", epoch, name)
+        except Fenced as exc:
+            self._end_term()
+            self._resign(epoch, exc)
+        except (ControlPlaneUnavailable, KubeError) as exc:
+            self._retry(name, describe(exc))
+        except Exception as exc:
+            LOG.exception("node %s: reconcile failed", name)
+            self._retry(name, describe(exc))
+        else:
+            self._failures.pop(name, None)
+
+    def _retry(self, name: str, why: str) -> None:
+        failures = self._failures[name] = self._failures.get(name, 0) + 1
+        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (failures - 1))
+        LOG.warning("node %s: %s; again in %.0f s", name, why, delay)
+        self.queue.add(name, delay)
+
+    def _resign(self, epoch: int, exc: Exception) -> None:
+        """A later leader fenced the control plane: end the term and contend anew."""
+        LOG.error("epoch %d: deposed: %s; stepping down", epoch, exc)
+        self.elector.stop()
+        if not self._stopping.is_set():
+            self.elector.start()
