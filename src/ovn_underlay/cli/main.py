@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ovn_underlay import __version__
+from ovn_underlay.cli import agent as agent_cmds
 from ovn_underlay.cli import daemon as daemon_cmds
 from ovn_underlay.cli import kubelet as kubelet_cmds
 from ovn_underlay.cli import lab as lab_cmds
@@ -184,6 +185,20 @@ def _add_daemon(sub: SubParsers) -> None:
     p.set_defaults(func=daemon_cmds.cmd_daemon)
 
 
+def _add_agent(sub: SubParsers) -> None:
+    p = sub.add_parser(
+        "agent", help="the node agent of cluster mode (the DaemonSet): set the node up from "
+        "the cluster controller's answer, then serve as its daemon",
+        description="Record the node's settings (backend cluster: no control-plane "
+                    "credentials on the node), prepare it as node-init does, wait for its "
+                    "UnderlayNode to be Ready, set up the node network and management port "
+                    "from it, install the CNI binary, then run the node daemon until SIGTERM. "
+                    "Reports NetworkUnavailable on the Node. Settings: the files of "
+                    "--config-dir, then the options given here.")
+    agent_cmds.add_arguments(p)
+    p.set_defaults(func=agent_cmds.cmd_agent)
+
+
 def _add_node_commands(sub: SubParsers) -> None:
     _add_node_init(sub)
     show = sub.add_parser("config", help="the node's settings").add_subparsers(
@@ -263,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_node_commands(sub)
     _add_kubelet_verbs(sub)
     _add_daemon(sub)
+    _add_agent(sub)
     _add_lab(sub)
     return parser
 

@@ -14,9 +14,9 @@ patch that changes nothing leaves the generation, and the current status answers
 
 * :meth:`get_node_network`: from the status (None until the controller made it).
 * :meth:`add_pool_ports`: raises ``spec.poolPorts`` to the ports the status lists plus
-  ``count`` (never lowers it), waits until the status lists that many or the
-  controller has seen the request (it caps the pool at its own maximum), and returns
-  the ports that are new.
+  ``count`` (:meth:`request_pool_ports`: never lowers it), waits until the controller
+  has seen the request (it caps the pool at its own maximum), and returns the ports
+  that are new.
 * :meth:`record_owners`: one merge patch of ``spec.pods`` (an owner's entry; None
   deletes it), no wait: owners stay asynchronous as with the other backends.  An
   entry that held another container's request is replaced whole (its
@@ -192,12 +192,15 @@ class ControllerRelay:
             raise ControlPlaneError(f"the cluster controller made switch {st.switch or '-'} "
                                     f"for node {self.node}, not {switch}")
         known = {p.name for p in st.ports}
-        target = len(known) + count
-        generation = self._patch({"poolPorts": target}, f"{count} more pool ports") \
-            if target > self.spec().pool_ports else self._generation()
-        done = self._wait(generation, lambda _st: True, f"a request for {count} pool ports")
-        net = node_network(done)
+        net = node_network(self.request_pool_ports(len(known) + count))
         return tuple(p for p in net.ports if p.name not in known)
+
+    def request_pool_ports(self, total: int) -> un.Status:
+        """Raise ``spec.poolPorts`` to ``total`` unless it is that high already; the status
+        once the controller has seen it (it lists at most its ``max-pool-ports``)."""
+        generation = self._patch({"poolPorts": total}, f"{total} pool ports in all") \
+            if total > self.spec().pool_ports else self._generation()
+        return self._wait(generation, lambda _st: True, f"a request for {total} pool ports")
 
     def delete_pool_ports(self, switch: str, names: Iterable[str]) -> None:
         """Refused: the controller owns the pool's size."""

@@ -1,0 +1,207 @@
+"""``ovn-k8s-underlay agent``: the node agent of cluster mode (what the DaemonSet runs).
+
+Settings come from a directory of files, one per option, named as the option without
+its dashes (a mounted ConfigMap: ``uplink``, ``mtu``, ``pool-low``, ...; default
+:data:`DEFAULT_CONFIG_DIR`), and from the command line, which wins.  The Node is
+``--node-name``, else the ``NODE_NAME`` environment variable (the downward API's
+``spec.nodeName``), else the hostname in lower case.  The Kubernetes API is the
+``--kubeconfig``, else the pod's service account: then a kubeconfig naming the service
+account's token file (read again when it rotates) and CA is written into the state
+directory, so that the daemon, which reads the node's settings, finds the API too.
+The work itself is :class:`~ovn_underlay.daemon.node_agent.ClusterAgent`'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ovn_underlay.config import DEFAULT_STATE_DIR, ConfigError, NodeConfig
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+DEFAULT_CONFIG_DIR = "/etc/ovn-underlay/agent"
+IN_CLUSTER_KUBECONFIG = "kubeconfig"
+"""The file in the state directory that names the pod's service account."""
+SETTINGS = ("uplink", "uplink_mode", "bridge", "datapath", "mtu", "state_dir",
+            "cluster_subnet", "pool_low", "pool_high", "pool_batch", "metrics_address",
+            "daemon_socket", "cni_conf_dir", "cni_version", "cni_log_file")
+"""The agent's options that are node settings (recorded in external_ids as node-init does)."""
+CNI_DEFAULTS = {"cni_bin_dir": "/opt/cni/bin", "cni_conf_dir": "/etc/cni/net.d",
+                "cni_version": "1.0.0"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The agent's options (also the names of the settings directory's files)."""
+    p.add_argument("--config-dir", default=DEFAULT_CONFIG_DIR,
+                   help="directory of settings, one file per option (a mounted ConfigMap; "
+                   "missing is fine; default: %(default)s)")
+    p.add_argument("--node-name", help="this node's Node (default: env NODE_NAME, else the "
+                   "hostname in lower case)")
+    p.add_argument("--kubeconfig", help="kubeconfig of the API (default: the pod's service "
+                   "account)")
+    p.add_argument("--uplink", help="NIC on the VMs' network (default: eth1)")
+    p.add_argument("--uplink-mode", choices=["ovs", "linux-bridge"], help="(default: ovs)")
+    p.add_argument("--bridge", help="integration bridge (default: br-int)")
+    p.add_argument("--datapath", choices=["auto", "system", "netdev"],
+                   help="OVS datapath (default: auto: system if the kernel module is loaded)")
+    p.add_argument("--mtu", type=int, help="pod MTU (default: the uplink's)")
+    p.add_argument("--state-dir", help=f"the pool's directory (default: {DEFAULT_STATE_DIR})")
+    p.add_argument("--cluster-subnet", help="all pods' addresses, routed from the "
+                   "management port (the controller's cluster-subnet)")
+    p.add_argument("--pool-low", type=int, help="refill below this many free ports")
+    p.add_argument("--pool-high", type=int, help="... up to this many; also the pool "
+                   "asked of the controller at start")
+    p.add_argument("--pool-batch", type=int, help="ports per request of the refill")
+    p.add_argument("--metrics-address", help="HOST:PORT of /metrics, or 'off'")
+    p.add_argument("--daemon-socket", help="the daemon's unix socket")
+    p.add_argument("--install-cni", choices=["yes", "no"], help="install the CNI binary "
+                   "and conflist once the node can serve pods (default: yes)")
+    p.add_argument("--cni-bin-dir", help=f"(default: {CNI_DEFAULTS['cni_bin_dir']})")
+    p.add_argument("--cni-conf-dir", help=f"(default: {CNI_DEFAULTS['cni_conf_dir']})")
+    p.add_argument("--cni-version", help=f"(default: {CNI_DEFAULTS['cni_version']}, see "
+                   "node-init --help)")
+    p.add_argument("--cni-log-file", help="the plugin's log file (default: stderr)")
+    p.add_argument("--ready-timeout", type=float, help="give up (exit 1) when the node is "
+                   "not set up after this many seconds (default: 0, never)")
+    p.add_argument("--log-file", help="log here instead of stderr")
+
+
+def with_config_dir(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with the options it lacks taken from the settings directory's files (and
+    the CNI directories' defaults, :data:`CNI_DEFAULTS`, for those neither gives).
+
+    Each file holds one value (surrounding whitespace dropped); a file named as no
+    option is refused, so a typo in a ConfigMap key does not pass unseen.
+    """
+    directory = Path(args.config_dir)
+    if not directory.is_dir():
+        return _merged(args, {})
+    parser = argparse.ArgumentParser(prog=f"settings in {directory}", add_help=False,
+                                     exit_on_error=False)
+    add_arguments(parser)
+    known = {a.dest: a for a in parser._actions}
+    argv: list[str] = []
+    for path in sorted(directory.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue  # a ConfigMap volume's ..data and ..timestamp entries
+        dest = path.name.replace("-", "_")
+        if dest not in known or dest in ("config_dir", "log_file"):
+            raise ConfigError(f"{path}: no agent setting is called {path.name!r} (see "
+                              "'ovn-k8s-underlay agent --help')")
+        argv += [f"--{path.name}", path.read_text(encoding="utf-8").strip()]
+    try:
+        from_files = parser.parse_args(argv)
+    except (argparse.ArgumentError, SystemExit) as exc:
+        raise ConfigError(f"settings in {directory}: {exc}") from None
+    return _merged(args, vars(from_files))
+
+
+def _merged(args: argparse.Namespace, lower: dict[str, Any]) -> argparse.Namespace:
+    """``args`` with its unset options from ``lower``, then the CNI directories' defaults."""
+    merged = dict(vars(args))
+    for dest, value in lower.items():
+        if merged.get(dest) is None and value is not None:
+            merged[dest] = value
+    for dest, value in CNI_DEFAULTS.items():
+        if merged.get(dest) is None:
+            merged[dest] = value
+    return argparse.Namespace(**merged)
+
+
+def node_name(args: argparse.Namespace) -> str:
+    """--node-name, else NODE_NAME (the downward API), else the hostname in lower case."""
+    return (args.node_name or os.environ.get("NODE_NAME", "")
+            or socket.gethostname().strip().lower())
+
+
+def in_cluster_kubeconfig(state_dir: str) -> str:
+    """Write (if changed) a kubeconfig naming the pod's service account; its path."""
+    from ovn_underlay.kube.client import SERVICE_ACCOUNT, in_cluster
+
+    if not in_cluster():
+        raise ConfigError("no Kubernetes API: give --kubeconfig, or run the agent in a pod "
+                          "with a service account (the DaemonSet)")
+    import yaml
+
+    host = os.environ["KUBERNETES_SERVICE_HOST"]
+    server = f"https://[{host}]" if ":" in host else f"https://{host}"
+    text = yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "in-cluster",
+        "clusters": [{"name": "in-cluster", "cluster": {
+            "server": f"{server}:{os.environ['KUBERNETES_SERVICE_PORT']}",
+            "certificate-authority": f"{SERVICE_ACCOUNT}/ca.crt"}}],
+        "users": [{"name": "agent", "user": {"tokenFile": f"{SERVICE_ACCOUNT}/token"}}],
+        "contexts": [{"name": "in-cluster", "context": {"cluster": "in-cluster",
+                                                        "user": "agent"}}]})
+    path = Path(state_dir) / IN_CLUSTER_KUBECONFIG
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.chmod(0o600)
+        os.replace(tmp, path)
+    return str(path)
+
+
+def node_settings(args: argparse.Namespace, node: str) -> NodeConfig:
+    """The node's settings from the agent's options; defaults as node-init's."""
+    from ovn_underlay.cli.node_init import _uplink_mtu
+    from ovn_underlay.dataplane.node_init import detect_datapath
+
+    values: dict[str, Any] = {name: getattr(args, name) for name in SETTINGS
+                              if getattr(args, name, None) is not None}
+    cfg = replace(NodeConfig(), **values, node_name=node)
+    if args.install_cni != "no":
+        cfg = replace(cfg, cni_conf_dir=os.path.abspath(args.cni_conf_dir),
+                      cni_version=args.cni_version)
+    if not cfg.datapath or cfg.datapath == "auto":
+        cfg = replace(cfg, datapath=detect_datapath())
+    if not cfg.uplink:
+        cfg = replace(cfg, uplink="eth1")
+    if not cfg.mtu:
+        cfg = replace(cfg, mtu=_uplink_mtu(cfg.uplink))
+    kubeconfig = os.path.abspath(args.kubeconfig) if args.kubeconfig else \
+        in_cluster_kubeconfig(cfg.state_dir)
+    return replace(cfg, kubeconfig=kubeconfig)
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    """Set the node up from the cluster controller's answer, then serve as its daemon."""
+    import functools
+    import logging
+    import signal
+
+    from ovn_underlay.cli.daemon import _setup_logging
+    from ovn_underlay.daemon.node_agent import AgentSettings, ClusterAgent
+    from ovn_underlay.kube.client import load_config
+
+    args = with_config_dir(args)
+    _setup_logging(args.log_file, args.verbose)
+    node = node_name(args)
+    cfg = node_settings(args, node)
+    settings = AgentSettings(args.ovsdb, node, cfg, args.ready_timeout or 0.0)
+    install = None if args.install_cni == "no" else functools.partial(_install_cni, args)
+    agent = ClusterAgent(settings, functools.partial(load_config, cfg.kubeconfig), install)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("signal %d: stopping", signum)
+        agent.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return agent.run()
+
+
+def _install_cni(args: argparse.Namespace, cfg: NodeConfig) -> list[str]:
+    """The CNI binary into --cni-bin-dir (node-init --install-cni's way)."""
+    from ovn_underlay.cli.cni_install import check_cni_targets, install_cni
+
+    args.cni_conf_dir = cfg.cni_conf_dir
+    check_cni_targets(args)
+    return install_cni(args, False, replace(cfg, switch=""))  # the conflist: the daemon's

@@ -1,0 +1,89 @@
+"""The node agent's settings (a ConfigMap's files under the command line) and its Node
+condition, against the test API server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from lightkube import Client
+from lightkube.models.core_v1 import NodeCondition, NodeStatus
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Node
+
+from ovn_underlay.cli import agent
+from ovn_underlay.cli.main import build_parser
+from ovn_underlay.config import ConfigError
+from ovn_underlay.daemon.node_agent import CONDITION, Condition, NodeReporter
+from ovn_underlay.kube.client import KubeClient, load_config
+
+
+def parsed(*argv: str) -> object:
+    return build_parser().parse_args(["agent", *argv])
+
+
+def test_files_fill_what_the_command_line_leaves(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "uplink").write_text("ens4\n")
+    (tmp_path / "mtu").write_text("1400")
+    (tmp_path / "pool-low").write_text(" 4 ")
+    (tmp_path / "..data").mkdir()  # a ConfigMap volume's own entries are skipped
+    (tmp_path / "..2026_12_01").write_text("x")
+    args = agent.with_config_dir(parsed("--config-dir", str(tmp_path), "--mtu", "1500",
+                                        "--kubeconfig", "/k"))
+    assert (args.uplink, args.mtu, args.pool_low, args.pool_high) == ("ens4", 1500, 4, None)
+    monkeypatch.setenv("NODE_NAME", "worker-7")
+    assert agent.node_name(args) == "worker-7"
+    assert agent.node_name(parsed("--node-name", "w1")) == "w1"
+    monkeypatch.delenv("NODE_NAME")
+    assert agent.node_name(args) and agent.node_name(args) == agent.node_name(args).lower()
+    cfg = agent.node_settings(args, "worker-7")
+    assert (cfg.uplink, cfg.mtu, cfg.pool_low, cfg.node_name, cfg.kubeconfig) == \
+        ("ens4", 1500, 4, "worker-7", "/k")
+    assert cfg.cni_conf_dir == "/etc/cni/net.d" and cfg.backend == "ovn"  # agent: cluster
+
+
+def test_a_misspelt_or_malformed_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "pool_lo").write_text("4")
+    with pytest.raises(ConfigError, match="no agent setting is called 'pool_lo'"):
+        agent.with_config_dir(parsed("--config-dir", str(tmp_path)))
+    (tmp_path / "pool_lo").unlink()
+    (tmp_path / "mtu").write_text("big")
+    with pytest.raises(ConfigError, match="mtu"):
+        agent.with_config_dir(parsed("--config-dir", str(tmp_path)))
+
+
+def test_no_directory_is_no_settings() -> None:
+    args = agent.with_config_dir(parsed("--config-dir", "/nonexistent/agent"))
+    assert args.uplink is None
+
+
+def test_without_kubeconfig_outside_a_pod_it_says_so(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(ConfigError, match="service account"):
+        agent.in_cluster_kubeconfig(str(tmp_path))
+
+
+def test_network_unavailable_is_reported_on_the_node(admin: Client, kubeconfig: str) -> None:
+    admin.create(Node(metadata=ObjectMeta(name="w1")))
+    admin.patch(Node.Status, "w1", {"status": {"conditions": [
+        {"type": "Ready", "status": "False", "reason": "KubeletNotReady"}]}})
+    kube = KubeClient(load_config(kubeconfig))
+    reporter = NodeReporter(kube, "w1")
+    reporter.report(Condition(True, "WaitingForController", "no UnderlayNode yet"))
+    first = conditions(admin)
+    assert first[CONDITION].status == "True"
+    assert first[CONDITION].reason == "WaitingForController"
+    assert first["Ready"].reason == "KubeletNotReady"  # strategic merge: by type
+    reporter.report(Condition(False, "OvnUnderlayReady", "serving"))
+    second = conditions(admin)[CONDITION]
+    assert (second.status, second.reason, second.message) == ("False", "OvnUnderlayReady",
+                                                              "serving")
+    assert second.lastTransitionTime is not None
+    kube.close()
+
+
+def conditions(admin: Client) -> dict[str, NodeCondition]:
+    status = admin.get(Node, "w1").status or NodeStatus()
+    return {c.type: c for c in status.conditions or []}
