@@ -133,8 +133,6 @@ class NodeReconciler:
         """Per node: the owners recorded in this term."""
         self._granted: dict[str, dict[str, un.PodClaim]] = {}
         """Per node: the claims whose groups were checked and set in this term."""
-        self._refused: dict[str, dict[str, un.PodClaim]] = {}
-        """Per node: the claims refused in this term (checked again when they change)."""
         self._kept: set[str] = set()
         """Deleted Nodes whose network is kept (logged once)."""
 
@@ -175,7 +173,6 @@ class NodeReconciler:
         self.allocator.load(subnets, taken)
         self._recorded.clear()
         self._granted.clear()
-        self._refused.clear()
         self._kept.clear()
         LOG.info("router %s is there; %d node(s) to reconcile, %d subnet(s) in use, %d "
                  "switch(es) of ours in the control plane", self.settings.router, len(names),
@@ -312,26 +309,20 @@ class NodeReconciler:
         groups = dict(status.security_groups)
         refused: dict[str, str] = {}
         granted = self._granted.setdefault(name, {})
-        denied = self._refused.setdefault(name, {})
-        old_refused = status.refused
         for port, claim in claims.items():
             if claim.security_groups is None:
                 continue
             if granted.get(port) == claim and groups.get(port) == claim.security_groups:
                 continue
-            if denied.get(port) == claim and port in old_refused:
-                refused[port] = old_refused[port]
-                continue
             why = self._grant(name, port, claim, pool, groups.get(port))
             if why is None:
                 groups[port] = claim.security_groups
                 granted[port] = claim
-                denied.pop(port, None)
                 continue
-            LOG.warning("node %s: security groups %s on port %s refused: %s", name,
-                        ", ".join(claim.security_groups), port, why)
+            if status.refused.get(port) != why:
+                LOG.warning("node %s: security groups %s on port %s refused: %s", name,
+                            ", ".join(claim.security_groups), port, why)
             refused[port] = why
-            denied[port] = claim
             granted.pop(port, None)
             if port in groups:
                 self._clear(name, port)
@@ -342,9 +333,6 @@ class NodeReconciler:
                 self._clear(name, port)
                 del groups[port]
                 granted.pop(port, None)
-        for port in list(denied):
-            if port not in refused:
-                del denied[port]
         return groups, refused
 
     def _grant(self, name: str, port: str, claim: un.PodClaim, pool: set[str],
@@ -401,8 +389,8 @@ class NodeReconciler:
         if obj is not None:
             self._delete_underlay(name)
         self.allocator.release(name)
-        for memo in (self._recorded, self._granted, self._refused):
-            memo.pop(name, None)
+        self._recorded.pop(name, None)
+        self._granted.pop(name, None)
         self._kept.discard(name)
 
     # -- Kubernetes writes ------------------------------------------------------------
