@@ -1,9 +1,19 @@
 """The node's management port: how the node itself reaches its pods and every pod the node.
 
 An OVS internal port on br-int, access port of the management child port's VLAN
-tag, with that child port's MAC and IP, and a route to the cluster subnet via
-the node switch's gateway on the logical router.  It replaces the seed's static
+tag, with that child port's MAC and IP.  It replaces the seed's static
 ``ip neigh`` / ``route add`` steps: the gateway is learnt by ARP like any other.
+
+Routes through it: the node subnet on the link, the rest of the cluster subnet
+via the node switch's gateway on the logical router, both with the node's
+primary address (the one on the interface holding the uplink's addresses, the
+address of the VM's own port) as the preferred source.  So everything between
+the node and any pod takes the management port, also a pod's traffic to the
+VM's primary address, which the router sends there (the control plane's host
+routes), and the node's answers, which leave with that address as their source:
+the management port admits it (``ensure_host_routes``).  A pod talking to a
+host-network endpoint thus sees the address it talked to, and a load balancer's
+reply un-NATs in the pod's own datapath.
 """
 
 from __future__ import annotations
@@ -14,11 +24,13 @@ from pyroute2 import IPRoute
 
 from ovn_underlay.config import NodeConfig
 from ovn_underlay.dataplane import links
-from ovn_underlay.dataplane.node_init import wait_for_link
+from ovn_underlay.dataplane.node_init import AF_INET, LINUX_BRIDGE, wait_for_link
 from ovn_underlay.dataplane.ovs import Ovs
 from ovn_underlay.names import EXT_PREFIX, MGMT_IFNAME
 
 EXT_ROLE = EXT_PREFIX + "role"
+IFA_F_NOPREFIXROUTE = 0x200
+RT_SCOPE_LINK = 253
 
 
 def ensure_mgmt_port(ovs: Ovs, cfg: NodeConfig) -> None:
@@ -35,11 +47,25 @@ def ensure_mgmt_port(ovs: Ovs, cfg: NodeConfig) -> None:
                 for a in ipr.get_addr(index=index)}
         if str(iface) not in have:
             ipr.addr("add", index=index, address=str(iface.ip),
-                     prefixlen=iface.network.prefixlen)
+                     prefixlen=iface.network.prefixlen, flags=IFA_F_NOPREFIXROUTE)
+        source = primary_address(ipr, cfg)
+        src = {"prefsrc": source} if source else {}
+        ipr.route("replace", dst=str(iface.network), oif=index, scope=RT_SCOPE_LINK, **src)
         for net in _routed(cfg):
-            ipr.route("replace", dst=net, gateway=cfg.gateway_ip, oif=index)
+            ipr.route("replace", dst=net, gateway=cfg.gateway_ip, oif=index, **src)
     if cfg.userspace_datapath:
         links.set_tx_offload(MGMT_IFNAME, False)
+
+
+def primary_address(ipr: IPRoute, cfg: NodeConfig) -> str | None:
+    """The node's primary IPv4 address: the first on the interface holding the uplink's
+    addresses (the bridge, or the Linux bridge in that uplink mode); None without one."""
+    holder = cfg.bridge if cfg.uplink_mode == "ovs" else LINUX_BRIDGE
+    found = ipr.link_lookup(ifname=holder)
+    if not found:
+        return None
+    addrs = ipr.get_addr(family=AF_INET, index=found[0])
+    return str(addrs[0].get_attr("IFA_ADDRESS")) if addrs else None
 
 
 def _routed(cfg: NodeConfig) -> list[str]:

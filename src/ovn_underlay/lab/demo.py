@@ -1,5 +1,11 @@
 """The demo: a lab, two nodes with two pods each, a connectivity matrix, teardown.
 
+The matrix covers pods with each other and with the nodes' management ports,
+then what a cluster needs besides (:func:`reach`): the VMs' primary addresses,
+from pods (a host-network server answering from that address) and to pods (the
+VM's own address as the source), and the external host behind the cluster
+router's gateway (seen from there as the SNAT address).
+
 Every step goes through the entry points a user or a runtime uses: the
 ``ovn-k8s-underlay`` command inside each VM, and the installed CNI plugin
 executed as a container runtime executes it.
@@ -10,8 +16,8 @@ from __future__ import annotations
 import itertools
 import time
 
-from ovn_underlay.lab import netns, probe
-from ovn_underlay.lab.cluster import CniRuntime, Node, pod_ip
+from ovn_underlay.lab import external, netns, probe
+from ovn_underlay.lab.cluster import CLUSTER_ROUTER, CLUSTER_SUBNET, CniRuntime, Node, pod_ip
 from ovn_underlay.lab.topology import Lab, LabState
 
 PODS_PER_NODE = 2
@@ -35,6 +41,36 @@ def matrix(pods: list[tuple[Node, probe.Endpoint]], nodes: list[probe.Endpoint]
             checks.append(probe.check("node-pod", node, pod))
             checks.append(probe.check("pod-node", pod, node))
     return checks
+
+
+def reach(pods: list[tuple[Node, probe.Endpoint]], vms: list[probe.Endpoint],
+          outside: probe.Endpoint, snat_ip: str) -> list[probe.Check]:
+    """Pods to every VM's primary address and back, and to the outside, addresses checked.
+
+    ``vms`` are the VMs' primary addresses in their namespaces (where a
+    host-network server listens); ``outside`` is the external host, which must
+    see a pod as ``snat_ip``.
+    """
+    checks = []
+    for _, pod in pods:
+        for vm in vms:
+            checks.append(probe.check("pod-node primary", pod, vm, expect_seen=pod.ip))
+    for vm in vms:
+        for _, pod in pods:
+            checks.append(probe.check("node primary-pod", vm, pod, expect_seen=vm.ip))
+    for _, pod in pods:
+        checks.append(probe.check("pod-external", pod, outside, expect_seen=snat_ip))
+    return checks
+
+
+def primaries(state: LabState) -> list[probe.Endpoint]:
+    """Every VM's primary address (its address on the VMs' network) in its namespace."""
+    return [probe.Endpoint(vm.name, vm.netns, vm.ip) for vm in state.vms]
+
+
+def outside(state: LabState) -> probe.Endpoint:
+    """The external host."""
+    return probe.Endpoint("external host", external.namespace(state.name), external.EXT_HOST)
 
 
 def container_id(pod: str) -> str:
@@ -95,10 +131,13 @@ def run_demo(lab: Lab, vms: int = 2, keep: bool = False, neutron: bool = False) 
         _say(f"lab up in {time.monotonic() - started:.1f}s: NB {state.nb}")
         if state.neutron:
             _say(f"Neutron at {state.neutron['url']}: the VMs' ports were made through it")
-        vm_ends = [probe.Endpoint(vm.name, vm.netns, vm.ip) for vm in state.vms]
+        vm_ends = primaries(state)
         vm_checks = [probe.check("vm-vm", a, b) for a, b in itertools.permutations(vm_ends, 2)]
         pods, nodes = start_pods(state)
-        checks = vm_checks + matrix(pods, nodes)
+        snat_ip = external.attach(state, CLUSTER_ROUTER, [CLUSTER_SUBNET])
+        _say(f"router {CLUSTER_ROUTER}: gateway on {external.EXT_SWITCH}, the cluster subnet "
+             f"{CLUSTER_SUBNET} SNATed to {snat_ip}")
+        checks = vm_checks + matrix(pods, nodes) + reach(pods, vm_ends, outside(state), snat_ip)
         _say(probe.render(checks))
         torn_down = keep or teardown(pods, {p.label: container_id(p.label) for _, p in pods})
         return 0 if all(c.ok for c in checks) and torn_down else 1

@@ -232,7 +232,7 @@ def _api_ready(state: LabState) -> Callable[[], bool]:
     return ready
 
 
-def _retrying(func: Callable[[], _T]) -> _T:
+def retrying(func: Callable[[], _T]) -> _T:
     """``func()``, again while Neutron answers 5xx (a worker still starting)."""
     from openstack import exceptions as sdk
 
@@ -285,7 +285,7 @@ def up(state: LabState, lab_dir: Path) -> None:
             enable_dhcp=False, gateway_ip=None)
         return str(net.id), str(sub.id)
 
-    state.neutron["network"], state.neutron["subnet"] = _retrying(
+    state.neutron["network"], state.neutron["subnet"] = retrying(
         lambda: call(state, vm_network))
 
 
@@ -310,7 +310,7 @@ def add_vm(state: LabState, vm: VmInfo, index: int) -> str:
             binding_host_id=state.chassis)
         return str(port.id)
 
-    port = _retrying(lambda: call(state, vm_port))
+    port = retrying(lambda: call(state, vm_port))
     openrc = Path(vm.rundir) / "openrc"
     fd = os.open(openrc, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:

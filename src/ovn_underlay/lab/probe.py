@@ -1,4 +1,10 @@
-"""Connectivity checks between namespaces: ICMP ping and a TCP echo."""
+"""Connectivity checks between namespaces: ICMP ping, a TCP echo, and the addresses seen.
+
+The addresses come from a UDP exchange (:mod:`ovn_underlay.lab.whoami`): the
+source the destination saw (a SNAT shows there) and the source of its answer
+(which must be the address asked: a node answering from another one would
+break a load balancer's un-NAT).
+"""
 
 from __future__ import annotations
 
@@ -49,6 +55,32 @@ def tcp(src_netns: str, dst: Endpoint, port: int = 7777, timeout: float = 5.0) -
             server.wait()
 
 
+def addresses(src_netns: str, dst: Endpoint, port: int = 7778,
+              timeout: float = 5.0) -> tuple[str, str] | None:
+    """(the address ``dst`` saw the request from, the address its answer came from), over
+    UDP from ``src_netns``; None when no answer came."""
+    whoami = [sys.executable, "-m", "ovn_underlay.lab.whoami"]
+    server = subprocess.Popen(netns_argv(dst.netns, [*whoami, "serve", dst.ip, str(port),
+                                                     str(timeout)]),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        if server.stdout.readline().strip() != "ready":
+            return None
+        client = subprocess.run(netns_argv(src_netns, [*whoami, "ask", dst.ip, str(port),
+                                                       str(timeout)]),
+                                capture_output=True, text=True, check=False,
+                                timeout=timeout + 5)
+        fields = client.stdout.split()
+        return (fields[0], fields[1]) if client.returncode == 0 and len(fields) == 2 else None
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait()
+
+
 @dataclass(frozen=True)
 class Check:
     """One row of a connectivity matrix."""
@@ -58,25 +90,45 @@ class Check:
     dst: Endpoint
     ping: bool
     tcp: bool
+    seen_as: str = ""
+    """The source address the destination saw ("" when not asked, or no answer)."""
+    reply_from: str = ""
+    """The source of the destination's answer ("" when not asked, or no answer)."""
+    expect_seen: str = ""
+    """What ``seen_as`` must be ("": addresses not checked)."""
 
     @property
     def ok(self) -> bool:
-        """Both the ping and the TCP exchange worked."""
-        return self.ping and self.tcp
+        """Ping and TCP worked and, where asked, the addresses are the expected ones."""
+        addresses_ok = not self.expect_seen or (self.seen_as == self.expect_seen
+                                                and self.reply_from == self.dst.ip)
+        return self.ping and self.tcp and addresses_ok
 
 
-def check(kind: str, src: Endpoint, dst: Endpoint) -> Check:
-    """Ping and TCP from ``src`` to ``dst``."""
-    return Check(kind, src, dst, ping(src.netns, dst.ip), tcp(src.netns, dst))
+def check(kind: str, src: Endpoint, dst: Endpoint, expect_seen: str = "") -> Check:
+    """Ping and TCP from ``src`` to ``dst``; with ``expect_seen``, the addresses too."""
+    seen = addresses(src.netns, dst) if expect_seen else None
+    return Check(kind, src, dst, ping(src.netns, dst.ip), tcp(src.netns, dst),
+                 *(seen or ("", "")), expect_seen=expect_seen)
+
+
+def _shown(c: Check) -> str:
+    if not c.expect_seen:
+        return ""
+    if not c.seen_as:
+        return "FAIL (no answer)"
+    verdict = "" if c.seen_as == c.expect_seen else f" FAIL (not {c.expect_seen})"
+    answer = "" if c.reply_from == c.dst.ip else f", answer FROM {c.reply_from}"
+    return f"{c.seen_as}{verdict}{answer}"
 
 
 def render(checks: list[Check]) -> str:
     """The checks as a plain-text table with a verdict line."""
-    head = ("check", "from", "to", "ping", "tcp")
+    head = ("check", "from", "to", "ping", "tcp", "seen as")
     rows = [(c.kind, f"{c.src.label} ({c.src.ip})", f"{c.dst.label} ({c.dst.ip})",
-             "ok" if c.ping else "FAIL", "ok" if c.tcp else "FAIL") for c in checks]
+             "ok" if c.ping else "FAIL", "ok" if c.tcp else "FAIL", _shown(c)) for c in checks]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
              for row in [head, *rows]]
     passed = sum(c.ok for c in checks)
     lines.append(f"{passed}/{len(checks)} checks green")

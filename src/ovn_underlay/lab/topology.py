@@ -5,7 +5,9 @@ local Open_vSwitch ovsdb-server, ovs-vswitchd (userspace datapath) and
 ovn-controller as chassis ``<lab>-hv``.  VM ``i`` is namespace ``<lab>-vm<i>``
 with its own ovsdb-server and ovs-vswitchd; its ``eth1`` is a veth whose peer
 ``tap-vm<i>`` sits on the hypervisor's br-int, bound to logical port
-``vm<i>`` of the logical switch ``vmnet``.
+``vm<i>`` of the logical switch ``vmnet``.  The namespace ``<lab>-ext`` is the
+outside, an external network behind the cluster router's gateway (see
+:mod:`ovn_underlay.lab.external`).
 
 Everything lives in the lab's namespaces, its run directory and its own
 processes; the machine's interfaces, routes and sysctls are never touched.
@@ -24,7 +26,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
-from ovn_underlay.lab import daemons, netns
+from ovn_underlay.lab import daemons, external, netns
 from ovn_underlay.lab import kube as lab_kube
 from ovn_underlay.lab import neutron as lab_neutron
 from ovn_underlay.lab.daemons import DaemonError, run
@@ -142,6 +144,8 @@ class Lab:
             if kube:
                 lab_kube.up(state, self.dir)
                 self._save(state)
+            external.up(state)
+            self._save(state)
             for index in range(1, vms + 1):
                 self._up_vm(state, index)
             for vm in state.vms:
@@ -309,12 +313,14 @@ class Lab:
         return removed
 
     def _own_namespaces(self) -> list[str]:
-        """The hypervisor's, the VMs' and the pods' (``<lab>-vm<i>-<pod>``) namespaces."""
+        """The hypervisor's, the outside's, the VMs' and the pods' (``<lab>-vm<i>-<pod>``)
+        namespaces."""
         prefix = f"{self.name}-"
         own = []
         for ns in netns.listed(prefix):
             rest = ns[len(prefix):]
-            if rest == "hv" or (rest.startswith("vm") and rest[2:].split("-")[0].isdigit()):
+            if rest in ("hv", "ext") or (rest.startswith("vm")
+                                         and rest[2:].split("-")[0].isdigit()):
                 own.append(ns)
         return own
 
