@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ovn_underlay import __version__
 from ovn_underlay.cli import agent as agent_cmds
+from ovn_underlay.cli import controller as controller_cmds
 from ovn_underlay.cli import daemon as daemon_cmds
 from ovn_underlay.cli import kubelet as kubelet_cmds
 from ovn_underlay.cli import lab as lab_cmds
@@ -199,6 +200,24 @@ def _add_agent(sub: SubParsers) -> None:
     p.set_defaults(func=agent_cmds.cmd_agent)
 
 
+def _add_controller(sub: SubParsers) -> None:
+    p = sub.add_parser(
+        "controller", help="the cluster controller of cluster mode (the Deployment): every "
+        "Node's network, from the control plane's credentials only it holds",
+        description="Contend for the Lease ovn-underlay-controller (one replica acts; a "
+                    "stopped one hands over at once, a dead one within the lease time); the "
+                    "leader fences the control plane with its epoch, makes the cluster router "
+                    "once, and for each Node: its subnet (spec.podCIDR, else allocated from "
+                    "--cluster-subnet and recorded on the Node), its VM's port (the one "
+                    "holding the Node's InternalIP), its switch, management port and pool, "
+                    "and the answers in its UnderlayNode's status (pool ports, checked "
+                    "security groups, owners); a deleted Node's network goes once its VM "
+                    "port is gone. Runs until SIGTERM, which releases the Lease. Settings: "
+                    "the files of --config-dir, then the options given here.")
+    controller_cmds.add_arguments(p)
+    p.set_defaults(func=controller_cmds.cmd_controller)
+
+
 def _add_node_commands(sub: SubParsers) -> None:
     _add_node_init(sub)
     show = sub.add_parser("config", help="the node's settings").add_subparsers(
@@ -279,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kubelet_verbs(sub)
     _add_daemon(sub)
     _add_agent(sub)
+    _add_controller(sub)
     _add_lab(sub)
     return parser
 

@@ -1,0 +1,159 @@
+"""``ovn-k8s-underlay controller``: the cluster controller (what the Deployment runs).
+
+Settings come from a directory of files, one per option, named as the long option
+without its dashes (a mounted ConfigMap: ``cluster-subnet``, ``nb``, ``router``, ...;
+default :data:`DEFAULT_CONFIG_DIR`, missing is fine), and from the command line, which
+wins; then the defaults.  The Kubernetes API is ``--kubeconfig``, else the pod's service
+account.  The controller alone holds the control-plane credentials: the NB address
+(``--nb``), or Neutron's (``--neutron-config``, an openrc file, else
+``--neutron-cloud``, else the ``OS_*`` variables).  The work is
+:class:`~ovn_underlay.controller.main.Controller`'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ovn_underlay.config import CHILD_PORT_MODES, DEFAULT_CHILD_PORTS, ConfigError
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from ovn_underlay.control.base import ControlPlane
+
+DEFAULT_CONFIG_DIR = "/etc/ovn-underlay/controller"
+DEFAULTS: dict[str, Any] = {
+    "backend": "ovn", "nb": "", "neutron_config": "", "neutron_cloud": "",
+    "child_ports": DEFAULT_CHILD_PORTS, "cluster_subnet": "", "node_subnet_size": 24,
+    "router": "ovn-underlay", "pool_size": 16, "max_pool_ports": 128, "pool_batch": 32,
+    "namespace": "ovn-underlay", "resync": 30.0, "kubeconfig": ""}
+"""Each option's value when neither the command line nor a settings file gives one (the
+controller's own defaults, which a test holds these to: this module imports no controller
+code until the command runs)."""
+NOT_FROM_FILES = ("config_dir", "log_file")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The controller's options (also the names of the settings directory's files)."""
+    p.add_argument("--config-dir", default=DEFAULT_CONFIG_DIR,
+                   help="directory of settings, one file per option named without its "
+                   "dashes, e.g. cluster-subnet (a mounted ConfigMap; missing is fine; the "
+                   "command line wins; default: %(default)s)")
+    p.add_argument("--kubeconfig", help="kubeconfig of the Kubernetes API (default: the "
+                   "pod's service account, in a cluster)")
+    p.add_argument("--backend", choices=["ovn", "neutron"], help="the control plane: OVN "
+                   "Northbound (plain OVN), or Neutron (OpenStack with ML2/OVN) (default: "
+                   "ovn)")
+    p.add_argument("--nb", help="with --backend ovn: the OVN Northbound connection, e.g. "
+                   "tcp:HOST:6641 or unix:PATH; only the controller connects to it")
+    p.add_argument("--neutron-config", metavar="OPENRC", help="with --backend neutron: an "
+                   "openrc file with the Neutron credentials (else --neutron-cloud, else "
+                   "OS_* variables)")
+    p.add_argument("--neutron-cloud", metavar="CLOUD", help="with --backend neutron: a cloud "
+                   "of clouds.yaml")
+    p.add_argument("--child-ports", choices=CHILD_PORT_MODES, help="with --backend neutron: "
+                   "trunk subports (a tenant may make them) or binding:profile (needs admin) "
+                   f"(default: {DEFAULT_CHILD_PORTS})")
+    p.add_argument("--cluster-subnet", metavar="CIDR", help="every pod's address; a Node "
+                   "without spec.podCIDR gets a block of it (recorded on the Node as "
+                   "annotation ovn-underlay.io/node-subnet), and podCIDRs must lie in it "
+                   "(default: none: every Node needs spec.podCIDR)")
+    p.add_argument("--node-subnet-size", type=int, metavar="PREFIX", help="the prefix length "
+                   "of the blocks allocated from --cluster-subnet (default: 24)")
+    p.add_argument("--router", metavar="NAME", help="the cluster router, made once, to which "
+                   "every node switch is attached (default: ovn-underlay)")
+    p.add_argument("--pool-size", type=int, metavar="N", help="pool ports made with a node's "
+                   "network; the node agent asks for more (default: 16)")
+    p.add_argument("--max-pool-ports", type=int, metavar="N", help="the most pool ports a "
+                   "node gets, whatever it asks: a node cannot exhaust the cloud's quota "
+                   "(default: 128)")
+    p.add_argument("--pool-batch", type=int, metavar="N", help="pool ports per control-plane "
+                   "request when a pool grows (default: 32)")
+    p.add_argument("--namespace", metavar="NS", help="namespace of the leader-election Lease "
+                   "ovn-underlay-controller (default: ovn-underlay)")
+    p.add_argument("--resync", type=float, metavar="SECONDS", help="every node is reconciled "
+                   "again this often; how soon a deleted Node's network goes once its VM "
+                   "port is gone (default: 30)")
+    p.add_argument("--log-file", help="log here (created 0600) instead of stderr")
+
+
+def with_config_dir(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with the options it lacks from the settings directory's files, then
+    :data:`DEFAULTS`.
+
+    Each file holds one value (surrounding whitespace dropped); a file named as no option
+    is refused, so a typo in a ConfigMap key does not pass unseen.
+    """
+    directory = Path(args.config_dir)
+    from_files: dict[str, Any] = {}
+    if directory.is_dir():
+        parser = argparse.ArgumentParser(prog=f"settings in {directory}", add_help=False,
+                                         exit_on_error=False)
+        add_arguments(parser)
+        known = {a.dest for a in parser._actions}
+        argv: list[str] = []
+        for path in sorted(directory.iterdir()):
+            if path.name.startswith(".") or not path.is_file():
+                continue  # a ConfigMap volume's ..data and ..timestamp entries
+            dest = path.name.replace("-", "_")
+            if dest not in known or dest in NOT_FROM_FILES:
+                raise ConfigError(f"{path}: no controller setting is called {path.name!r} "
+                                  "(see 'ovn-k8s-underlay controller --help')")
+            argv += [f"--{path.name}", path.read_text(encoding="utf-8").strip()]
+        try:
+            from_files = vars(parser.parse_args(argv))
+        except (argparse.ArgumentError, SystemExit) as exc:
+            raise ConfigError(f"settings in {directory}: {exc}") from None
+    merged = dict(vars(args))
+    for dest, default in DEFAULTS.items():
+        if merged.get(dest) is None:
+            value = from_files.get(dest)
+            merged[dest] = value if value is not None else default
+    return argparse.Namespace(**merged)
+
+
+def cmd_controller(args: argparse.Namespace) -> int:
+    """Run the controller until SIGTERM or SIGINT (then release the Lease)."""
+    import logging
+    import signal
+
+    from ovn_underlay.cli.daemon import _setup_logging
+    from ovn_underlay.controller.main import Controller, ControllerConfig
+    from ovn_underlay.controller.nodes import Settings
+    from ovn_underlay.kube.client import load_config
+
+    _setup_logging(args.log_file, args.verbose)
+    args = with_config_dir(args)
+    if args.backend == "ovn" and not args.nb:
+        raise ConfigError("--backend ovn needs --nb (the OVN Northbound connection), on the "
+                          "command line or as the file 'nb' in the settings directory")
+    settings = Settings(router=args.router, cluster_subnet=args.cluster_subnet,
+                        pool_size=args.pool_size, max_pool_ports=args.max_pool_ports,
+                        pool_batch=args.pool_batch)
+    config = ControllerConfig(settings=settings, node_prefix=args.node_subnet_size,
+                              namespace=args.namespace, resync=args.resync)
+    controller = Controller(load_config(args.kubeconfig), config, lambda: _connect(args))
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("signal %d: stopping", signum)
+        controller.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    controller.start()
+    controller.wait()
+    return 0
+
+
+def _connect(args: argparse.Namespace) -> ControlPlane:
+    """A new connection to the control plane the settings name."""
+    from ovn_underlay.config import NodeConfig
+    from ovn_underlay.control.factory import connect
+
+    return connect(NodeConfig(
+        backend=args.backend, nb=args.nb, neutron_config=args.neutron_config,
+        neutron_cloud=args.neutron_cloud, child_ports=args.child_ports,
+        state_dir=str(Path(tempfile.gettempdir()) / "ovn-underlay-controller")))

@@ -1,0 +1,89 @@
+"""``ovn-k8s-underlay controller``: settings from a directory and the command line, and the
+real process against the test API server and a real NB (SIGTERM releases the Lease)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from lightkube import Client
+from lightkube.resources.coordination_v1 import Lease
+
+from ovn_underlay.cli.controller import DEFAULTS, add_arguments, with_config_dir
+from ovn_underlay.config import ConfigError
+from ovn_underlay.controller import main, nodes, subnets
+from ovn_underlay.lab.kubeapi import KubeApiServer
+from tests.controller.support import add_node, wait_ready
+from tests.kube.support import write_kubeconfig
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_the_defaults_are_the_controllers() -> None:
+    assert (DEFAULTS["router"], DEFAULTS["pool_size"], DEFAULTS["max_pool_ports"],
+            DEFAULTS["pool_batch"]) == (nodes.DEFAULT_ROUTER, nodes.DEFAULT_POOL_SIZE,
+                                        nodes.DEFAULT_MAX_POOL_PORTS, nodes.DEFAULT_POOL_BATCH)
+    assert DEFAULTS["node_subnet_size"] == subnets.DEFAULT_NODE_PREFIX
+    assert (DEFAULTS["namespace"], DEFAULTS["resync"]) == (main.DEFAULT_NAMESPACE,
+                                                           main.DEFAULT_RESYNC)
+
+
+def test_files_give_settings_and_the_command_line_wins(tmp_path: Path) -> None:
+    (tmp_path / "cluster-subnet").write_text("10.128.0.0/14\n")
+    (tmp_path / "router").write_text("from-file")
+    (tmp_path / "max-pool-ports").write_text("64")
+    (tmp_path / "..data").mkdir()
+    args = with_config_dir(parse("--config-dir", str(tmp_path), "--router", "from-cli"))
+    assert (args.cluster_subnet, args.router, args.max_pool_ports) == (
+        "10.128.0.0/14", "from-cli", 64)
+    assert (args.pool_size, args.backend) == (16, "ovn")
+
+
+def test_a_misnamed_or_malformed_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "cluster_subnett").write_text("10.128.0.0/14")
+    with pytest.raises(ConfigError, match="no controller setting is called 'cluster_subnett'"):
+        with_config_dir(parse("--config-dir", str(tmp_path)))
+    (tmp_path / "cluster_subnett").unlink()
+    (tmp_path / "pool-size").write_text("many")
+    with pytest.raises(ConfigError, match="pool-size"):
+        with_config_dir(parse("--config-dir", str(tmp_path)))
+
+
+def test_the_process_serves_nodes_and_releases_the_lease_on_sigterm(
+        cluster: Client, server: KubeApiServer, nb: str, tmp_path: Path) -> None:
+    settings = tmp_path / "settings"
+    settings.mkdir()
+    (settings / "cluster-subnet").write_text("198.19.0.0/16")
+    (settings / "pool-size").write_text("2")
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", server.url)
+    log = tmp_path / "controller.log"
+    proc = subprocess.Popen([sys.executable, "-m", "ovn_underlay.cli", "controller",
+                             "--config-dir", str(settings), "--kubeconfig", kubeconfig,
+                             "--nb", nb, "--log-file", str(log)])
+    try:
+        add_node(cluster, "n1", "10.0.0.11")
+        status = wait_ready(cluster, "n1", timeout=20)
+        assert (status["subnet"], len(status["ports"])) == ("198.19.0.0/24", 2)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - started < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    spec = cluster.get(Lease, main.LEASE_NAME, namespace=main.DEFAULT_NAMESPACE).spec
+    assert spec is not None and spec.holderIdentity is None
+    text = log.read_text()
+    assert "epoch 1: leading" in text
+    assert "node n1: Ready=True" in text
+    assert "stopped writing" in text
