@@ -183,6 +183,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     args = with_config_dir(args)
     _setup_logging(args.log_file, args.verbose)
+    if not args.verbose:  # httpx logs every request at INFO: the watches' too
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     node = node_name(args)
     cfg = node_settings(args, node)
     settings = AgentSettings(args.ovsdb, node, cfg, args.ready_timeout or 0.0)
