@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import logging
 import math
 import os
@@ -52,6 +53,7 @@ from ovn_underlay.control.neutron_view import (
     PORT_OWNER,
     ROUTER_INTERFACE,
     TRUNK,
+    TRUNK_SUBPORT,
     Meta,
     View,
     mark,
@@ -106,6 +108,14 @@ def split_plan(plan: Sequence[_P]) -> list[Sequence[_P]]:
         chunks.append(plan[start:end])
         start = end
     return chunks
+
+
+def _is_vm_port(port: Any) -> bool:
+    """Whether a Neutron port can be a VM's own port (see NeutronControlPlane.port_holding)."""
+    owner = str(port.device_owner or "")
+    return not (owner.startswith("network:") or owner in (PORT_OWNER, TRUNK_SUBPORT)
+                or marked(port.description, "pool-port") or marked(port.description, "mgmt-port")
+                or (port.binding_profile or {}).get("parent_name"))
 
 
 class NeutronControlPlane(ControlPlane):
@@ -295,17 +305,62 @@ class NeutronControlPlane(ControlPlane):
             raise ControlPlaneError(f"parent port {parent} is itself a child of {grand}")
 
     def _router(self, router: str, create: bool, undo: contextlib.ExitStack) -> Any:
-        found = self._call(f"look up router {router}",
-                           lambda: self.conn.network.find_router(router))
+        found = self._one_router(router)
         if found is not None:
             return found
         if not create:
             raise ControlPlaneError(f"router {router} does not exist")
-        made = self._call(f"create router {router}", lambda: self.conn.network.create_router(
-            name=router, description=mark("router")))
-        undo.callback(self._quietly, f"delete router {router}",
-                      lambda: self.conn.network.delete_router(made, ignore_missing=True))
-        return made
+        kept, made = self._make_router(router, "router")
+        if made:
+            undo.callback(self._quietly, f"delete router {router}",
+                          lambda: self.conn.network.delete_router(kept, ignore_missing=True))
+        return kept
+
+    def _routers_named(self, name: str) -> list[Any]:
+        return self._call(f"look up routers named {name}",
+                          lambda: list(self.conn.network.routers(name=name)))
+
+    def _one_router(self, name: str) -> Any | None:
+        """The router named ``name`` (None: none); Conflict when several have the name."""
+        found = self._routers_named(name)
+        if len(found) > 1:
+            raise Conflict(f"{len(found)} Neutron routers are named {name!r}; remove all but "
+                           "one")
+        return found[0] if found else None
+
+    def _make_router(self, name: str, kind: str) -> tuple[Any, bool]:
+        """Create the router ``name`` marked ``kind``: (the router to use, whether it is ours).
+
+        Neutron cannot create conditionally, so two clients creating it at once make
+        two.  So each creator lists the routers of that name after its create and, when
+        there are several, all marked by ovn-underlay, keeps the oldest (created_at,
+        then id: every creator chooses the same one) and deletes the others, which have
+        no interface yet; Conflict when one of them is not ovn-underlay's or is in use.
+        """
+        made = self._call(f"create router {name}", lambda: self.conn.network.create_router(
+            name=name, description=mark(kind)))
+        routers = self._routers_named(name)
+        if len(routers) <= 1:
+            return made, True
+        foreign = [r.id for r in routers if not marked(r.description, "router")
+                   and not marked(r.description, "cluster-router")]
+        if foreign:
+            raise Conflict(f"Neutron routers named {name!r} that ovn-underlay did not make: "
+                           f"{', '.join(foreign)}")
+        kept = min(routers, key=lambda r: (str(r.created_at or ""), str(r.id)))
+        for other in routers:
+            if other.id == kept.id:
+                continue
+            if self._router_subnets(other) or other.external_gateway_info:
+                raise Conflict(f"{len(routers)} Neutron routers are named {name!r} and "
+                               f"{other.id} is in use; remove all but one")
+            LOG.warning("router %s: another client created one at the same time; deleting %s "
+                        "and keeping %s (the first by created_at, then id)", name, other.id,
+                        kept.id)
+            self._call(f"delete the duplicate router {other.id}",
+                       lambda victim=other: self.conn.network.delete_router(
+                           victim, ignore_missing=True))
+        return kept, kept.id == made.id
 
     def _router_subnets(self, router: Any) -> list[Any]:
         ports = self._call(f"list the interfaces of router {router.name}", lambda: list(
@@ -551,6 +606,55 @@ class NeutronControlPlane(ControlPlane):
         if trunk is not None and marked(trunk.description, "trunk") and not trunk.sub_ports:
             self._call(f"delete trunk {trunk.id}",
                        lambda: self.conn.network.delete_trunk(trunk, ignore_missing=True))
+
+    # --- what the cluster controller needs ---------------------------------------------
+
+    def ensure_router(self, router: str) -> None:
+        """Create the router ``router`` (marked cluster-router) unless one has that name.
+
+        An existing router of that name is kept as it is, whoever made it.  Conflict
+        when several routers have the name, or a network has it.  Two clients creating
+        it at once end with one (see :meth:`_make_router`).  destroy_node_network never
+        deletes a cluster-router.
+        """
+        if not router:
+            raise ControlPlaneError("the router name must not be empty")
+        if self._one_router(router) is not None:
+            return
+        if self._call(f"look up networks named {router}",
+                      lambda: list(self.conn.network.networks(name=router))):
+            raise Conflict(f"router {router!r} has the name of an existing Neutron network: a "
+                           "router and a switch must not share a name")
+        self._make_router(router, "cluster-router")
+
+    def port_holding(self, ip: str) -> str | None:
+        """The id of the one VM port with the fixed IP ``ip``.
+
+        VM ports are those not made here (no ovn-underlay mark, device_owner not
+        ours), no router or DHCP port (``network:*``), no trunk subport and no
+        binding-profile child.  None when no port or more than one holds the address.
+        """
+        try:
+            wanted = str(ipaddress.IPv4Address(ip))
+        except ValueError as exc:
+            raise ControlPlaneError(f"invalid IPv4 address {ip!r}: {exc}") from exc
+        ports = self._call(f"look up the ports with address {wanted}", lambda: list(
+            self.conn.network.ports(fixed_ips=[f"ip_address={wanted}"])))
+        found = [str(p.id) for p in ports
+                 if any(str(f["ip_address"]) == wanted for f in p.fixed_ips or ())
+                 and _is_vm_port(p)]
+        return found[0] if len(found) == 1 else None
+
+    def node_switches(self) -> list[str]:
+        """The names of the networks that record a node network made here, sorted."""
+        nets = self._call("list the networks",
+                          lambda: list(self.conn.network.networks()))
+        return sorted(str(n.name) for n in nets if Meta.decode(n.description) is not None)
+
+    def port_exists(self, port: str) -> bool:
+        """Whether the port with id ``port`` exists (as this project's credentials see)."""
+        return bool(self._call(f"look up port {port}",
+                               lambda: list(self.conn.network.ports(id=port))))
 
     # --- pods -----------------------------------------------------------------------
 

@@ -11,7 +11,9 @@ JSON ``{"ovn-underlay": <kind>}`` (:func:`mark`):
   first host);
 * an interface of the router on that subnet: a port Neutron makes itself
   (``device_owner`` ``network:router_interface``), left unmarked; a router
-  created for it is marked ``router``, one that existed is left as it was;
+  created for it is marked ``router`` (deleted with its last node network), the
+  cluster controller's router (``ensure_router``) ``cluster-router`` (never
+  deleted here), one that existed is left as it was;
 * ``<switch>-mgmt``, the management port (kind ``mgmt-port``; second host
   address, VLAN ``mgmt_tag``), and the pool ports ``<switch>-p<tag>`` (kind
   ``pool-port``): children of the VM's port, made in one of two ways:
@@ -45,6 +47,8 @@ TRUNK = "trunk"
 BINDING_PROFILE = "binding-profile"
 MODES = (TRUNK, BINDING_PROFILE)
 ROUTER_INTERFACE = "network:router_interface"
+TRUNK_SUBPORT = "trunk:subport"
+"""``device_owner`` Neutron's trunk service gives a port when it joins a trunk."""
 PORT_OWNER = "compute:ovn-underlay"
 """``device_owner`` of the ports made here.  Neutron skips its per-port routed-network
 inventory lookup for ``compute:`` ports (measured: ~10 % of a port create's CPU)."""
