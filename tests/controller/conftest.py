@@ -19,11 +19,12 @@ from ovn_underlay.controller.main import DEFAULT_NAMESPACE, Controller, Controll
 from ovn_underlay.controller.nodes import Settings
 from ovn_underlay.kube.client import load_config
 from ovn_underlay.lab import daemons
+from ovn_underlay.lab.kubeapi import KubeApiServer
 from tests.functional.test_ovn_nb import setup_vm_network
-from tests.kube.conftest import admin, kubeconfig, relay, server
-from tests.kube.support import namespace
+from tests.kube.conftest import admin, server
+from tests.kube.support import namespace, write_kubeconfig
 
-__all__ = ["admin", "kubeconfig", "relay", "server"]
+__all__ = ["admin", "server"]
 CRD = Path(__file__).resolve().parents[2] / "deploy" / "crd.yaml"
 CLUSTER_SUBNET = "198.19.0.0/16"
 LEASE = 2
@@ -36,6 +37,13 @@ def nb(ovsdb_factory: Callable[[str, Path], str]) -> str:
     remote = ovsdb_factory("nb", daemons.NB_SCHEMA)
     setup_vm_network(remote)
     return remote
+
+
+@pytest.fixture
+def kubeconfig(server: KubeApiServer, tmp_path: Path) -> str:
+    """A kubeconfig naming the server itself (tests/kube's relay in between would add
+    40 ms to some requests: Nagle's algorithm on its sockets against delayed ACKs)."""
+    return write_kubeconfig(tmp_path / "kubeconfig", server.url)
 
 
 @pytest.fixture
@@ -61,7 +69,7 @@ MakeReplica = Callable[..., Replica]
 
 @pytest.fixture
 def replicas(cluster: Client, kubeconfig: str, nb: str) -> Iterator[MakeReplica]:
-    """make(identity, **settings): a controller started on the relay and the NB."""
+    """make(identity, **settings): a controller started on the API server and the NB."""
     made: list[Replica] = []
 
     def make(identity: str = "c1", start: bool = True, **settings: object) -> Replica:
