@@ -55,6 +55,7 @@ def cmd_lswitch_setup(args: argparse.Namespace) -> int:
     With Neutron only a first batch of the pool is made here; the rest is made
     in the background, or before returning with --wait.
     """
+    from ovn_underlay.control.base import Routing
     from ovn_underlay.control.factory import connect
     from ovn_underlay.pods import network
 
@@ -68,12 +69,16 @@ def cmd_lswitch_setup(args: argparse.Namespace) -> int:
             net = network.setup(ovs, control, replace(cfg, pool_size=target), args.switch,
                                 args.subnet, args.router, first,
                                 create_router=not args.no_create_router)
+            hosts = control.ensure_host_routes(net.switch) \
+                if isinstance(control, Routing) else ()
             router = router_label(control, net.router)
         finally:
             control.close()
         ready = load(ovs)
     mgmt = f", management port {net.mgmt.name} {net.mgmt.ip} tag {net.mgmt.tag}" \
         if net.mgmt else ""
+    if hosts:
+        mgmt += f" (the node's {', '.join(hosts)} routed to it)"
     print(f"switch {net.switch} ({net.subnet}) on router {router} via {net.gateway_ip}: "
           f"{len(net.ports)} pool ports{mgmt}", flush=True)
     warn_without_cluster_subnet(cfg)

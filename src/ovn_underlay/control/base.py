@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ovn_underlay.config import DEFAULT_MGMT_TAG
 
@@ -166,4 +166,41 @@ class ControlPlane(Protocol):
 
     def close(self) -> None:
         """Release the connection to the control plane."""
+        ...
+
+
+@runtime_checkable
+class Routing(Protocol):
+    """What the backends with a router of their own (OVN NB, Neutron) do besides
+    :class:`ControlPlane`: the node's own addresses to its pods, the router's gateway.
+
+    A node in cluster mode has no such connection (its controller routes).
+    """
+
+    def ensure_host_routes(self, switch: str) -> tuple[str, ...]:
+        """Let the node's own addresses (its parent port's) talk to pods through its
+        management port; idempotent; returns those addresses.
+
+        The management port admits them as sources (NB port_security, Neutron
+        allowed_address_pairs) and the router routes each one (/32) to the
+        management port's address, so that a pod reaching the VM's primary address
+        and the VM's answer from that address both take the management port.
+        A network without a management port is left alone (returns nothing).
+        """
+        ...
+
+    def ensure_router_gateway(self, router: str, external: str, snat: Sequence[str],
+                              address: str = "", next_hop: str = "",
+                              chassis: Sequence[str] = ()) -> str:
+        """Give ``router`` a gateway on the network ``external`` that SNATs ``snat``.
+
+        Returns the gateway's (SNAT) address.  OVN NB: a distributed gateway port
+        ``gw-<router>`` with ``address`` (CIDR) on the switch ``external``, bound to
+        the ``chassis`` (highest priority first), a default route via ``next_hop``
+        and one snat row per subnet of ``snat``.  Neutron: the router's
+        external_gateway_info with enable_snat, as a tenant router has; Neutron
+        picks the address (unless ``address`` names one), the next hop (the
+        external subnet's gateway) and the chassis, and SNATs every subnet on the
+        router.  Idempotent.
+        """
         ...

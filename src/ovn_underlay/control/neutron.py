@@ -586,6 +586,7 @@ class NeutronControlPlane(ControlPlane):
         router = self._call(f"look up router {view.meta.router}",
                             lambda: self.conn.network.find_router(view.meta.router))
         if router is not None and view.subnet is not None:
+            self._remove_routes_into(router, view.meta.subnet)
             if any(str(p.device_owner or "").startswith(ROUTER_INTERFACE)
                    and p.device_id == router.id for p in view.ports):
                 self._call(f"detach {view.meta.subnet} from router {router.name}",
@@ -696,6 +697,85 @@ class NeutronControlPlane(ControlPlane):
             raise ControlPlaneError(f"security group {name_or_id!r} not found in project "
                                     f"{project_id}")
         return str(group.id)
+
+    # --- the node's own addresses, the router's gateway ------------------------------
+
+    def ensure_host_routes(self, switch: str) -> tuple[str, ...]:
+        """The management port's allowed_address_pairs are the parent port's IPv4
+        addresses, and the router has an extra route ``<ip>/32`` via the management
+        port's address for each; extra routes into the node subnet for other
+        addresses are removed."""
+        view = self._pool_view(switch)
+        mgmt = next((p for p in view.ports if p.name == mgmt_port_name(switch)), None)
+        if mgmt is None or not mgmt.fixed_ips:
+            return ()
+        parent = self._get_port(view.meta.parent)
+        ips = tuple(sorted(str(f["ip_address"]) for f in parent.fixed_ips or ()
+                           if ipaddress.ip_address(f["ip_address"]).version == 4))
+        have = sorted(str(pair["ip_address"]) for pair in mgmt.allowed_address_pairs or ())
+        if have != list(ips):
+            self._call(f"admit {', '.join(ips)} on port {mgmt.name}",
+                       lambda: self.conn.network.update_port(
+                           mgmt, allowed_address_pairs=[{"ip_address": ip} for ip in ips]))
+        via = str(mgmt.fixed_ips[0]["ip_address"])
+        wanted = [{"destination": f"{ip}/32", "nexthop": via} for ip in ips]
+        router = self._call(f"look up router {view.meta.router}",
+                            lambda: self.conn.network.get_router(view.meta.router))
+        self._remove_routes_into(router, view.meta.subnet, keep=wanted)
+        missing = [r for r in wanted if r not in (router.routes or [])]
+        if missing:
+            self._call(f"route {', '.join(ips)} to port {mgmt.name}",
+                       lambda: self.conn.network.add_extra_routes_to_router(
+                           router, {"router": {"routes": missing}}))
+        return ips
+
+    def _remove_routes_into(self, router: Any, subnet: str,
+                            keep: Sequence[Mapping[str, str]] = ()) -> None:
+        """Remove the router's extra routes whose next hop is in ``subnet``, but ``keep``."""
+        net = ipaddress.ip_network(subnet)
+        stale = [r for r in router.routes or []
+                 if ipaddress.ip_address(r["nexthop"]) in net and r not in keep]
+        if stale:
+            self._call(f"remove {len(stale)} routes into {subnet} from router {router.name}",
+                       lambda: self.conn.network.remove_extra_routes_from_router(
+                           router, {"router": {"routes": stale}}))
+
+    def ensure_router_gateway(self, router: str, external: str, snat: Sequence[str],
+                              address: str = "", next_hop: str = "",
+                              chassis: Sequence[str] = ()) -> str:
+        """Set the router's external_gateway_info (network ``external``, enable_snat).
+
+        Neutron SNATs every subnet on the router (``snat`` is not asked for), routes
+        via the external subnet's gateway (not ``next_hop``) and schedules the
+        gateway on its gateway chassis (not ``chassis``); ``address`` (an IP, a
+        prefix is ignored) asks for that external fixed IP, which needs admin.
+        """
+        del snat, next_hop, chassis
+        found = self._call(f"look up router {router}",
+                           lambda: self.conn.network.find_router(router))
+        if found is None:
+            raise ControlPlaneError(f"router {router} does not exist")
+        net = self._call(f"look up network {external}",
+                         lambda: self.conn.network.find_network(external))
+        if net is None or not net.is_router_external:
+            raise ControlPlaneError(f"{external} is not an external Neutron network "
+                                    "(router:external)")
+        want: dict[str, Any] = {"network_id": net.id, "enable_snat": True}
+        ip = str(ipaddress.ip_interface(address).ip) if address else ""
+        if ip:
+            want["external_fixed_ips"] = [{"ip_address": ip}]
+        info = found.external_gateway_info or {}
+        ips = [str(f["ip_address"]) for f in info.get("external_fixed_ips") or ()]
+        if info.get("network_id") != net.id or not info.get("enable_snat") or \
+                (ip and ip not in ips):
+            found = self._call(f"set the gateway of router {router} on {external}",
+                               lambda: self.conn.network.update_router(
+                                   found, external_gateway_info=want))
+            ips = [str(f["ip_address"]) for f in
+                   (found.external_gateway_info or {}).get("external_fixed_ips") or ()]
+        if not ips:
+            raise ControlPlaneError(f"router {router} got no address on {external}")
+        return ip or ips[0]
 
     # --- misc -----------------------------------------------------------------------
 

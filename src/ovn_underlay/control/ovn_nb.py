@@ -43,7 +43,7 @@ import ipaddress
 import os
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -218,6 +218,48 @@ class _CreateView:
     other_subnets: tuple[tuple[str, str], ...]
     router_is_a_switch: bool
     switch_is_a_router: bool
+
+
+@dataclass(frozen=True)
+class _HostView:
+    """What ensure_host_routes needs: the management port, the parent's addresses, routes."""
+
+    mgmt_name: str
+    mgmt_mac: str
+    mgmt_ip: str
+    port_security: tuple[str, ...]
+    parent_ips: tuple[str, ...]
+    router: uuid.UUID
+    routes: tuple[tuple[uuid.UUID, str, str], ...]
+    """(row, ip_prefix, nexthop) of the host routes marked with this switch."""
+
+
+@dataclass(frozen=True)
+class _GatewayView:
+    """What ensure_router_gateway needs: the router, the external switch and our rows."""
+
+    router: uuid.UUID
+    external: uuid.UUID
+    port_networks: tuple[str, ...] | None
+    """The gateway port's networks (None: there is no gateway port)."""
+    peer: bool
+    chassis: Mapping[str, int]
+    default_routes: tuple[tuple[uuid.UUID, str], ...]
+    snats: tuple[tuple[uuid.UUID, str, str], ...]
+    """(row, external_ip, logical_ip) of the snat rows marked as the gateway's."""
+
+
+def _gateway_address(address: str) -> ipaddress.IPv4Interface:
+    """The gateway's address as an IPv4 interface (ControlPlaneError if it is none)."""
+    try:
+        iface = ipaddress.ip_interface(address)
+    except ValueError as exc:
+        raise ControlPlaneError(f"gateway address {address!r}: give it with its prefix on "
+                                "the external network, e.g. 203.0.113.2/24") from exc
+    if not isinstance(iface, ipaddress.IPv4Interface) or iface.network.prefixlen == 32:
+        raise ControlPlaneError(f"gateway address {address!r}: an IPv4 address with the "
+                                "external network's prefix, e.g. 203.0.113.2/24")
+    return iface
 
 
 def _optional(value: list[Any]) -> Any:
@@ -565,6 +607,7 @@ class OvnNbControlPlane(ControlPlane):
         if sw is not None:
             commands.append(self._api.ls_del(sw.uuid, if_exists=True))
         if gateway is not None and router is not None:
+            commands += self._read(lambda: self._host_route_removals(switch, router.uuid))
             commands.append(self._api.lrp_del(gateway.uuid, router=router.uuid, if_exists=True))
             if (router.external_ids.get(KEY_ROLE) == ROLE_ROUTER
                     and all(p.uuid == gateway.uuid for p in router.ports)):
@@ -685,9 +728,161 @@ class OvnNbControlPlane(ControlPlane):
         return Fenced(f"OVN NB at {self._remote} holds leader epoch {stored}, this writer's "
                       f"is {ours}: a later leader has taken over")
 
+    # --- the node's own addresses, the router's gateway --------------------------------
+
+    def ensure_host_routes(self, switch: str) -> tuple[str, ...]:
+        """Admit the parent port's addresses on the management port; route them to it.
+
+        The routes are Logical_Router_Static_Route rows ``<ip>/32`` via the
+        management port's address, out of ``rtr-<switch>``, marked
+        ``ovn-underlay:role=host-route`` and ``ovn-underlay:switch``; those of
+        addresses the parent no longer has are removed.  One transaction, none
+        when everything is in place.
+        """
+        view = self._read(lambda: self._host_view(switch))
+        if view is None:
+            return ()
+        api = self._api
+        commands: list[Any] = []
+        security = [" ".join((view.mgmt_mac, view.mgmt_ip, *view.parent_ips))]
+        if list(view.port_security) != security:
+            commands.append(api.db_set(_LSP, view.mgmt_name, ("port_security", security)))
+        wanted = {f"{ip}/32" for ip in view.parent_ips}
+        kept = set()
+        for row, prefix, nexthop in view.routes:
+            if prefix in wanted and nexthop == view.mgmt_ip and prefix not in kept:
+                kept.add(prefix)
+            else:
+                commands.append(api.db_remove("Logical_Router", view.router, "static_routes",
+                                              row, if_exists=True))
+        for prefix in sorted(wanted - kept):
+            route = api.db_create("Logical_Router_Static_Route", ip_prefix=prefix,
+                                  nexthop=view.mgmt_ip, output_port=router_port_name(switch),
+                                  external_ids={KEY_ROLE: ROLE_HOST_ROUTE, KEY_SWITCH: switch})
+            commands += [route, api.db_add("Logical_Router", view.router, "static_routes",
+                                           route)]
+        self._commit(commands, f"route the addresses of {switch}'s node to its management "
+                               "port")
+        return view.parent_ips
+
+    def ensure_router_gateway(self, router: str, external: str, snat: Sequence[str],
+                              address: str = "", next_hop: str = "",
+                              chassis: Sequence[str] = ()) -> str:
+        """The distributed gateway port ``gw-<router>`` on the switch ``external``.
+
+        ``address`` (CIDR) is the port's network and the SNAT address; the port's
+        MAC is derived from it, its peer ``gw-<router>-peer`` on ``external`` is a
+        switch port of type router, ``chassis`` become its Gateway_Chassis rows
+        (priority from the first down), a default route goes via ``next_hop``
+        (if given) and each subnet of ``snat`` gets a snat row.  Routes and NAT
+        rows are marked ``ovn-underlay:role=router-gateway``; marked ones no longer
+        asked for are removed.  One transaction.
+        """
+        iface = _gateway_address(address)
+        view = self._read(lambda: self._gateway_view(router, external))
+        api, port = self._api, gateway_port_name(router)
+        marks = {KEY_ROLE: ROLE_ROUTER_GATEWAY, KEY_ROUTER: router}
+        ip = str(iface.ip)
+        commands: list[Any] = []
+        if view.port_networks is None:
+            commands.append(api.lrp_add(view.router, port, mac_for_ip(ip), [str(iface)],
+                                        external_ids=marks))
+        elif list(view.port_networks) != [str(iface)]:
+            commands.append(api.db_set("Logical_Router_Port", port, ("networks", [str(iface)])))
+        if not view.peer:
+            commands.append(api.lsp_add(view.external, gateway_peer_name(router), type="router",
+                                        addresses=["router"], options={"router-port": port},
+                                        external_ids=marks))
+        wanted_chassis = {name: len(chassis) - i for i, name in enumerate(chassis)}
+        commands += [api.lrp_del_gateway_chassis(port, name, if_exists=True)
+                     for name in view.chassis if name not in wanted_chassis]
+        commands += [api.lrp_set_gateway_chassis(port, name, priority)
+                     for name, priority in wanted_chassis.items()
+                     if view.chassis.get(name) != priority]
+        routes = [] if not next_hop else [next_hop]
+        for row, nexthop in view.default_routes:
+            if nexthop in routes:
+                routes.remove(nexthop)
+            else:
+                commands.append(api.db_remove("Logical_Router", view.router, "static_routes",
+                                              row, if_exists=True))
+        for nexthop in routes:
+            route = api.db_create("Logical_Router_Static_Route", ip_prefix="0.0.0.0/0",
+                                  nexthop=nexthop, output_port=port, external_ids=marks)
+            commands += [route, api.db_add("Logical_Router", view.router, "static_routes",
+                                           route)]
+        subnets = [str(parse_subnet(net)) for net in snat]
+        for row, external_ip, logical_ip in view.snats:
+            if external_ip == ip and logical_ip in subnets:
+                subnets.remove(logical_ip)
+            else:
+                commands.append(api.db_remove("Logical_Router", view.router, "nat", row,
+                                              if_exists=True))
+        for logical_ip in subnets:
+            nat = api.db_create("NAT", type="snat", external_ip=ip, logical_ip=logical_ip,
+                                external_ids=marks)
+            commands += [nat, api.db_add("Logical_Router", view.router, "nat", nat)]
+        self._commit(commands, f"give router {router} its gateway on {external}")
+        return ip
+
     def close(self) -> None:
         """Stop the connection's thread and close the connection; idempotent."""
         self._api.ovsdb_connection.stop(self._timeout)
+
+    def _host_view(self, switch: str) -> _HostView | None:
+        sw = self._find_switch(switch)
+        if sw is None or not sw.ours:
+            raise ControlPlaneError(f"no node network {switch} (made by ovn-underlay)")
+        mgmt = self._row(_LSP, mgmt_port_name(switch))
+        lrp = self._row("Logical_Router_Port", router_port_name(switch))
+        router = None if lrp is None else next(
+            (r for r in self._api.tables["Logical_Router"].rows.values()
+             if any(p.uuid == lrp.uuid for p in r.ports)), None)
+        if mgmt is None or not mgmt.addresses or router is None:
+            return None
+        mac, ip = str(mgmt.addresses[0]).split()[:2]
+        parent = self._find_port(sw.external_ids[KEY_PARENT])
+        ips = tuple(sorted(address_ips(parent.addresses))) if parent is not None else ()
+        routes = tuple((r.uuid, str(r.ip_prefix), str(r.nexthop)) for r in router.static_routes
+                       if r.external_ids.get(KEY_ROLE) == ROLE_HOST_ROUTE
+                       and r.external_ids.get(KEY_SWITCH) == switch)
+        return _HostView(mgmt_name=str(mgmt.name), mgmt_mac=mac, mgmt_ip=ip,
+                         port_security=tuple(mgmt.port_security), parent_ips=ips,
+                         router=router.uuid, routes=routes)
+
+    def _host_route_removals(self, switch: str, router: uuid.UUID) -> list[Any]:
+        """Commands removing the host routes of ``switch`` from the router ``router``."""
+        row = self._api.tables["Logical_Router"].rows.get(router)
+        routes = [] if row is None else [
+            r.uuid for r in row.static_routes
+            if r.external_ids.get(KEY_ROLE) == ROLE_HOST_ROUTE
+            and r.external_ids.get(KEY_SWITCH) == switch]
+        return [self._api.db_remove("Logical_Router", router, "static_routes", r,
+                                    if_exists=True) for r in routes]
+
+    def _gateway_view(self, router: str, external: str) -> _GatewayView:
+        routers = [r for r in self._api.tables["Logical_Router"].rows.values()
+                   if r.name == router]
+        if len(routers) != 1:
+            raise (Conflict if routers else ControlPlaneError)(
+                f"{len(routers)} logical routers are named {router}")
+        ext = self._row("Logical_Switch", external)
+        if ext is None:
+            raise ControlPlaneError(f"external logical switch {external} not found")
+        row = routers[0]
+        lrp = self._row("Logical_Router_Port", gateway_port_name(router))
+        chassis = {} if lrp is None else {str(g.chassis_name): int(g.priority)
+                                          for g in lrp.gateway_chassis}
+        marked = [r for r in row.static_routes
+                  if r.external_ids.get(KEY_ROLE) == ROLE_ROUTER_GATEWAY]
+        snats = tuple((n.uuid, str(n.external_ip), str(n.logical_ip)) for n in row.nat
+                      if n.type == "snat" and n.external_ids.get(KEY_ROLE) == ROLE_ROUTER_GATEWAY)
+        return _GatewayView(router=row.uuid, external=ext.uuid,
+                            port_networks=None if lrp is None else tuple(lrp.networks),
+                            peer=self._row(_LSP, gateway_peer_name(router)) is not None,
+                            chassis=chassis,
+                            default_routes=tuple((r.uuid, str(r.nexthop)) for r in marked),
+                            snats=snats)
 
     # --- reads (run under the connection lock) ----------------------------------------
 
