@@ -18,6 +18,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from ovn_underlay.cli import agent as agent_cmds
+from ovn_underlay.cli import controller as controller_cmds
+from ovn_underlay.cli.main import build_parser
 from ovn_underlay.kube import underlay_node as un
 from tests.deploy.rbac import DEPLOY, load_manifests
 
@@ -159,6 +162,28 @@ def test_config_maps_are_mounted_where_the_commands_read_them() -> None:
         volume = volumes[mounts[f"/etc/ovn-underlay/{role}"]]
         assert volume["configMap"]["name"] == f"ovn-underlay-{role}", workload
         assert pod["serviceAccountName"] == f"ovn-underlay-{role}", workload
+
+
+@pytest.mark.parametrize("role", ["agent", "controller"])
+def test_config_map_keys_are_the_commands_options(role: str, tmp_path: Path) -> None:
+    """The ConfigMap, as its volume lays it out, read by the command's own settings
+    reader: every key is an option (a misnamed one stops the process) and every value
+    reaches it."""
+    config_map = next(o for o in MANIFESTS if o["kind"] == "ConfigMap"
+                      and o["metadata"]["name"] == f"ovn-underlay-{role}")
+    for key, value in config_map["data"].items():
+        (tmp_path / key).write_text(value)
+    (tmp_path / "..data").mkdir()
+    workload = next(o for o in MANIFESTS if o["kind"] in ("DaemonSet", "Deployment")
+                    and o["spec"]["template"]["spec"]["serviceAccountName"]
+                    == f"ovn-underlay-{role}")
+    command = workload["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:2] == ["ovn-k8s-underlay", role]
+    args = build_parser().parse_args([*command[1:], "--config-dir", str(tmp_path)])
+    reader = agent_cmds.with_config_dir if role == "agent" else controller_cmds.with_config_dir
+    settings = vars(reader(args))
+    for key, value in config_map["data"].items():
+        assert str(settings[key.replace("-", "_")]) == value, key
 
 
 def test_containerfile_copies_what_exists() -> None:
