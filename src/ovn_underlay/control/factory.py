@@ -25,10 +25,15 @@ def connect(cfg: NodeConfig, timeout: float = 10.0) -> ControlPlane:
             lock_path=os.path.join(cfg.state_dir, neutron.LOCK_FILE),
             timeout=max(timeout, neutron.DEFAULT_TIMEOUT))
     if cfg.backend == CLUSTER_BACKEND:
-        raise ControlPlaneUnavailable(
-            "this node runs in cluster mode (backend 'cluster'): it holds no control-plane "
-            "credentials, its requests go to the cluster controller through the node "
-            "agent's relay, and only the running agent ('ovn-k8s-underlay agent') has one; "
-            "try again once it runs")
+        raise no_relay()
     raise ConfigError(f"unknown control-plane backend {cfg.backend!r} (external_ids:"
                       "ovn-underlay:backend); supported: ovn, neutron, cluster")
+
+
+def no_relay() -> ControlPlaneUnavailable:
+    """The error of a node in cluster mode asked for its control plane outside the agent."""
+    return ControlPlaneUnavailable(
+        "this node runs in cluster mode (backend 'cluster'): it holds no control-plane "
+        "credentials, its requests go to the cluster controller through the node agent's "
+        "relay, and only the running agent ('ovn-k8s-underlay agent') has one; try again "
+        "once it runs")

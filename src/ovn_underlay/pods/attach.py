@@ -28,9 +28,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Interface
 
-from ovn_underlay.config import NodeConfig, from_external_ids
+from ovn_underlay.config import CLUSTER_BACKEND, NodeConfig, from_external_ids
 from ovn_underlay.control.base import ChildPort, ControlPlane, PortOwner
-from ovn_underlay.control.factory import connect
+from ovn_underlay.control.factory import connect, no_relay
 from ovn_underlay.dataplane import arp, isolation, links
 from ovn_underlay.dataplane.ovs import Ovs
 from ovn_underlay.names import EXT_CONTAINER_ID, EXT_POD_NAME, EXT_POD_NAMESPACE, EXT_PREFIX
@@ -360,12 +360,16 @@ def node_attacher(ovsdb: str, readiness_timeout: float = 5.0,
     """A PodAttacher for the node whose Open_vSwitch database is ``ovsdb``.
 
     Settings come from that database; with ``need_network`` the node must
-    have run lswitch-setup.  Everything opened is closed on exit.
+    have run lswitch-setup.  Everything opened is closed on exit.  In cluster mode only
+    the node agent's daemon reaches the control plane: a call that needs the network
+    (ADD, CHECK, STATUS) fails at once with ControlPlaneUnavailable, before any work.
     """
     ovs = Ovs(ovsdb)
     try:
         cfg = from_external_ids(ovs.get_config())
         if need_network:
+            if cfg.backend == CLUSTER_BACKEND:
+                raise no_relay()
             cfg.require_network()
         with Pool(cfg.pool_path) as pool:
             attacher = PodAttacher(cfg, ovs, pool, lambda: connect(cfg), readiness_timeout)

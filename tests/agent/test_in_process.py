@@ -1,0 +1,48 @@
+"""The CNI plugin in-process (no daemon answers) on a node in cluster mode: code 11 at once.
+
+Only the node agent's daemon has the relay to the controller; the plugin run by the
+launcher must not plumb anything, nor try the OVN NB named in a stale setting.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from ovn_underlay.cni.runner import run
+from ovn_underlay.lab import daemons, netns
+from ovn_underlay.pods.cni_plugin import make_plugin
+from ovn_underlay.pods.pool import Pool
+from tests.conftest import needs_netns
+from tests.functional.test_ovs import vsctl
+
+
+@needs_netns
+def test_add_in_process_in_cluster_mode_is_try_again_before_any_work(
+        ovsdb_factory: Callable[[str, Path], str], tmp_path: Path) -> None:
+    conn = ovsdb_factory("conf", daemons.OVS_SCHEMA)
+    vsctl(conn, "init")
+    state = tmp_path / "state"
+    settings = {"backend": "cluster", "nb": "tcp:192.0.2.1:6641", "state-dir": str(state),
+                "switch": "node-n1", "subnet": "198.19.0.0/24", "gateway-ip": "198.19.0.1"}
+    vsctl(conn, "set", "Open_vSwitch", ".",
+          *(f'external_ids:"ovn-underlay:{k}"="{v}"' for k, v in settings.items()))
+    out = io.BytesIO()
+    name = f"agip{os.getpid() % 100000}"
+    netns.create(name)
+    try:
+        code = run(make_plugin, {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c0ffee",
+                                 "CNI_NETNS": netns.path(name), "CNI_IFNAME": "eth0",
+                                 "CNI_PATH": "/opt/cni/bin"},
+                   json.dumps({"cniVersion": "1.0.0", "name": "ovn-underlay",
+                               "type": "ovn-underlay", "ovsdb": conn}).encode(), out)
+    finally:
+        netns.destroy(name)
+    answer = json.loads(out.getvalue())
+    assert code != 0 and answer["code"] == 11, answer
+    assert "cluster mode" in answer["msg"] and "agent" in answer["msg"]
+    with Pool(str(state / "pool.db")) as pool:
+        assert pool.stats().total == 0 and not pool.leases()
