@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ovn_underlay.control.base import ControlPlaneError
-from ovn_underlay.control.ovn_nb import OvnNbControlPlane
+from ovn_underlay.control.ovn_nb import OvnNbControlPlane, gateway_peer_name, gateway_port_name
 from ovn_underlay.lab import daemons, external, probe
 from ovn_underlay.lab.cluster import CLUSTER_ROUTER, CLUSTER_SUBNET, Node, pod_ip
 from ovn_underlay.lab.topology import LabState, nbctl
@@ -82,10 +82,21 @@ def test_lswitch_setup_routes_the_vms_address_to_its_management_port(
         assert security == f'["{cfg["mgmt_mac"]} {cfg["mgmt_ip"]} {node.vm.ip}"]'
 
 
+@pytest.fixture
+def snat_ip(lab: LabState, nodes: tuple[Node, Node]) -> Iterator[str]:
+    """The cluster router's gateway (the router exists once a node is set up), removed
+    afterwards: the session's lab is shared."""
+    del nodes
+    yield external.attach(lab, CLUSTER_ROUTER, [CLUSTER_SUBNET])
+    port = gateway_port_name(CLUSTER_ROUTER)
+    nbctl(lab.nb, "--if-exists", "lr-route-del", CLUSTER_ROUTER, "0.0.0.0/0", "--",
+          "--if-exists", "lr-nat-del", CLUSTER_ROUTER, "snat", CLUSTER_SUBNET, "--",
+          "--if-exists", "lsp-del", gateway_peer_name(CLUSTER_ROUTER), "--",
+          "--if-exists", "lrp-del", port)
+
+
 def test_pods_reach_the_external_host_through_the_routers_snat(
-        lab: LabState, nodes: tuple[Node, Node], two_pods: list[probe.Endpoint]) -> None:
-    del nodes  # the router exists once a node is set up
-    snat_ip = external.attach(lab, CLUSTER_ROUTER, [CLUSTER_SUBNET])
+        lab: LabState, snat_ip: str, two_pods: list[probe.Endpoint]) -> None:
     assert snat_ip == external.NB_GATEWAY.split("/")[0]
     assert external.attach(lab, CLUSTER_ROUTER, [CLUSTER_SUBNET]) == snat_ip  # idempotent
     outside = probe.Endpoint("external host", external.namespace(lab.name), external.EXT_HOST)
