@@ -17,7 +17,10 @@ it may still be working on the call, which must not run twice at once.
 Where the native shim (``shim.c``, :data:`NATIVE_SHIM`) is built, it is the
 installed binary's interpreter and does the forwarding itself (~0.5 ms instead
 of Python's ~8 ms start); it runs the script only when Python must take over,
-saying why in its one argument (:data:`IN_PROCESS`, :data:`TIMED_OUT`).
+saying why in its one argument (:data:`IN_PROCESS`, :data:`TIMED_OUT`).  On a
+cluster node's host, which has no Python, the shim is the CNI binary itself
+(:mod:`ovn_underlay.cni.host_install`): nothing takes over there, and a call
+no daemon answers is CNI error :data:`ERR_TRY_AGAIN`.
 """
 
 import _socket
