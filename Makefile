@@ -19,8 +19,9 @@ all: test
 deps: debian-deps venv $(NATIVE_SHIM)
 
 # The CNI binary's native front (see its header); node-init --install-cni uses it when built.
+# Linked statically: installed on a host (cni/host_install.py), it needs none of its libraries.
 $(NATIVE_SHIM): src/ovn_underlay/cni/shim.c
-	$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
+	$(CC) -O2 -static -Wall -Wextra -Werror -o $@ $<
 
 # Installs only the Debian packages that are missing (apt lists refreshed first).
 debian-deps:

@@ -10,15 +10,8 @@ from pathlib import Path
 from ovn_underlay import config as node_config
 from ovn_underlay.cni import conflist
 from ovn_underlay.cni.conflist import CNI_BINARY
+from ovn_underlay.cni.host_install import native_shim
 from ovn_underlay.config import ConfigError, NodeConfig
-
-
-def native_shim() -> Path | None:
-    """The native shim built from cni/shim.c (``make``), None if it was not built."""
-    from ovn_underlay.cni import shim
-
-    path = Path(shim.__file__).with_name(shim.NATIVE_SHIM)
-    return path if os.access(path, os.X_OK) else None
 
 
 def launcher(daemon_socket: str, native: Path | None = None,
