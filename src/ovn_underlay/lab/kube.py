@@ -9,6 +9,15 @@ VM reaches it over its ``eth0``.  ``lab up --kube`` writes a kubeconfig
 naming it (``hv/kubeapi/kubeconfig`` in the run directory) and creates one
 Node object per VM.
 
+Cluster mode (what the manifests in ``deploy/`` run): :func:`install_cluster_mode` creates
+the UnderlayNode CRD (``deploy/crd.yaml``) and the project's namespace,
+:func:`start_controller` runs ``ovn-k8s-underlay controller`` in the hypervisor (where
+the NB and the API server are; it alone gets the control plane's address or
+credentials) and :func:`start_agent` runs ``ovn-k8s-underlay agent`` in a VM's network
+namespace with the VM's own directories passed as options, as a DaemonSet's hostPath
+mounts would give them, and no control-plane settings at all.
+:func:`wait_network_available` waits for the agent's ``NetworkUnavailable=False``.
+
 Per VM, :func:`start_node` runs the VM's containerd
 (:mod:`ovn_underlay.lab.containerd`) and a kubelet stand-in (``python -m
 ovn_underlay.lab.kubelet``, in the VM's network namespace) as lab processes:
@@ -24,6 +33,7 @@ hypervisor's namespace.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -49,6 +59,14 @@ if TYPE_CHECKING:
     from ovn_underlay.lab.topology import Lab, LabState, VmInfo
 
 API_PORT = 6443
+CLUSTER_NAMESPACE = "ovn-underlay"
+CRD_FILE = Path(__file__).resolve().parents[3] / "deploy" / "crd.yaml"
+"""The UnderlayNode CRD of the source tree (the lab runs from a checkout)."""
+CONTROLLER_OPENRC = """\
+# Neutron of lab {lab}, for the cluster controller (noauth: the lab's neutron-server).
+export OS_AUTH_TYPE=none
+export OS_NETWORK_ENDPOINT_OVERRIDE={url}
+"""
 READY_TIMEOUT = 20.0
 HTTP_TIMEOUT = 30.0
 
@@ -170,6 +188,113 @@ def register_nodes(state: LabState) -> None:
         except urllib.error.HTTPError as exc:
             if exc.code != 409:
                 raise
+
+
+# --- cluster mode: the controller and the node agents --------------------------------------
+
+
+def install_cluster_mode(state: LabState) -> None:
+    """The UnderlayNode CRD and the project's namespace (existing ones are kept)."""
+    import yaml
+
+    if not CRD_FILE.is_file():
+        raise DaemonError(f"{CRD_FILE} is missing: the lab's cluster mode runs from a source "
+                          "checkout")
+    for path, body in (("/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                        yaml.safe_load(CRD_FILE.read_text())),
+                       ("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                               "metadata": {"name": CLUSTER_NAMESPACE}})):
+        try:
+            request(state, "POST", path, body)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:
+                raise
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ovn_underlay.cli", *args]
+
+
+def start_controller(state: LabState, lab_dir: Path, cluster_subnet: str, router: str,
+                     name: str = "controller") -> Path:
+    """``ovn-k8s-underlay controller`` in the hypervisor, with the lab's control plane.
+
+    NB lab: the NB address; Neutron lab: the admin openrc the lab wrote.  Returns its
+    pid file (recorded in the lab's state as ``name``).
+    """
+    workdir = lab_dir / "hv" / name
+    backend = ["--backend", "ovn", "--nb", state.nb]
+    if state.neutron:
+        workdir.mkdir(parents=True, exist_ok=True)
+        openrc = workdir / "openrc"
+        fd = os.open(openrc, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(CONTROLLER_OPENRC.format(lab=state.name, url=state.neutron["url"]))
+        backend = ["--backend", "neutron", "--neutron-config", str(openrc)]
+    pidfile = _spawn(name, _cli("controller", "--config-dir", str(workdir / "settings"),
+                                "--kubeconfig", state.kube["kubeconfig"], *backend,
+                                "--cluster-subnet", cluster_subnet, "--router", router,
+                                "--namespace", CLUSTER_NAMESPACE,
+                                "--log-file", str(workdir / f"{name}.log")),
+                     workdir, state.hv_netns, net_only=True)
+    state.daemons[name] = str(pidfile)
+    return pidfile
+
+
+def start_agent(state: LabState, vm: VmInfo, cluster_subnet: str) -> Path:
+    """``ovn-k8s-underlay agent`` in ``vm``: its directories as options, no control plane.
+
+    Returns its pid file (recorded as the VM's ``agent``).
+    """
+    from ovn_underlay.lab.cluster import Node
+
+    node = Node(state, vm)
+    workdir = Path(vm.rundir) / "agent"
+    pidfile = _spawn("agent", _cli("--ovsdb", vm.ovsdb, "agent",
+                                   "--config-dir", str(workdir / "settings"),
+                                   "--node-name", vm.name,
+                                   "--kubeconfig", state.kube["kubeconfig"],
+                                   "--state-dir", str(node.state_dir),
+                                   "--cluster-subnet", cluster_subnet,
+                                   "--daemon-socket", str(Path(vm.rundir) / "run" / "cni.sock"),
+                                   "--metrics-address", "off",
+                                   "--cni-bin-dir", str(node.cni_bin_dir),
+                                   "--cni-conf-dir", str(node.cni_conf_dir),
+                                   "--cni-log-file", str(Path(vm.rundir) / "cni.log"),
+                                   "--log-file", str(workdir / "agent.log")),
+                     workdir, vm.netns, net_only=True)
+    vm.daemons["agent"] = str(pidfile)
+    return pidfile
+
+
+def network_condition(state: LabState, node: str) -> dict[str, Any]:
+    """The Node's NetworkUnavailable condition ({} while it has none)."""
+    obj = request(state, "GET", f"/api/v1/nodes/{node}")
+    for cond in obj.get("status", {}).get("conditions") or []:
+        if cond.get("type") == "NetworkUnavailable":
+            return dict(cond)
+    return {}
+
+
+def wait_network_available(state: LabState, vm: VmInfo, timeout: float) -> dict[str, Any]:
+    """Wait for the VM's Node to say NetworkUnavailable=False; its condition.
+
+    Raises DaemonError with the last condition and the agent's log when it does not come,
+    or when the agent exited.
+    """
+    deadline = time.monotonic() + timeout
+    pid = read_live_pid(Path(vm.daemons["agent"]))
+    log = Path(vm.rundir) / "agent" / "agent.log"
+    while True:
+        cond = network_condition(state, vm.name)
+        if cond.get("status") == "False":
+            return cond
+        if pid is None or not alive(pid):
+            raise DaemonError(f"the node agent of {vm.name} exited; see {log}")
+        if time.monotonic() > deadline:
+            raise DaemonError(f"{vm.name}: NetworkUnavailable still {cond or 'unset'} after "
+                              f"{timeout:.0f}s; see {log}")
+        time.sleep(0.2)
 
 
 # --- per node: containerd and the kubelet stand-in ---------------------------------------

@@ -1,14 +1,21 @@
-"""``lab demo --kube``: the demo with Pods made through the Kubernetes API.
+"""``lab demo --kube`` (``make demo``): the demo the Kubernetes way, in cluster mode.
 
-A lab with the test API server (``lab up --kube``); on each VM ``node-init``
-and ``lswitch-setup`` through the CLI as in the plain demo, then containerd and
-a kubelet stand-in as lab processes (:func:`ovn_underlay.lab.kube.start_node`).
+A lab with the test API server (``lab up --kube``); the UnderlayNode CRD and the
+project's namespace applied; ``ovn-k8s-underlay controller`` in the hypervisor (the only
+process with the control plane's address or credentials) and ``ovn-k8s-underlay agent``
+on each VM, the entry points the manifests in ``deploy/`` run; each agent sets its node
+up from the controller's answer and reports ``NetworkUnavailable=False`` on its Node.
+The lab gives the router (made once by the controller) its gateway to the lab's
+external namespace, as a cloud's operator would.  Then containerd and a kubelet
+stand-in per VM as lab processes (:func:`ovn_underlay.lab.kube.start_node`).
 Two Pods per VM are created as API objects; the stand-ins run them through
 containerd's CRI, whose libcni calls the installed CNI plugin.  Once they are
 Ready with their IPs, the connectivity matrix of the plain demo runs between
 them (each sandbox's network namespace bind-mounted under /var/run/netns as
 ``<lab>-<vm>-k<letter>`` for the probes), the Pods are deleted through the
-API, every pool port must be free again, and the lab goes down.
+API, every pool port must be free again, and the lab goes down.  The matrix includes
+pods to every VM's primary address and back and pods to the external host (seen as the
+router's SNAT address).
 """
 
 from __future__ import annotations
@@ -19,15 +26,17 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from ovn_underlay.lab import kube, netns, probe
-from ovn_underlay.lab.cluster import Node
+from ovn_underlay.kube import underlay_node
+from ovn_underlay.lab import external, kube, netns, probe
+from ovn_underlay.lab.cluster import CLUSTER_ROUTER, CLUSTER_SUBNET, Node
 from ovn_underlay.lab.containerd import Containerd
 from ovn_underlay.lab.daemons import DaemonError, read_live_pid, run
-from ovn_underlay.lab.demo import CHILD_PORTS, PODS_PER_NODE, matrix
+from ovn_underlay.lab.demo import PODS_PER_NODE, matrix, outside, primaries, reach
 from ovn_underlay.lab.topology import Lab, LabState
 
 PORT = 8080
 READY_TIMEOUT = 90.0
+AGENT_TIMEOUT = 90.0
 DELETE_TIMEOUT = 60.0
 
 
@@ -120,8 +129,33 @@ def _delete_pods(state: LabState, names: list[str]) -> bool:
     return True
 
 
+def _start_cluster_mode(lab: Lab, state: LabState) -> list[Node]:
+    """The controller, then an agent per VM, until every Node says its network is there."""
+    kube.install_cluster_mode(state)
+    t0 = time.monotonic()
+    kube.start_controller(state, lab.dir, CLUSTER_SUBNET, CLUSTER_ROUTER)
+    for vm in state.vms:
+        kube.start_agent(state, vm, CLUSTER_SUBNET)
+    lab.save(state)
+    _say(f"controller (pid {read_live_pid(Path(state.daemons['controller']))}, the only "
+         f"holder of the control plane's {'credentials' if state.neutron else 'address'}) "
+         f"and {len(state.vms)} node agents (no control-plane settings) started")
+    nodes = []
+    for vm in state.vms:
+        cond = kube.wait_network_available(state, vm, AGENT_TIMEOUT)
+        underlay = kube.request(state, "GET", underlay_node.path(vm.name))
+        status = underlay_node.Status.from_object(underlay)
+        mgmt = status.mgmt.ip if status.mgmt else "-"
+        _say(f"  {vm.name}: NetworkUnavailable=False ({cond.get('reason', '')}) after "
+             f"{time.monotonic() - t0:.1f}s: switch {status.switch} {status.subnet} via "
+             f"{status.gateway_ip}, VM port {status.parent}, management port {mgmt}, "
+             f"{len(status.ports)} pool ports")
+        nodes.append(Node(state, vm))
+    return nodes
+
+
 def run_kube_demo(lab: Lab, vms: int = 2, keep: bool = False, neutron: bool = False) -> int:
-    """Run the demo through the Kubernetes API on ``lab``; 0 when every check is green."""
+    """Run the demo the Kubernetes way on ``lab``; 0 when every check is green."""
     started = time.monotonic()
     _say(f"bringing lab {lab.name!r} up with {vms} VMs, the test Kubernetes API server"
          f"{' and Neutron' if neutron else ''} ...")
@@ -133,22 +167,22 @@ def run_kube_demo(lab: Lab, vms: int = 2, keep: bool = False, neutron: bool = Fa
              f"{state.kube['url']} (kubeconfig {state.kube['kubeconfig']})")
         nodes_listed = kube.request(state, "GET", "/api/v1/nodes")["items"]
         _say(f"  Nodes: {', '.join(n['metadata']['name'] for n in nodes_listed)}")
-        vm_ends = [probe.Endpoint(vm.name, vm.netns, vm.ip) for vm in state.vms]
+        vm_ends = primaries(state)
         vm_checks = [probe.check("vm-vm", a, b) for a, b in itertools.permutations(vm_ends, 2)]
         node_ends = []
-        for vm in state.vms:
-            node = Node(state, vm)
-            node.init(child_ports=CHILD_PORTS[(node.index - 1) % len(CHILD_PORTS)])
-            node.setup_switch()
+        for node in _start_cluster_mode(lab, state):
             cfg = node.config()
-            node_ends.append(probe.Endpoint(f"node {vm.name}", vm.netns, cfg["mgmt_ip"]))
+            node_ends.append(probe.Endpoint(f"node {node.vm.name}", node.vm.netns,
+                                            cfg["mgmt_ip"]))
             t0 = time.monotonic()
-            engines.append((node, kube.start_node(lab, state, vm)))
-            pids = {d: read_live_pid(Path(vm.daemons[d]))
+            engines.append((node, kube.start_node(lab, state, node.vm)))
+            pids = {d: read_live_pid(Path(node.vm.daemons[d]))
                     for d in ("containerd", "kubelet")}
-            _say(f"{vm.name}: node-init done, switch {node.switch} {node.subnet} via "
-                 f"{cfg['gateway_ip']}; containerd (pid {pids['containerd']}) and the kubelet "
+            _say(f"{node.vm.name}: containerd (pid {pids['containerd']}) and the kubelet "
                  f"stand-in (pid {pids['kubelet']}) in {time.monotonic() - t0:.1f}s")
+        snat_ip = external.attach(state, CLUSTER_ROUTER, [CLUSTER_SUBNET])
+        _say(f"router {CLUSTER_ROUTER} (made once by the controller): gateway on "
+             f"{external.EXT_SWITCH}, the cluster subnet {CLUSTER_SUBNET} SNATed to {snat_ip}")
         before = {node.vm.name: node.pool()["stats"] for node, _ in engines}
         owners: dict[str, tuple[Node, Containerd, str]] = {}
         t0 = time.monotonic()
@@ -170,7 +204,8 @@ def run_kube_demo(lab: Lab, vms: int = 2, keep: bool = False, neutron: bool = Fa
             _bind_netns(ns_name, _sandbox_netns(engine, str(pod["metadata"]["uid"])))
             bound.append(ns_name)
             ends.append((node, probe.Endpoint(name, ns_name, ip)))
-        checks = vm_checks + matrix(ends, node_ends)
+        checks = (vm_checks + matrix(ends, node_ends)
+                  + reach(ends, vm_ends, outside(state), snat_ip))
         _say(probe.render(checks))
         if keep:
             return 0 if all(c.ok for c in checks) else 1
@@ -185,13 +220,10 @@ def run_kube_demo(lab: Lab, vms: int = 2, keep: bool = False, neutron: bool = Fa
                 free = False
                 _say(f"  {node.vm.name}: pool not all free: {stats} (before the Pods: "
                      f"{before[node.vm.name]})")
-        destroyed = all(node.cli("lswitch-destroy", node.switch, check=False).returncode == 0
-                        for node, _ in engines)
         _say(f"teardown: {len(owners)} Pods deleted through the API "
              f"{'ok' if deleted else 'FAILED'}, every pool port free "
-             f"{'ok' if free else 'FAILED'}, switches destroyed "
-             f"{'ok' if destroyed else 'FAILED'}")
-        return 0 if all(c.ok for c in checks) and deleted and free and destroyed else 1
+             f"{'ok' if free else 'FAILED'}")
+        return 0 if all(c.ok for c in checks) and deleted and free else 1
     finally:
         if keep:
             _say("lab left running (--keep); 'ovn-k8s-underlay lab down' removes it")
