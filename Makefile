@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 CC ?= cc
 NATIVE_SHIM := src/ovn_underlay/cni/ovn-underlay-cni-shim
 
-.PHONY: all deps debian-deps venv demo test lint unit e2e clean lab-down bench demo-neutron demo-kube
+.PHONY: all deps debian-deps venv demo test lint unit e2e clean lab-down bench demo-neutron demo-standalone
 
 all: test
 
@@ -42,17 +42,18 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
+# The Kubernetes way: the test API server, the cluster controller and a node agent per VM
+# (the entry points of deploy/'s manifests), Pods as API objects on containerd.
 demo: deps
-	$(BIN)/ovn-k8s-underlay lab --name demo demo
+	$(BIN)/ovn-k8s-underlay lab --name demo demo --kube
+
+# The seed's way: node-init and lswitch-setup typed on each VM, pods added through CNI.
+demo-standalone: deps
+	$(BIN)/ovn-k8s-underlay lab --name standalone demo
 
 # The same demo through a real neutron-server (ML2/OVN, its own MariaDB) in the lab.
 demo-neutron: deps
 	$(BIN)/ovn-k8s-underlay lab --name neutron demo --neutron
-
-# The demo with Pods made through the test Kubernetes API, on containerd and a kubelet
-# stand-in per VM.
-demo-kube: deps
-	$(BIN)/ovn-k8s-underlay lab --name kube demo --kube
 
 lint: venv
 	$(BIN)/ruff check src tests bench
