@@ -9,6 +9,7 @@ after that transaction read its replica and before it reached the server.
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,14 @@ def nb_global(remote: str) -> dict[str, str]:
     table = dump(remote)["NB_Global table"]
     assert len(table) <= 1
     return table[0]["external_ids"] if table else {}
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    """Wait (5 s at most) for ``condition``: a replica follows another client's writes."""
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
 
 
 def interleave(plane: OvnNbControlPlane, method: str, competitor: Callable[[], object]
@@ -215,7 +224,7 @@ def test_destroy_after_the_vm_port_is_gone(nb: str, planes: Callable[[], OvnNbCo
     cp.create_node_network("node2", "198.19.2.0/24", "cluster", "vm2", 3,
                            create_router=False)
     subprocess.run(["ovn-nbctl", f"--db={nb}", "lsp-del", "vm1"], check=True)
-    assert not cp.port_exists("vm1")
+    wait_until(lambda: not cp.port_exists("vm1"))
     cp.destroy_node_network("node1")
     cp.destroy_node_network("node2")
     after = dump(nb)
@@ -252,6 +261,7 @@ def test_fencing_deposes_the_older_leader(nb: str, planes: Callable[[], OvnNbCon
     with pytest.raises(Fenced):
         b.fence(1)
     b.add_pool_ports("node1", 1)
+    wait_until(lambda: standalone.port_exists("node1-p4"))
     standalone.add_pool_ports("node1", 1)
     assert {"node1-p4", "node1-p5"} <= set(rows(nb, "Logical_Switch_Port"))
     assert nb_global(nb) == {EPOCH: "2", "ovn-underlay:routers-created": "1"}
@@ -283,3 +293,32 @@ def test_fence_again_and_higher(nb: str, planes: Callable[[], OvnNbControlPlane]
     assert nb_global(nb)[EPOCH] == "5"
     cp.ensure_router("cluster")
     assert "cluster" in rows(nb, "Logical_Router")
+
+
+def test_another_key_changed_meanwhile_only_reruns_the_transaction(
+        nb: str, planes: Callable[[], OvnNbControlPlane]) -> None:
+    cp = planes()
+    cp.fence(1)
+    cp.create_node_network("node1", SUBNET, "edge", "vm1", 1)
+    runs = interleave(cp, "lsp_add", lambda: subprocess.run(
+        ["ovn-nbctl", f"--db={nb}", "set", "NB_Global", ".",
+         "external_ids:neutron\\:liveness_check_at=now"], check=True))
+    cp.add_pool_ports("node1", 1)
+    assert len(runs) == 2, "refused once (the column changed), then committed"
+    assert "node1-p2" in rows(nb, "Logical_Switch_Port")
+    assert nb_global(nb) == {EPOCH: "1", "neutron:liveness_check_at": "now"}
+
+
+def test_a_replaced_nb_global_fences_and_a_garbled_epoch_is_refused(
+        nb: str, planes: Callable[[], OvnNbControlPlane]) -> None:
+    cp, other = planes(), planes()
+    cp.fence(1)
+    subprocess.run(["ovn-nbctl", f"--db={nb}", "destroy", "NB_Global", "."], check=True)
+    subprocess.run(["ovn-nbctl", f"--db={nb}", "init"], check=True)
+    with pytest.raises(Fenced, match="holds no leader epoch, this writer's is 1"):
+        cp.ensure_router("cluster")
+    subprocess.run(["ovn-nbctl", f"--db={nb}", "set", "NB_Global", ".",
+                    f"external_ids:{EPOCH.replace(':', chr(92) + ':')}=two"], check=True)
+    with pytest.raises(ControlPlaneError, match="leader-epoch='two' is not an integer"):
+        other.fence(3)
+    assert nb_global(nb) == {EPOCH: "two"}

@@ -725,8 +725,9 @@ class OvnNbControlPlane(ControlPlane):
         return str(current)
 
     def _fenced(self, stored: int | None, ours: int | None) -> Fenced:
-        return Fenced(f"OVN NB at {self._remote} holds leader epoch {stored}, this writer's "
-                      f"is {ours}: a later leader has taken over")
+        held = "no leader epoch" if stored is None else f"leader epoch {stored}"
+        return Fenced(f"OVN NB at {self._remote} holds {held}, this writer's is {ours}: a "
+                      "later leader has taken over (or NB_Global was replaced)")
 
     # --- the node's own addresses, the router's gateway --------------------------------
 
