@@ -18,6 +18,12 @@ file, so two fillers (``pool fill``, a daemon refill) never plan the same tags.
 The owner of a pool port is kept in the node's pool only, as kuryr did: a
 Neutron update per pod would add a round trip to every pod start.  Security
 groups (the ``security-group`` pod annotation) are Neutron's own.
+
+Writes are not fenced (``fence`` is the base's no-op): every Neutron request is a
+transaction of its own and none can be made conditional on another object, so a
+cluster controller's method call that began before its term ended runs to its end.
+Revision-conditional updates (``If-Match``) would not change that: the updates here
+set whole values from a fresh read, and creates and deletes take no condition.
 """
 
 from __future__ import annotations
