@@ -242,6 +242,18 @@ def test_an_unreadable_settings_file_is_an_internal_error(native: Path, bin_dir:
     assert error["msg"] == f"ovn-underlay-cni-shim: {settings_path(binary)}"
 
 
+def test_a_socket_path_too_long_for_a_unix_socket_is_an_internal_error(native: Path,
+                                                                       bin_dir: Path) -> None:
+    binary = copied(native, bin_dir)
+    long_path = "/run/" + "x" * 200
+    settings_path(binary).write_text(f"socket: {long_path}\n")
+    error = error_of(run_host(binary, make_env("ADD", "/run/netns/x"),
+                              make_config(cniVersion="0.3.1")))
+    assert error == {"cniVersion": "0.3.1", "code": ERR_INTERNAL,
+                     "msg": f"ovn-underlay-cni-shim: {long_path}",
+                     "details": "File name too long"}
+
+
 # -- installing -------------------------------------------------------------------------------
 
 def test_install_writes_the_settings_and_the_binary_once(native: Path, bin_dir: Path,

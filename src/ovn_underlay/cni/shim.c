@@ -100,16 +100,20 @@ struct settings {
 /* Host mode: the version of error replies (an index into SUPPORTED_VERSIONS), else -1. */
 static int host_version = -1;
 
-static void cni_error(int code, const char *msg, const char *details);
+static void cni_error(int version, int code, const char *msg, const char *details);
 
+/* Fail: say why on stderr, in host mode as the CNI error object too (once: a failure
+   while printing that one only goes to stderr). */
 static void die(const char *what)
 {
     const char *why = strerror(errno);
+    int version = host_version;
+    host_version = -1;
     fprintf(stderr, "ovn-underlay-cni-shim: %s: %s\n", what, why);
-    if (host_version >= 0) {
+    if (version >= 0) {
         char msg[MAX_SETTING + 64];
         snprintf(msg, sizeof msg, "ovn-underlay-cni-shim: %s", what);
-        cni_error(ERR_INTERNAL, msg, why);
+        cni_error(version, ERR_INTERNAL, msg, why);
     }
     exit(1);
 }
@@ -190,13 +194,13 @@ static void append_json_string(struct buf *b, const char *s)
     append(b, "\"", 1);
 }
 
-/* Print the CNI error object in the call's version (host mode). */
-static void cni_error(int code, const char *msg, const char *details)
+/* Print the CNI error object in `version` (an index into SUPPORTED_VERSIONS). */
+static void cni_error(int version, int code, const char *msg, const char *details)
 {
     struct buf out = {0};
     char number[16];
     append_str(&out, "{\n  \"cniVersion\": ");
-    append_json_string(&out, SUPPORTED_VERSIONS[host_version]);
+    append_json_string(&out, SUPPORTED_VERSIONS[version]);
     snprintf(number, sizeof number, "%d", code);
     append_str(&out, ",\n  \"code\": ");
     append_str(&out, number);
@@ -497,7 +501,7 @@ static void bad_settings(const char *path, int line, const char *why)
     else
         snprintf(details, sizeof details, "%s: %s", path, why);
     fprintf(stderr, "ovn-underlay-cni-shim: %s\n", details);
-    cni_error(ERR_INTERNAL, "the ovn-underlay CNI settings cannot be read", details);
+    cni_error(host_version, ERR_INTERNAL, "the ovn-underlay CNI settings cannot be read", details);
     exit(1);
 }
 
@@ -763,17 +767,17 @@ static int host_mode(const char *argv0)
     case NO_DAEMON:
         snprintf(details, sizeof details, "nothing listens on %s: %s", s.socket,
                  strerror(errno));
-        cni_error(unavailable, NOT_RUNNING, details);
+        cni_error(host_version, unavailable, NOT_RUNNING, details);
         break;
     case BROKE_OFF:
         snprintf(details, sizeof details, "the daemon on %s broke off before answering",
                  s.socket);
-        cni_error(unavailable, NOT_RUNNING, details);
+        cni_error(host_version, unavailable, NOT_RUNNING, details);
         break;
     case TIMED_OUT:
         snprintf(details, sizeof details, "no reply on %s within %gs", s.socket,
                  s.reply_timeout);
-        cni_error(ERR_TRY_AGAIN, "the ovn-underlay daemon did not answer", details);
+        cni_error(host_version, ERR_TRY_AGAIN, "the ovn-underlay daemon did not answer", details);
         break;
     }
     return 1;
