@@ -149,6 +149,8 @@ class Controller:
         self._control: ControlPlane | None = None
         self._reconciler: NodeReconciler | None = None
         self._failures: dict[str, int] = {}
+        self._fresh: set[str] = set()
+        """Nodes queued by the resync: their next pass reads the control plane again."""
         self._stopping = threading.Event()
         self._worker: threading.Thread | None = None
 
@@ -277,6 +279,7 @@ class Controller:
             return False
         self._reconciler = reconciler
         self._failures.clear()
+        self._fresh.clear()
         for name in names:
             self.queue.add(name)
         LOG.info("epoch %d: leading; %d node(s) queued", epoch, len(names))
@@ -295,19 +298,25 @@ class Controller:
         LOG.info("epoch %d: stopped writing", epoch)
 
     def _queue_all(self) -> None:
+        """Queue every node for a fresh pass, spread over half the resync period so that
+        the requests that events queue meanwhile go first."""
         names: set[str] = set()
         for informer in (self.nodes, self.underlays):
             for obj in informer.list():
                 if obj.metadata is not None and obj.metadata.name:
                     names.add(obj.metadata.name)
-        for name in names:
-            self.queue.add(name)
+        self._fresh |= names
+        step = self.config.resync / 2 / max(1, len(names))
+        for i, name in enumerate(sorted(names)):
+            self.queue.add(name, i * step)
 
     def _reconcile(self, name: str) -> None:
         reconciler, epoch = self._reconciler, self._epoch
         assert reconciler is not None and epoch is not None
+        fresh = name in self._fresh
+        self._fresh.discard(name)
         try:
-            reconciler.reconcile(name)
+            again = reconciler.reconcile(name, fresh)
         except NotLeading:
             LOG.info("epoch %d: node %s not reconciled: no longer the leader", epoch, name)
         except Fenced as exc:
@@ -320,6 +329,8 @@ class Controller:
             self._retry(name, describe(exc))
         else:
             self._failures.pop(name, None)
+            if again:
+                self.queue.add(name)
 
     def _retry(self, name: str, why: str) -> None:
         failures = self._failures[name] = self._failures.get(name, 0) + 1

@@ -17,7 +17,13 @@ a restart with nothing changed writes nothing:
   once per term by :meth:`NodeReconciler.start_term`, never per node), its management
   port and ``pool_size`` pool ports, in one ``create_node_network``.
 * **Pool**: at least ``min(spec.poolPorts, max_pool_ports)`` pool ports, added in
-  batches of ``pool_batch``; never fewer (ports are not taken back from a node).
+  batches of ``pool_batch``, one batch per pass (the caller runs another pass at once,
+  after the other nodes' waiting requests); never fewer (ports are not taken back).
+* **What a term remembers**: each node's VM port and network as last read or made.
+  While this instance leads nothing else writes them (the fence), so a pass triggered
+  by an event reads the control plane only when something changed; the periodic resync
+  passes are *fresh* and read everything again (a VM port replaced, an operator's
+  change).
 * **Owners**: every ``spec.pods`` change goes to ``record_owners`` in one request (ports
   without a claim: None).
 * **Security groups**: a claim with ``securityGroups`` is checked (:mod:`.claims`), then
@@ -135,6 +141,11 @@ class NodeReconciler:
         """Per node: the claims whose groups were checked and set in this term."""
         self._kept: set[str] = set()
         """Deleted Nodes whose network is kept (logged once)."""
+        self._parents: dict[str, tuple[str, str]] = {}
+        self._networks: dict[str, NodeNetwork] = {}
+        """Per node: (InternalIP, VM port) and the network, as this term last read or made
+        them: while it leads, nothing else writes them (the fence), so a pass that is not
+        fresh needs no control-plane read."""
 
     # -- the term ---------------------------------------------------------------------
 
@@ -174,6 +185,8 @@ class NodeReconciler:
         self._recorded.clear()
         self._granted.clear()
         self._kept.clear()
+        self._parents.clear()
+        self._networks.clear()
         LOG.info("router %s is there; %d node(s) to reconcile, %d subnet(s) in use, %d "
                  "switch(es) of ours in the control plane", self.settings.router, len(names),
                  len(subnets) + len(taken), len(switches))
@@ -181,27 +194,46 @@ class NodeReconciler:
 
     # -- one node ---------------------------------------------------------------------
 
-    def reconcile(self, name: str) -> None:
-        """Bring node ``name`` to what is wanted (module docstring)."""
+    def reconcile(self, name: str, fresh: bool = False) -> bool:
+        """Bring node ``name`` to what is wanted (module docstring); whether it wants another
+        pass at once (its pool grows by one batch per pass, so that other nodes' requests
+        are not kept waiting behind a long growth).
+
+        ``fresh``: read the node's VM port and network from the control plane again rather
+        than from what this term remembers of them (the periodic resync passes are fresh).
+        """
+        if fresh:
+            self.forget(name)
         node = self.caches.node(name)
         obj = self.caches.underlay(name)
         if node is None:
+            self.forget(name)
             self._gone(name, obj)
-            return
+            return False
         self._kept.discard(name)
         if obj is None:
             obj = self._create_underlay(name)
         status = un.Status.from_object(obj)
+        spec = un.Spec.from_object(obj)
         try:
-            wanted = self._network_status(node, un.Spec.from_object(obj), status)
+            wanted = self._network_status(node, spec, status)
         except (ControlPlaneUnavailable, Fenced):
+            self.forget(name)
             raise
         except ControlPlaneError as exc:
+            self.forget(name)
             LOG.warning("node %s: %s", name, exc)
             wanted = dataclasses.replace(status, ready=False, reason="ControlPlaneError",
                                          message=str(exc))
         self._write_status(name, obj, dataclasses.replace(
             wanted, observed_generation=_generation(obj)))
+        grew = len(wanted.ports) > len(status.ports)
+        return grew and len(wanted.ports) < min(spec.pool_ports, self.settings.max_pool_ports)
+
+    def forget(self, name: str) -> None:
+        """Drop what this term remembers of the node's VM port and network."""
+        self._parents.pop(name, None)
+        self._networks.pop(name, None)
 
     def _network_status(self, node: Node, spec: un.Spec, status: un.Status) -> un.Status:
         name = _name(node)
@@ -209,8 +241,11 @@ class NodeReconciler:
         if not ip:
             return _not_ready(status, "NoInternalIP", f"Node {name} reports no InternalIP "
                               "address in status.addresses: the VM port is found by it")
-        parent = self.control.port_holding(ip)
+        known = self._parents.get(name)
+        parent = known[1] if known is not None and known[0] == ip else (
+            self.control.port_holding(ip))
         if parent is None:
+            self.forget(name)
             return _not_ready(status, "NoVMPort", f"no port of the control plane holds the "
                               f"Node's InternalIP {ip}: is node {name} a VM on the cloud's "
                               "network, and is its InternalIP the address of that port?")
@@ -221,10 +256,13 @@ class NodeReconciler:
             return _not_ready(status, "NoSubnet", str(exc))
         if not pod_cidr and annotations_of(node).get(ANNOTATION) != subnet:
             self._annotate(name, subnet)
+        self._parents[name] = (ip, parent)
         net = self._network(name, subnet, parent)
         if isinstance(net, str):
+            self.forget(name)
             return _not_ready(status, "NetworkMismatch", net)
         ports = self._pool(name, net, spec.pool_ports)
+        self._networks[name] = dataclasses.replace(net, ports=ports)
         self._owners(name, ports, spec.pods)
         groups, refused = self._security_groups(name, {p.name for p in ports}, spec.pods,
                                                 status)
@@ -241,7 +279,7 @@ class NodeReconciler:
     def _network(self, name: str, subnet: str, parent: str) -> NodeNetwork | str:
         """The node's network, made if missing (a string: why it cannot be used)."""
         switch = switch_for(name)
-        net = self.control.get_node_network(switch)
+        net = self._networks.get(name) or self.control.get_node_network(switch)
         if net is not None and net.parent != parent and not self.control.port_exists(
                 net.parent):
             LOG.info("node %s: its switch %s hangs off VM port %s, which is gone; the Node's "
@@ -270,17 +308,18 @@ class NodeReconciler:
         return net
 
     def _pool(self, name: str, net: NodeNetwork, asked: int) -> tuple[ChildPort, ...]:
-        """The pool ports, grown to what the node asks (capped)."""
+        """The pool ports, grown by up to one batch towards what the node asks (capped)."""
         ports = net.ports
         want = min(asked, self.settings.max_pool_ports)
+        if len(ports) >= want:
+            return ports
         if asked > want:
             LOG.debug("node %s asks for %d pool ports: capped at %d", name, asked, want)
-        while len(ports) < want:
-            count = min(self.settings.pool_batch, want - len(ports))
-            self._guard()
-            ports += self.control.add_pool_ports(net.switch, count)
-            LOG.info("node %s: added %d pool port(s) to %s, %d now (asked %d)", name, count,
-                     net.switch, len(ports), asked)
+        count = min(self.settings.pool_batch, want - len(ports))
+        self._guard()
+        ports += self.control.add_pool_ports(net.switch, count)
+        LOG.info("node %s: added %d pool port(s) to %s, %d now (asked %d)", name, count,
+                 net.switch, len(ports), asked)
         return ports
 
     def _owners(self, name: str, ports: tuple[ChildPort, ...],
