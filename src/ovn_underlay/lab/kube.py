@@ -60,6 +60,9 @@ if TYPE_CHECKING:
 
 API_PORT = 6443
 CLUSTER_NAMESPACE = "ovn-underlay"
+UNDERLAY_NODES = "/apis/ovn-underlay.io/v1alpha1/underlaynodes"
+"""The UnderlayNodes' API path (ovn_underlay.kube.underlay_node's, which the lab, a layer
+beside the product's Kubernetes client, does not import)."""
 CRD_FILE = Path(__file__).resolve().parents[3] / "deploy" / "crd.yaml"
 """The UnderlayNode CRD of the source tree (the lab runs from a checkout)."""
 CONTROLLER_OPENRC = """\

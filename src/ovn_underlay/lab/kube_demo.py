@@ -26,7 +26,6 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from ovn_underlay.kube import underlay_node
 from ovn_underlay.lab import external, kube, netns, probe
 from ovn_underlay.lab.cluster import CLUSTER_ROUTER, CLUSTER_SUBNET, Node
 from ovn_underlay.lab.containerd import Containerd
@@ -143,13 +142,11 @@ def _start_cluster_mode(lab: Lab, state: LabState) -> list[Node]:
     nodes = []
     for vm in state.vms:
         cond = kube.wait_network_available(state, vm, AGENT_TIMEOUT)
-        underlay = kube.request(state, "GET", underlay_node.path(vm.name))
-        status = underlay_node.Status.from_object(underlay)
-        mgmt = status.mgmt.ip if status.mgmt else "-"
+        status = kube.request(state, "GET", f"{kube.UNDERLAY_NODES}/{vm.name}")["status"]
         _say(f"  {vm.name}: NetworkUnavailable=False ({cond.get('reason', '')}) after "
-             f"{time.monotonic() - t0:.1f}s: switch {status.switch} {status.subnet} via "
-             f"{status.gateway_ip}, VM port {status.parent}, management port {mgmt}, "
-             f"{len(status.ports)} pool ports")
+             f"{time.monotonic() - t0:.1f}s: switch {status['switch']} {status['subnet']} "
+             f"via {status['gatewayIP']}, VM port {status['parent']}, management port "
+             f"{status.get('mgmt', {}).get('ip', '-')}, {len(status['ports'])} pool ports")
         nodes.append(Node(state, vm))
     return nodes
 
