@@ -58,10 +58,13 @@ def kube_lab(lab_rundir: Path) -> Iterator[LabState]:
 
 
 class InHypervisor:
-    """The cluster controller, run in threads inside the lab hypervisor's namespace."""
+    """The cluster controller, run in threads inside the lab hypervisor's namespace, on the
+    lab's NB (or the control plane ``connect`` makes)."""
 
-    def __init__(self, state: LabState) -> None:
+    def __init__(self, state: LabState,
+                 connect: Callable[[], ControlPlane] | None = None) -> None:
         self.state = state
+        self.connect = connect or (lambda: OvnNbControlPlane(state.nb, timeout=5))
         self._stop = threading.Event()
         self._started = threading.Event()
         self._thread: threading.Thread | None = None
@@ -77,16 +80,13 @@ class InHypervisor:
     def _run(self) -> None:
         try:
             enter_netns(netns.path(self.state.hv_netns))  # the threads it starts stay there
-
-            def connect() -> ControlPlane:
-                return OvnNbControlPlane(self.state.nb, timeout=5)
-
             config = ControllerConfig(
                 settings=Settings(cluster_subnet=CLUSTER_SUBNET, pool_size=4,
                                   max_pool_ports=24, pool_batch=8),
                 identity="lab-controller", lease_duration=2, renew_deadline=1.0,
                 renew_interval=0.3, retry_period=0.1, resync=1.0)
-            controller = Controller(load_config(self.state.kube["kubeconfig"]), config, connect)
+            controller = Controller(load_config(self.state.kube["kubeconfig"]), config,
+                                    self.connect)
             controller.start()
         except BaseException as exc:
             self.error = exc

@@ -113,13 +113,49 @@ def test_security_groups_granted_refused_and_reset(
     assert not isinstance(refused.value, ControlPlaneUnavailable)
 
 
-def test_a_new_owner_does_not_inherit_the_last_pods_groups(
-        ready: ControllerRelay, responder: StatusResponder, crd: Client) -> None:
+def test_a_new_owner_does_not_inherit_an_earlier_runs_groups(
+        ready: ControllerRelay, responder: StatusResponder, crd: Client,
+        kubeconfig: str) -> None:
+    """Groups an earlier daemon asked for (it crashed before the DEL) are not merged into the
+    entry of the next pod on that port."""
     port = ready.add_pool_ports(SWITCH, 1)[0].name
     ready.set_port_security_groups(port, ["web"], OWNER)
-    ready.record_owners({port: PortOwner("web", "frontend-9", "d00d")})
+    restarted = ControllerRelay.for_node(NodeConfig(backend=CLUSTER_BACKEND,
+                                                    kubeconfig=kubeconfig, node_name=NODE))
+    try:
+        assert restarted.wait_ready(5.0) is not None
+        restarted.record_owners({port: PortOwner("web", "frontend-9", "d00d")})
+    finally:
+        restarted.close()
     assert underlay_object(crd, NODE)["spec"]["pods"][port] == {
         "namespace": "web", "name": "frontend-9", "containerID": "d00d"}
+
+
+def test_late_owner_writes_leave_a_request_with_groups_alone(
+        ready: ControllerRelay, responder: StatusResponder, crd: Client) -> None:
+    """The owners are written from the background: an older pod's owner, or the "no owner"
+    of its DEL, can arrive after the next pod's ADD asked for groups on the port."""
+    port = ready.add_pool_ports(SWITCH, 1)[0].name
+    ready.record_owners({port: PortOwner("web", "old", "0ld")})
+    ready.record_owners({port: None})
+    ready.set_port_security_groups(port, ["web"], OWNER)
+    ready.record_owners({port: PortOwner("web", "old", "0ld")})
+    ready.record_owners({port: None})
+    assert underlay_object(crd, NODE)["spec"]["pods"][port] == {
+        "namespace": "web", "name": "frontend-0", "containerID": "c0ffee",
+        "securityGroups": ["web"]}
+    ready.clear_port_security_groups(port)
+    ready.record_owners({port: None})
+    assert port not in underlay_object(crd, NODE)["spec"]["pods"]
+    ready.clear_port_security_groups(port)  # no entry: nothing to patch, nothing to wait for
+
+
+def test_a_refused_request_is_withdrawn(
+        ready: ControllerRelay, responder: StatusResponder, crd: Client) -> None:
+    port = ready.add_pool_ports(SWITCH, 1)[0].name
+    with pytest.raises(ControlPlaneError, match="does not allow"):
+        ready.set_port_security_groups(port, ["db-admin"], OWNER)
+    assert "securityGroups" not in underlay_object(crd, NODE)["spec"]["pods"][port]
 
 
 def test_no_answer_is_unavailable_within_the_timeout(

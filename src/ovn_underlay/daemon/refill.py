@@ -7,7 +7,10 @@ calls wake the loop, so that continuous churn cannot starve it):
 1. after start-up and after a failed round, *reconcile* the pool with the
    control plane: pool ports of this node that only the control plane has (a
    refill cut short by a crash) are adopted back, free pool records
-   whose port no longer exists there are dropped;
+   whose port no longer exists there are dropped.  In cluster mode every round:
+   there it reads the relay's copy of the UnderlayNode (no request), and the
+   controller grows a pool over several passes, listing ports after the request
+   that asked for them has returned;
 2. *reclaim* ports whose pod is gone: an allocation older than
    ``reclaim_after`` seconds whose network namespace no longer exists is
    detached as a DEL would (a runtime that lost track of a pod never sends one);
@@ -34,7 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ovn_underlay.config import ConfigError, NodeConfig
+from ovn_underlay.config import CLUSTER_BACKEND, ConfigError, NodeConfig
 from ovn_underlay.control.base import ControlPlane
 from ovn_underlay.daemon.agent import NodeAgent, connect_control, control_key
 from ovn_underlay.daemon.metrics import timed
@@ -145,7 +148,7 @@ class Refiller:
 
     def _round(self, cfg: NodeConfig, marks: Watermarks, reclaim: bool) -> None:
         control = self._control_for(cfg)
-        if self._reconcile_due:
+        if self._reconcile_due or cfg.backend == CLUSTER_BACKEND:
             self._reconcile(cfg, control)
             self._reconcile_due = False
         if reclaim:

@@ -15,16 +15,19 @@ patch that changes nothing leaves the generation, and the current status answers
 * :meth:`get_node_network`: from the status (None until the controller made it).
 * :meth:`add_pool_ports`: raises ``spec.poolPorts`` to the ports the status lists plus
   ``count`` (:meth:`request_pool_ports`: never lowers it), waits until the controller
-  has seen the request (it caps the pool at its own maximum), and returns the ports
-  that are new.
+  has seen the request, and returns the ports that are new: the controller grows a
+  pool by one batch per pass and caps it at its own maximum, so these may be fewer
+  (none, at the cap); the ports it lists later are the refill's to adopt.
 * :meth:`record_owners`: one merge patch of ``spec.pods`` (an owner's entry; None
   deletes it), no wait: owners stay asynchronous as with the other backends.  An
   entry that held another container's request is replaced whole (its
-  ``securityGroups`` are dropped), never merged into.
+  ``securityGroups`` are dropped), never merged into; an entry this relay wrote with
+  security groups is not touched (the owners come late, from the background).
 * :meth:`set_port_security_groups`: patches the port's entry with the pod and its
   groups and waits until ``status.securityGroups[port]`` equals them, or
   ``status.refused[port]`` says why not (ControlPlaneError with the controller's
-  message); no answer in time is ControlPlaneUnavailable.
+  message); no answer in time is ControlPlaneUnavailable.  Either way the request is
+  withdrawn again.
 * :meth:`clear_port_security_groups`: patches the entry's ``securityGroups`` to null
   and waits until the status has no groups for the port.
 * Everything else (creating or destroying node networks, deleting pool ports, the
@@ -37,6 +40,7 @@ httpx client, which is).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -83,6 +87,9 @@ class ControllerRelay:
         self.node = node
         self.timeout = timeout
         self._cond = threading.Condition()
+        self._writing = threading.Lock()
+        self._written: dict[str, un.PodClaim | None] = {}
+        """spec.pods entries as this relay last wrote them (None: deleted)."""
         self._kube = KubeClient(config())
         self._informer: Informer[Any] = Informer(
             config, UnderlayNode, fields={"metadata.name": node},
@@ -197,7 +204,8 @@ class ControllerRelay:
 
     def request_pool_ports(self, total: int) -> un.Status:
         """Raise ``spec.poolPorts`` to ``total`` unless it is that high already; the status
-        once the controller has seen it (it lists at most its ``max-pool-ports``)."""
+        once the controller has seen it (its first batch towards ``total``, at most its
+        ``max-pool-ports``)."""
         generation = self._patch({"poolPorts": total}, f"{total} pool ports in all") \
             if total > self.spec().pool_ports else self._generation()
         return self._wait(generation, lambda _st: True, f"a request for {total} pool ports")
@@ -210,31 +218,52 @@ class ControllerRelay:
 
     # -- owners and security groups ----------------------------------------------------
     def record_owners(self, owners: Mapping[str, PortOwner | None]) -> list[str]:
-        """One merge patch of ``spec.pods``; the ports with an owner the status lacks."""
+        """One merge patch of ``spec.pods``; the ports with an owner the status lacks.
+
+        A port whose entry this relay wrote with security groups is left alone: its ADD
+        wrote its owner with them, and its DEL resets them before its "no owner" comes,
+        so an owner or a None arriving meanwhile is older than that entry (the owners are
+        written in the background).  An entry left by an earlier run that held another
+        container's groups is replaced whole.
+        """
         if not owners:
             return []
-        held = self.spec().pods
-        pods: dict[str, Any] = {}
-        for port, owner in owners.items():
-            if owner is None:
-                pods[port] = None
-                continue
-            entry = claim(owner).to_dict()
-            before = held.get(port)
-            if before is not None and before.container_id != owner.container_id:
-                entry["securityGroups"] = None
-            pods[port] = entry
-        self._patch({"pods": pods}, f"the owners of {len(pods)} port(s)")
+        with self._writing:
+            held = self.spec().pods
+            pods: dict[str, Any] = {}
+            for port, owner in owners.items():
+                mine = self._written.get(port)
+                if mine is not None and mine.security_groups is not None:
+                    continue
+                if owner is None:
+                    pods[port] = None
+                    continue
+                entry = claim(owner).to_dict()
+                before = mine or held.get(port)
+                if before is not None and before.container_id != owner.container_id:
+                    entry["securityGroups"] = None
+                pods[port] = entry
+            if pods:
+                self._patch({"pods": pods}, f"the owners of {len(pods)} port(s)")
+                for port, value in pods.items():
+                    self._written[port] = None if value is None else un.PodClaim.from_dict(value)
         known = {p.name for p in self.status().ports}
         return [port for port, owner in owners.items() if owner is not None
                 and port not in known]
 
     def set_port_security_groups(self, port: str, groups: Sequence[str],
                                  owner: PortOwner) -> None:
-        """Ask for ``groups`` on ``port`` for ``owner``; wait for the controller's verdict."""
+        """Ask for ``groups`` on ``port`` for ``owner``; wait for the controller's verdict.
+
+        Refused or unanswered, the request is withdrawn (its groups patched to null), so
+        that the controller does not set them later on a port whose pod did not start.
+        """
         want = tuple(groups)
-        entry = claim(owner, want).to_dict()
-        generation = self._patch({"pods": {port: entry}}, f"security groups of {port}")
+        entry = claim(owner, want)
+        with self._writing:
+            generation = self._patch({"pods": {port: entry.to_dict()}},
+                                     f"security groups of {port}")
+            self._written[port] = entry
 
         def answered(st: un.Status) -> bool:
             refusal = st.refused.get(port)
@@ -244,14 +273,32 @@ class ControllerRelay:
                                         f"{owner.pod_namespace}/{owner.pod_name}: {refusal}")
             return st.security_groups.get(port) == want
 
-        self._wait(generation, answered, f"security groups {', '.join(want)} on {port}")
+        try:
+            self._wait(generation, answered, f"security groups {', '.join(want)} on {port}")
+        except ControlPlaneError:
+            try:
+                self._withdraw(port)
+            except ControlPlaneError as exc:
+                LOG.warning("could not withdraw the security groups asked for %s: %s", port,
+                            exc)
+            raise
+
+    def _withdraw(self, port: str) -> int:
+        """Patch the port's ``securityGroups`` to null (if its entry has any); the generation."""
+        with self._writing:
+            mine = self._written.get(port)
+            exists = mine is not None if port in self._written else port in self.spec().pods
+            if not exists:  # a patch would make an entry without its required fields
+                return self._generation()
+            generation = self._patch({"pods": {port: {"securityGroups": None}}},
+                                     f"reset of the security groups of {port}")
+            if mine is not None:
+                self._written[port] = dataclasses.replace(mine, security_groups=None)
+            return generation
 
     def clear_port_security_groups(self, port: str) -> None:
         """Ask for a fresh pool port's groups on ``port``; wait until the status says so."""
-        generation = self._generation()
-        if port in self.spec().pods:
-            generation = self._patch({"pods": {port: {"securityGroups": None}}},
-                                     f"reset of the security groups of {port}")
+        generation = self._withdraw(port)
         self._wait(generation, lambda st: port not in st.security_groups,
                    f"the reset of the security groups of {port}")
 
