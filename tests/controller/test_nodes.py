@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from lightkube import Client
-from lightkube.resources.core_v1 import Node, Pod
+from lightkube.resources.core_v1 import Event, Node, Pod
 
 from ovn_underlay.controller.nodes import UnderlayNode
 from ovn_underlay.controller.subnets import ANNOTATION
@@ -33,6 +33,12 @@ from tests.kube.support import namespace, pod
 OWNER_KEYS = (EXT_POD_NAMESPACE, EXT_POD_NAME, EXT_CONTAINER_ID)
 
 
+def events(admin: Client, node: str) -> list[tuple[str, str]]:
+    """(type, reason) of the Events on Node ``node``, sorted."""
+    return sorted((str(e.type), str(e.reason)) for e in admin.list(Event, namespace="default")
+                  if e.involvedObject.kind == "Node" and e.involvedObject.name == node)
+
+
 def test_a_node_gets_its_network_and_a_ready_status(replicas: MakeReplica, cluster: Client,
                                                     nb: str) -> None:
     replicas()
@@ -55,6 +61,8 @@ def test_a_node_gets_its_network_and_a_ready_status(replicas: MakeReplica, clust
     assert "node-n1" in rows(nb, "Logical_Switch")
     assert switch_ports(nb, "node-n1") == {"stor-node-n1", "node-n1-mgmt",
                                            *(f"node-n1-p{t}" for t in range(1, 5))}
+    assert events(cluster, "n1") == [("Normal", "NetworkReady"),
+                                     ("Normal", "NodeNetworkCreated")]
 
 
 def test_a_node_whose_address_no_port_holds_is_not_ready(replicas: MakeReplica,
@@ -66,6 +74,8 @@ def test_a_node_whose_address_no_port_holds_is_not_ready(replicas: MakeReplica,
     assert condition["status"] == "False"
     assert "InternalIP 10.0.0.99" in condition["message"]
     assert "node-stray" not in rows(nb, "Logical_Switch")
+    time.sleep(1.2)  # a resync or two: the condition is the same, so no second Event
+    assert events(cluster, "stray") == [("Warning", "NoVMPort")]
 
 
 def test_the_pod_cidr_is_the_subnet_when_set(replicas: MakeReplica, cluster: Client) -> None:

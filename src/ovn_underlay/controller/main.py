@@ -39,6 +39,7 @@ from lightkube import SingleConfig
 from lightkube.resources.core_v1 import Node
 
 from ovn_underlay.control.base import ControlPlane, ControlPlaneUnavailable, Fenced
+from ovn_underlay.controller.events import EventRecorder
 from ovn_underlay.controller.leader import ElectionConfig, LeaderElector, default_identity
 from ovn_underlay.controller.nodes import Caches, NodeReconciler, NotLeading, Settings, UnderlayNode
 from ovn_underlay.controller.subnets import DEFAULT_NODE_PREFIX, SubnetAllocator
@@ -261,7 +262,8 @@ class Controller:
             reconciler = NodeReconciler(
                 self.kube, control, self.config.settings, self.allocator,
                 Caches(lambda name: self.nodes.get("", name),
-                       lambda name: self.underlays.get("", name)), self._may_write)
+                       lambda name: self.underlays.get("", name)), self._may_write,
+                EventRecorder(self.kube, self._may_write, self.config.identity))
             names = reconciler.start_term(self.nodes.list(), self.underlays.list())
         except NotLeading as exc:
             LOG.info("epoch %d: %s", epoch, exc)

@@ -68,6 +68,7 @@ from ovn_underlay.control.base import (
     PortOwner,
 )
 from ovn_underlay.controller.claims import refusal
+from ovn_underlay.controller.events import NORMAL, WARNING, EventRecorder
 from ovn_underlay.controller.subnets import ANNOTATION, SubnetAllocator, SubnetError
 from ovn_underlay.kube import underlay_node as un
 from ovn_underlay.kube.client import KubeClient, NotFound, annotations_of, translated
@@ -128,13 +129,15 @@ class NodeReconciler:
 
     def __init__(self, kube: KubeClient, control: ControlPlane, settings: Settings,
                  allocator: SubnetAllocator, caches: Caches,
-                 may_write: Callable[[], bool]) -> None:
+                 may_write: Callable[[], bool], events: EventRecorder | None = None) -> None:
+        """``events``: where to record Events (default: Events through ``kube``)."""
         self.kube = kube
         self.control = control
         self.settings = settings
         self.allocator = allocator
         self.caches = caches
         self._may_write = may_write
+        self.events = events or EventRecorder(kube, may_write)
         self._recorded: dict[str, dict[str, PortOwner | None]] = {}
         """Per node: the owners recorded in this term."""
         self._granted: dict[str, dict[str, un.PodClaim]] = {}
@@ -287,16 +290,20 @@ class NodeReconciler:
                      net.parent, parent)
             self._guard()
             self.control.destroy_node_network(switch)
+            self.events.node(name, NORMAL, "NodeNetworkReplaced", f"switch {switch} was made "
+                             f"of children of VM port {net.parent}, which is gone: made anew "
+                             f"on {parent}")
             net = None
         if net is None:
             self._guard()
             net = self.control.create_node_network(
                 switch, subnet, self.settings.router, parent, self.settings.pool_size,
                 create_router=False, cluster_subnet=self.settings.cluster_subnet or None)
-            LOG.info("node %s: made switch %s (%s) on router %s, management port %s and %d "
-                     "pool port(s), children of VM port %s", name, switch, net.subnet,
-                     net.router, net.mgmt.name if net.mgmt else "(none)", len(net.ports),
-                     parent)
+            made = (f"made switch {switch} ({net.subnet}) on router {net.router}, management "
+                    f"port {net.mgmt.name if net.mgmt else '(none)'} and {len(net.ports)} pool "
+                    f"port(s), children of VM port {parent}")
+            LOG.info("node %s: %s", name, made)
+            self.events.node(name, NORMAL, "NodeNetworkCreated", made)
             return net
         if net.parent != parent:
             return (f"switch {switch} is made of children of VM port {net.parent}, which still "
@@ -361,6 +368,9 @@ class NodeReconciler:
             if status.refused.get(port) != why:
                 LOG.warning("node %s: security groups %s on port %s refused: %s", name,
                             ", ".join(claim.security_groups), port, why)
+                self.events.node(name, WARNING, "SecurityGroupsRefused",
+                                 f"security groups {', '.join(claim.security_groups)} on port "
+                                 f"{port} for pod {claim.namespace}/{claim.name}: {why}")
             refused[port] = why
             granted.pop(port, None)
             if port in groups:
@@ -423,8 +433,10 @@ class NodeReconciler:
         if net is not None:
             self._guard()
             self.control.destroy_node_network(switch)
-            LOG.info("Node %s and its VM port %s are gone: destroyed switch %s, its ports and "
-                     "pool", name, parent or "(unknown)", switch)
+            gone = (f"Node {name} and its VM port {parent or '(unknown)'} are gone: destroyed "
+                    f"switch {switch}, its ports and pool")
+            LOG.info("%s", gone)
+            self.events.node(name, NORMAL, "NodeNetworkDeleted", gone)
         if obj is not None:
             self._delete_underlay(name)
         self.allocator.release(name)
@@ -490,6 +502,10 @@ class NodeReconciler:
         if not same:
             LOG.info("node %s: Ready=%s (%s): %s", name, condition["status"], wanted.reason,
                      wanted.message)
+        if (old_ready.get("status"), old_ready.get("reason")) != (condition["status"],
+                                                                  wanted.reason):
+            self.events.node(name, NORMAL if wanted.ready else WARNING, wanted.reason,
+                             wanted.message)
 
     def _guard(self) -> None:
         if not self._may_write():
