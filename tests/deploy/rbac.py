@@ -179,7 +179,6 @@ class Grant:
     namespace: str | None = None
     source: str = ""
     """Which binding and role it comes from, for messages."""
-
     def allows(self, request: Request) -> bool:
         if self.namespace is not None and (request.non_resource_url
                                            or request.namespace != self.namespace):
@@ -283,6 +282,56 @@ def _subject_is(subject: Mapping[str, Any], scope: str | None, namespace: str, n
 def uncovered(requests: Iterable[Request], grants: Sequence[Grant]) -> list[Request]:
     """The requests that none of ``grants`` allows."""
     return [r for r in requests if not any(g.allows(r) for g in grants)]
+
+
+@dataclass(frozen=True)
+class Permission:
+    """One verb on one resource (or URL) that a binding grants: a rule, taken apart."""
+
+    grant: Grant
+    verb: str
+    api_group: str = ""
+    resource: str = ""
+    non_resource_url: str = ""
+
+    def allows(self, request: Request) -> bool:
+        rule = self.grant.rule
+        if self.non_resource_url:
+            one = Rule(verbs=(self.verb,), non_resource_urls=(self.non_resource_url,))
+        else:
+            one = Rule(verbs=(self.verb,), api_groups=(self.api_group,),
+                       resources=(self.resource,), resource_names=rule.resource_names)
+        return Grant(one, self.grant.namespace).allows(request)
+
+    def __str__(self) -> str:
+        if self.non_resource_url:
+            return f"{self.verb} {self.non_resource_url} ({self.grant.source})"
+        names = ",".join(self.grant.rule.resource_names)
+        names = f" {names}" if names else ""
+        return (f"{self.verb} {self.resource}{names} ({self.api_group or 'core'}) "
+                f"from {self.grant.source}")
+
+
+def permissions(grants: Iterable[Grant]) -> list[Permission]:
+    """Every (verb, apiGroup, resource) and (verb, URL) that ``grants`` name, apart from
+    :data:`DEFAULT_RULES`'."""
+    out = []
+    for grant in grants:
+        if grant.rule in DEFAULT_RULES:
+            continue
+        rule = grant.rule
+        for verb in rule.verbs:
+            out.extend(Permission(grant, verb, non_resource_url=url)
+                       for url in rule.non_resource_urls)
+            out.extend(Permission(grant, verb, group, resource)
+                       for group in rule.api_groups for resource in rule.resources)
+    return out
+
+
+def unexercised(requests: Sequence[Request], grants: Sequence[Grant]) -> list[Permission]:
+    """The permissions that ``grants`` give and that none of ``requests`` needed: what a
+    least-privilege review must justify by something the requests did not do."""
+    return [p for p in permissions(grants) if not any(p.allows(r) for r in requests)]
 
 
 def check_log(entries: Iterable[Mapping[str, Any]], manifests: Sequence[Mapping[str, Any]],

@@ -94,11 +94,15 @@ def entry(method: str, resource: str, *, name: str = "", namespace: str = "", gr
 COVERED = [
     entry("GET", "pods", verb="watch"),
     entry("GET", "pods", namespace="default", name="web"),
+    entry("GET", "pods"),
     entry("GET", "namespaces"),
+    entry("GET", "namespaces", verb="watch"),
+    entry("GET", "namespaces", name="default"),
     entry("PATCH", "nodes", name="n1", subresource="status"),
     entry("GET", "underlaynodes", name="n1", group="ovn-underlay.io"),
     entry("PATCH", "underlaynodes", name="n1", group="ovn-underlay.io"),
     entry("POST", "leases", namespace=NS, group="coordination.k8s.io"),
+    entry("GET", "leases", namespace=NS, name="the-lease", group="coordination.k8s.io"),
     entry("PUT", "leases", namespace=NS, name="the-lease", group="coordination.k8s.io"),
     entry("POST", "events", namespace="default"),
     {"user": USER, "method": "GET", "verb": "get", "nonResourceURL": "/apis", "code": 200},
@@ -203,3 +207,16 @@ def test_the_deploy_manifests_bind_roles_to_both_service_accounts() -> None:
         own = [g for g in grants_for(manifests, NS, name)
                if g.source != "default roles of system:authenticated"]
         assert own, name
+
+
+def test_unexercised_permissions_are_named() -> None:
+    grants = grants_for(MANIFESTS, NS, SA)
+    requests = rbac.requests_of(COVERED, USER)
+    assert rbac.unexercised(requests, grants) == []
+    fewer = [r for r in requests if r.verb != "watch"]
+    left = [str(p) for p in rbac.unexercised(fewer, grants)]
+    assert left == ["watch pods (core) from ClusterRoleBinding agent -> ClusterRole agent",
+                    "watch namespaces (core) from ClusterRoleBinding agent -> ClusterRole agent"]
+    no_update = [r for r in requests if r.verb != "update"]
+    assert [str(p) for p in rbac.unexercised(no_update, grants)] == [
+        "update leases the-lease (coordination.k8s.io) from RoleBinding lease -> Role lease"]
