@@ -9,7 +9,11 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from lightkube import Client
+from lightkube.resources.core_v1 import Node
 
+from ovn_underlay.daemon.node_agent import Condition, NodeReporter
+from ovn_underlay.kube.client import KubeClient, load_config
 from tests.deploy.admission import Decision, admit, request
 from tests.deploy.rbac import load_manifests, service_account_user
 
@@ -28,6 +32,7 @@ def underlay(name: str, pool: int = 4, **meta: Any) -> dict[str, Any]:
 
 
 def node(name: str) -> dict[str, Any]:
+    """A Node as a kubelet keeps it, NetworkUnavailable True (its second condition)."""
     return {"apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
             "spec": {"podCIDR": "198.19.1.0/24"},
@@ -201,3 +206,29 @@ def test_policy_compares_every_node_status_field_of_kubernetes_1_30() -> None:
                       if v["name"] == "otherStatusUnchanged")["expression"]
     compared = set(re.findall(r"\bobject\.status\.(\w+)", expression))
     assert compared == set(schema["properties"]) - {"conditions"}
+
+
+def test_the_agents_own_condition_writes_are_admitted(admin: Client, kubeconfig: str) -> None:
+    """The agent's NodeReporter patching a Node of the test API server: each write, the
+    Node before and after it, passes the policy for the agent of that node (and would
+    not for the agent of another)."""
+    created = node("n1")
+    del created["status"]["conditions"][1]
+    del created["status"]["nodeInfo"]  # lightkube's model wants all of a real one
+    admin.create(Node.from_dict(created))
+    kube = KubeClient(load_config(kubeconfig))
+    reporter = NodeReporter(kube, "n1")
+    try:
+        for cond in (Condition(True, "WaitingForController", "no UnderlayNode yet"),
+                     Condition(False, "OvnUnderlayReady", "serving"),
+                     Condition(True, "AgentStopped", "the agent stopped")):
+            before = admin.get(Node, "n1").to_dict()
+            reporter.report(cond)
+            after = admin.get(Node, "n1").to_dict()
+            assert after != before
+            for token_node, allowed in (("n1", True), ("n2", False)):
+                req = request(user=AGENT, operation="UPDATE", resource="nodes", name="n1",
+                              subresource="status", extra=agent_on(token_node))
+                assert admit(POLICY, req, after, before).allowed is allowed, cond
+    finally:
+        kube.close()
