@@ -46,6 +46,7 @@ def test_a_killed_leader_is_replaced_within_the_lease_time(
     eventually(lambda: second.controller.leading, timeout=2 * LEASE)
     took = time.monotonic() - killed
     assert took <= LEASE + 0.5, f"took over after {took:.2f} s"
+    print(f"a killed leader replaced after {took:.2f} s (lease {LEASE} s)")
     assert not first.controller.leading
     add_node(cluster, "n1", "10.0.0.11")
     assert wait_ready(cluster, "n1")["switch"] == "node-n1"
@@ -59,7 +60,9 @@ def test_a_stopped_leader_hands_over_at_once(replicas: MakeReplica, cluster: Cli
     stopped = time.monotonic()
     first.controller.stop()
     eventually(lambda: second.controller.leading, timeout=LEASE)
-    assert time.monotonic() - stopped < 1.0
+    took = time.monotonic() - stopped
+    assert took < 1.0
+    print(f"a stopped leader handed over in {took * 1000:.0f} ms (retry period 100 ms)")
     add_node(cluster, "n1", "10.0.0.11")
     wait_ready(cluster, "n1")
 

@@ -5,4 +5,5 @@ per leadership term for fencing.  :mod:`.main`: the process (informers, the elec
 one worker).  :mod:`.nodes`: the reconciler of one node (VM port, network, pool, owners,
 security groups, garbage collection).  :mod:`.subnets`: the node subnets.
 :mod:`.claims`: the check of a node's security-group request against the API.
+:mod:`.events`: Events on the Nodes.
 """
