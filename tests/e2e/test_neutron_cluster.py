@@ -90,6 +90,8 @@ def test_ensure_router_creates_it_once_and_refuses_duplicates(
     assert [r.description for r in made] == [mark("cluster-router")]
     with_plane(neutron_lab, lambda plane: plane.ensure_router(ROUTER))
     assert [r.id for r in routers_named(neutron_lab, ROUTER)] == [made[0].id]
+    with_plane(neutron_lab, lambda plane: plane.ensure_router(made[0].id))
+    assert routers_named(neutron_lab, made[0].id) == [], "a router's id names it too"
 
     def twice(conn: Any) -> None:
         conn.network.create_router(name="ctl-dup")

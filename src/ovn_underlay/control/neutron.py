@@ -327,12 +327,18 @@ class NeutronControlPlane(ControlPlane):
                           lambda: list(self.conn.network.routers(name=name)))
 
     def _one_router(self, name: str) -> Any | None:
-        """The router named ``name`` (None: none); Conflict when several have the name."""
+        """The router named ``name``, else the one with that id (None: neither).
+
+        Conflict when several routers have the name.
+        """
         found = self._routers_named(name)
         if len(found) > 1:
             raise Conflict(f"{len(found)} Neutron routers are named {name!r}; remove all but "
                            "one")
-        return found[0] if found else None
+        if found:
+            return found[0]
+        return self._call(f"look up router {name}",
+                          lambda: self.conn.network.find_router(name))
 
     def _make_router(self, name: str, kind: str) -> tuple[Any, bool]:
         """Create the router ``name`` marked ``kind``: (the router to use, whether it is ours).
