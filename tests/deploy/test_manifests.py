@@ -201,3 +201,10 @@ def test_manifest_files_parse_as_yaml_with_no_empty_documents() -> None:
     for path in sorted(DEPLOY.glob("*.yaml")):
         docs = list(yaml.safe_load_all(path.read_text()))
         assert docs and all(isinstance(d, dict) for d in docs), Path(path).name
+
+
+def test_the_readme_names_every_file_of_deploy() -> None:
+    readme = (DEPLOY / "README.md").read_text()
+    for path in sorted(DEPLOY.iterdir()):
+        if path.name != "README.md":
+            assert f"`{path.name}`" in readme, path.name
