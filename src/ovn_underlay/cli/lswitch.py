@@ -57,6 +57,7 @@ def cmd_lswitch_setup(args: argparse.Namespace) -> int:
     """
     from ovn_underlay.control.base import Routing
     from ovn_underlay.control.factory import connect
+    from ovn_underlay.dataplane.mgmt import ensure_mgmt_port
     from ovn_underlay.pods import network
 
     with open_ovs(args) as ovs:
@@ -75,6 +76,8 @@ def cmd_lswitch_setup(args: argparse.Namespace) -> int:
         finally:
             control.close()
         ready = load(ovs)
+        if hosts:
+            ensure_mgmt_port(ovs, ready, admitted=hosts)
     mgmt = f", management port {net.mgmt.name} {net.mgmt.ip} tag {net.mgmt.tag}" \
         if net.mgmt else ""
     if hosts:
@@ -88,6 +91,31 @@ def cmd_lswitch_setup(args: argparse.Namespace) -> int:
     rest = finish(args, len(net.ports), target)
     if rest:
         print(rest)
+    return 0
+
+
+def cmd_router_gateway(args: argparse.Namespace) -> int:
+    """Give a router its gateway on an external network, SNATing the pods' addresses."""
+    from ovn_underlay.control.base import Routing
+    from ovn_underlay.control.factory import connect
+
+    with open_ovs(args) as ovs:
+        cfg = load(ovs)
+    snat = args.snat or [cfg.cluster_subnet or cfg.subnet]
+    if not snat[0]:
+        raise ConfigError("nothing to SNAT: give --snat, or run node-init --cluster-subnet "
+                          "(or lswitch-setup) first")
+    control = connect(cfg)
+    try:
+        if not isinstance(control, Routing):
+            raise ConfigError(f"backend {cfg.backend!r} cannot set a router's gateway: run "
+                              "router-gateway where the control plane's credentials are")
+        ip = control.ensure_router_gateway(args.router, args.external, snat, args.address,
+                                           args.next_hop, args.gateway_chassis)
+    finally:
+        control.close()
+    print(f"router {args.router}: gateway {ip} on {args.external}, SNAT of "
+          f"{', '.join(snat)}", flush=True)
     return 0
 
 

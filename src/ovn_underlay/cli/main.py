@@ -247,6 +247,28 @@ def _add_node_commands(sub: SubParsers) -> None:
     destroy.add_argument("--force", action="store_true",
                          help="also detach pods that still hold ports")
     destroy.set_defaults(func=lswitch_cmds.cmd_lswitch_destroy)
+    gateway = sub.add_parser(
+        "router-gateway", help="give ROUTER its gateway to the outside, with SNAT",
+        description="Give ROUTER a gateway on the external network EXTERNAL that SNATs the "
+                    "pods' addresses (the cluster subnet, else this node's subnet), through "
+                    "this node's control plane; idempotent. OVN NB: a distributed gateway "
+                    "port with --address on the external logical switch, on the "
+                    "--gateway-chassis, a default route via --next-hop. Neutron: the "
+                    "router's external gateway with SNAT, as a tenant router has (Neutron "
+                    "picks address, next hop and chassis).")
+    gateway.add_argument("router", metavar="ROUTER")
+    gateway.add_argument("external", metavar="EXTERNAL",
+                         help="the external logical switch (NB) or network (Neutron)")
+    gateway.add_argument("--address", default="",
+                         help="the gateway's address with prefix, e.g. 203.0.113.2/24 "
+                         "(needed with OVN NB; with Neutron an external fixed IP, admin only)")
+    gateway.add_argument("--next-hop", default="", help="OVN NB: the default route's next hop")
+    gateway.add_argument("--gateway-chassis", action="append", default=[], metavar="CHASSIS",
+                         help="OVN NB: a chassis for the gateway port, highest priority "
+                         "first (repeat)")
+    gateway.add_argument("--snat", action="append", default=[], metavar="SUBNET",
+                         help="subnets to SNAT (repeat; default: the cluster subnet)")
+    gateway.set_defaults(func=lswitch_cmds.cmd_router_gateway)
     pool_verbs = sub.add_parser("pool", help="the node's port pool").add_subparsers(
         dest="verb", required=True, metavar="VERB")
     pool = pool_verbs.add_parser("show", help="every port of the pool, free or held by which "

@@ -5,19 +5,21 @@ tag, with that child port's MAC and IP.  It replaces the seed's static
 ``ip neigh`` / ``route add`` steps: the gateway is learnt by ARP like any other.
 
 Routes through it: the node subnet on the link, the rest of the cluster subnet
-via the node switch's gateway on the logical router, both with the node's
+via the node switch's gateway on the logical router.  So everything between the
+node and any pod takes the management port, also a pod's traffic to the VM's
 primary address (the one on the interface holding the uplink's addresses, the
-address of the VM's own port) as the preferred source.  So everything between
-the node and any pod takes the management port, also a pod's traffic to the
-VM's primary address, which the router sends there (the control plane's host
-routes), and the node's answers, which leave with that address as their source:
-the management port admits it (``ensure_host_routes``).  A pod talking to a
-host-network endpoint thus sees the address it talked to, and a load balancer's
-reply un-NATs in the pod's own datapath.
+address of the VM's own port) once the control plane routes that address there
+and admits it on the management port (``ensure_host_routes``): the node's answers
+leave from the address the pod talked to, so a load balancer's reply from a
+host-network endpoint un-NATs in the pod's own datapath.  When the caller says
+the management port admits the primary address, both routes prefer it as the
+source, so the node's own connections to pods (kubelet's probes) come from the
+VM's own address too; otherwise they come from the management port's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from ipaddress import IPv4Network
 
 from pyroute2 import IPRoute
@@ -33,8 +35,12 @@ IFA_F_NOPREFIXROUTE = 0x200
 RT_SCOPE_LINK = 253
 
 
-def ensure_mgmt_port(ovs: Ovs, cfg: NodeConfig) -> None:
-    """Create or repair the management port from the settings of ``cfg``; idempotent."""
+def ensure_mgmt_port(ovs: Ovs, cfg: NodeConfig, admitted: Collection[str] = ()) -> None:
+    """Create or repair the management port from the settings of ``cfg``; idempotent.
+
+    ``admitted``: the node's own addresses the management port admits as sources;
+    the primary address, if among them, becomes the routes' preferred source.
+    """
     cfg.require("mgmt_port", "mgmt_mac", "mgmt_ip", "gateway_ip", "subnet")
     ovs.add_access_port(cfg.bridge, MGMT_IFNAME, cfg.mgmt_tag,
                         {"iface-id": cfg.mgmt_port, EXT_ROLE: "mgmt"}, internal=True)
@@ -49,7 +55,7 @@ def ensure_mgmt_port(ovs: Ovs, cfg: NodeConfig) -> None:
             ipr.addr("add", index=index, address=str(iface.ip),
                      prefixlen=iface.network.prefixlen, flags=IFA_F_NOPREFIXROUTE)
         source = primary_address(ipr, cfg)
-        src = {"prefsrc": source} if source else {}
+        src = {"prefsrc": source} if source and source in admitted else {}
         ipr.route("replace", dst=str(iface.network), oif=index, scope=RT_SCOPE_LINK, **src)
         for net in _routed(cfg):
             ipr.route("replace", dst=net, gateway=cfg.gateway_ip, oif=index, **src)

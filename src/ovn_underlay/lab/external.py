@@ -11,11 +11,12 @@ made directly in the NB lab, and in the Neutron lab as Neutron makes it for an
 external flat network (``router:external``, subnet 203.0.113.0/24 whose gateway
 is the external host).
 
-:func:`attach` gives the cluster router its gateway there through the control
-plane's ``ensure_router_gateway``: in the NB lab the distributed gateway port
-203.0.113.1/24 on the hypervisor chassis, a default route via the external host
-and SNAT of the cluster subnet to 203.0.113.1; in the Neutron lab the router's
-external_gateway_info with SNAT, the address picked by Neutron.  The external
+:func:`attach` gives the cluster router its gateway there with the command
+``router-gateway`` on a node (the control plane's ``ensure_router_gateway``):
+in the NB lab the distributed gateway port 203.0.113.1/24 on the hypervisor
+chassis, a default route via the external host and SNAT of the cluster subnet
+to 203.0.113.1; in the Neutron lab the router's external_gateway_info with SNAT,
+the address picked by Neutron.  The external
 host has no route to the cluster subnet: a pod's traffic reaches it only as
 SNAT, and nothing outside can open a connection to a pod (that would take
 floating IPs or NodePorts).
@@ -106,28 +107,16 @@ def _neutron_network(state: LabState) -> str:
 
 
 def attach(state: LabState, router: str, snat: Sequence[str]) -> str:
-    """Give ``router`` its gateway on the external network; return the SNAT address."""
-    if state.neutron:
-        from ovn_underlay.control import credentials
-        from ovn_underlay.control.neutron import NeutronControlPlane
+    """Give ``router`` its gateway on the external network; return the SNAT address.
 
-        creds = credentials.from_variables({"OS_AUTH_TYPE": "none",
-                                            "OS_NETWORK_ENDPOINT_OVERRIDE": lab_neutron.api_url()},
-                                           "the lab")
+    Through the command a user runs, ``ovn-k8s-underlay router-gateway``, on the
+    first VM (set up as a node: its settings name the control plane).
+    """
+    from ovn_underlay.lab.cluster import Node
 
-        def neutron_gateway() -> str:
-            control = NeutronControlPlane(creds)
-            try:
-                return control.ensure_router_gateway(router, EXT_SWITCH, snat)
-            finally:
-                control.close()
-
-        return lab_neutron.in_netns(state.hv_netns, neutron_gateway)
-    from ovn_underlay.control.ovn_nb import OvnNbControlPlane
-
-    control = OvnNbControlPlane(state.nb)
-    try:
-        return control.ensure_router_gateway(router, EXT_SWITCH, snat, address=NB_GATEWAY,
-                                              next_hop=EXT_HOST, chassis=[state.chassis])
-    finally:
-        control.close()
+    args = [f"--snat={net}" for net in snat]
+    if not state.neutron:
+        args += ["--address", NB_GATEWAY, "--next-hop", EXT_HOST,
+                 "--gateway-chassis", state.chassis]
+    out = Node(state, state.vms[0]).cli("router-gateway", router, EXT_SWITCH, *args).stdout
+    return out.split(" gateway ", 1)[1].split()[0]
