@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ovn_underlay.cni.host_install import is_static, settings_path
 from ovn_underlay.control.base import ControlPlane
 from ovn_underlay.control.ovn_nb import OvnNbControlPlane
 from ovn_underlay.controller.main import DEFAULT_NAMESPACE, Controller, ControllerConfig
@@ -200,6 +201,10 @@ def test_killed_during_setup_and_restarted_the_agent_converges(
     ports = {p["lport"] for p in agent.node.pool()["ports"]}
     assert len(ports) >= 8
     agent.kill()
+    down = CniRuntime(agent.node).call("ADD", "ctr-down", agent.node.pod_netns("down"),
+                                       pod=("default", "down"))
+    netns.destroy(f"{agent.node.state.name}-{agent.name}-down")
+    assert (down.output or {}).get("code") == 11, down  # the host binary: no Python
     agent.start()
     serve_one_pod(agent, "restarted")
     assert {p["lport"] for p in agent.node.pool()["ports"]} == ports
@@ -237,6 +242,8 @@ def test_the_agent_serves_pods_with_no_control_plane_credentials(
     assert config["switch"] == f"node-{agent.name}" and config["mgmt_ip"]
     assert len(agent.node.pool()["ports"]) >= 8  # pool-high, asked of the controller
     assert (agent.node.cni_conf_dir / "10-ovn-underlay.conflist").exists()
+    binary = agent.node.cni_bin_dir / "ovn-underlay"
+    assert is_static(binary) and settings_path(binary).is_file()  # the host's CNI binary
     runtime = CniRuntime(agent.node)
     ns_name = f"agp{os.getpid() % 10000}"
     path = agent.node.pod_netns(ns_name)

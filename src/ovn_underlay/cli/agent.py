@@ -201,9 +201,16 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def _install_cni(args: argparse.Namespace, cfg: NodeConfig) -> list[str]:
-    """The CNI binary into --cni-bin-dir (node-init --install-cni's way)."""
-    from ovn_underlay.cli.cni_install import check_cni_targets, install_cni
+    """The CNI binary into --cni-bin-dir as a host runs it: the statically linked native
+    shim in host mode with its settings beside it (no Python, no venv; code 11 while no
+    daemon answers), each file written then renamed (:mod:`ovn_underlay.cni.host_install`).
+    The conflist is the daemon's, once it serves."""
+    from ovn_underlay.cli.cni_install import check_cni_targets
+    from ovn_underlay.cni.host_install import HostInstallError, install_host_binary
 
     args.cni_conf_dir = cfg.cni_conf_dir
     check_cni_targets(args)
-    return install_cni(args, False, replace(cfg, switch=""))  # the conflist: the daemon's
+    try:
+        return install_host_binary(Path(args.cni_bin_dir), cfg.daemon_socket)
+    except HostInstallError as exc:
+        raise ConfigError(str(exc)) from exc
