@@ -42,11 +42,11 @@ READY_WITHIN = 90.0
 
 @pytest.fixture(scope="module")
 def kube_lab(lab_rundir: Path) -> Iterator[LabState]:
-    """A lab of one VM with the test API server, the UnderlayNode CRD and the controller's
+    """A lab of two VMs with the test API server, the UnderlayNode CRD and the controller's
     namespace."""
     skip_unless_lab_possible()
     lab = Lab(f"ag{os.getpid() % 1000}", lab_rundir)
-    state = lab.up(1, kube=True)
+    state = lab.up(2, kube=True)
     try:
         lab_kube.request(state, "POST",
                          "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
@@ -113,10 +113,10 @@ def controller(kube_lab: LabState) -> Iterator[InHypervisor]:
 class Agent:
     """``ovn-k8s-underlay agent`` on the lab's VM, settings in a directory of files."""
 
-    def __init__(self, state: LabState, tmp: Path) -> None:
-        self.node = Node(state, state.vms[0])
+    def __init__(self, state: LabState, tmp: Path, vm: int = 0) -> None:
+        self.node = Node(state, state.vms[vm])
         self.name = self.node.vm.name
-        self.settings = tmp / "agent-settings"
+        self.settings = tmp / f"agent-settings-{self.name}"
         self.settings.mkdir(exist_ok=True)
         rundir = Path(self.node.vm.rundir)
         for option, value in {
@@ -268,3 +268,27 @@ def test_the_agent_serves_pods_with_no_control_plane_credentials(
     finally:
         runtime.delete("ctr-agent-2", path)
         netns.destroy(ns_name)
+
+
+def test_killed_at_any_point_of_setup_the_agent_converges(
+        kube_lab: LabState, controller: InHypervisor, tmp_path: Path) -> None:
+    """On a fresh VM, with the controller up: killed (SIGKILL) again and again early in its
+    run (in one run's log: the first kill fell in the middle of moving the uplink's
+    addresses to br-int, which the next start made again; later ones around the daemon's
+    start), each restart carries on from what is there; the last one serves pods."""
+    controller.start()
+    agent = Agent(kube_lab, tmp_path, vm=1)
+    try:
+        for delay in (0.5, 0.3, 0.4, 0.45, 0.5):
+            agent.start()
+            time.sleep(delay)
+            agent.kill()
+        agent.start()
+        agent.ready()
+        serve_one_pod(agent, "afterkills")
+        config = agent.node.config()
+        assert config["backend"] == "cluster" and config["switch"] == f"node-{agent.name}"
+    finally:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.stop()
+
