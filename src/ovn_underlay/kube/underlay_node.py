@@ -128,7 +128,8 @@ class Status:
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> Status:
         st = obj.get("status") or {}
-        ready = next((c for c in st.get("conditions") or [] if c.get("type") == READY), {})
+        ready: Mapping[str, Any] = next(
+            (c for c in st.get("conditions") or [] if c.get("type") == READY), {})
         mgmt = st.get("mgmt")
         return cls(
             switch=str(st.get("switch", "")), subnet=str(st.get("subnet", "")),
