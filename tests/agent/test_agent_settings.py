@@ -1,8 +1,11 @@
-"""The node agent's settings (a ConfigMap's files under the command line) and its Node
-condition, against the test API server."""
+"""The node agent's settings (a ConfigMap's files under the command line), the condition
+it reports on its Node and how it follows the controller's verdict, against the test API
+server."""
 
 from __future__ import annotations
 
+import functools
+import threading
 from pathlib import Path
 
 import pytest
@@ -10,12 +13,23 @@ from lightkube import Client
 from lightkube.models.core_v1 import NodeCondition, NodeStatus
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Node
+from lightkube.types import PatchType
 
 from ovn_underlay.cli import agent
 from ovn_underlay.cli.main import build_parser
-from ovn_underlay.config import ConfigError
-from ovn_underlay.daemon.node_agent import CONDITION, Condition, NodeReporter
+from ovn_underlay.config import ConfigError, NodeConfig
+from ovn_underlay.daemon.node_agent import (
+    CONDITION,
+    READY_REASON,
+    AgentSettings,
+    ClusterAgent,
+    Condition,
+    NodeReporter,
+)
 from ovn_underlay.kube.client import KubeClient, load_config
+from ovn_underlay.pods.controller_relay import UnderlayNode
+from tests.agent.support import create_underlay_node, install_crd
+from tests.kube.support import eventually
 
 
 def parsed(*argv: str) -> object:
@@ -87,3 +101,42 @@ def test_network_unavailable_is_reported_on_the_node(admin: Client, kubeconfig: 
 def conditions(admin: Client) -> dict[str, NodeCondition]:
     status = admin.get(Node, "w1").status or NodeStatus()
     return {c.type: c for c in status.conditions or []}
+
+
+def test_the_serving_agent_follows_the_controllers_verdict(admin: Client,
+                                                          kubeconfig: str) -> None:
+    """Ready turning False on the UnderlayNode (here NodeDeleted) shows on the Node, and
+    Ready again clears it."""
+    install_crd(admin)
+    create_underlay_node(admin, "w2")
+    admin.create(Node(metadata=ObjectMeta(name="w2")))
+    agent = ClusterAgent(AgentSettings("unix:/nonexistent", "w2", NodeConfig()),
+                         functools.partial(load_config, kubeconfig))
+    follower = threading.Thread(target=agent.follow_controller)
+    follower.start()
+    try:
+        set_ready(admin, "w2", "True", "NetworkReady", "switch node-w2")
+        eventually(lambda: condition_of(admin, "w2").reason == READY_REASON)
+        set_ready(admin, "w2", "False", "NodeDeleted", "the Node is gone")
+        eventually(lambda: condition_of(admin, "w2").reason == "NodeDeleted")
+        cond = condition_of(admin, "w2")
+        assert (cond.status, cond.message) == ("True", "the Node is gone")
+        set_ready(admin, "w2", "True", "NetworkReady", "switch node-w2")
+        eventually(lambda: condition_of(admin, "w2").status == "False")
+    finally:
+        agent.stop()
+        follower.join(5)
+        agent.close()
+    assert not follower.is_alive()
+
+
+def set_ready(admin: Client, name: str, status: str, reason: str, message: str) -> None:
+    admin.patch(UnderlayNode.Status, name, {"status": {"conditions": [
+        {"type": "Ready", "status": status, "reason": reason, "message": message}]}},
+        patch_type=PatchType.MERGE)
+
+
+def condition_of(admin: Client, name: str) -> NodeCondition:
+    status = admin.get(Node, name).status or NodeStatus()
+    return next((c for c in status.conditions or [] if c.type == CONDITION),
+                NodeCondition(type=CONDITION, status="Unknown"))

@@ -19,7 +19,8 @@ stopped (and a rebooted node is set up again the same way):
    conflist goes; the daemon writes the conflist once it serves (the node can then
    serve pods, which the container runtime reports to the kubelet as NetworkReady);
 6. *daemon*: :class:`~ovn_underlay.daemon.main.Daemon` serves CNI calls; its refill
-   asks the controller for more ports through the relay.
+   asks the controller for more ports through the relay.  Meanwhile the agent follows
+   its UnderlayNode's Ready condition (:meth:`ClusterAgent.follow_controller`).
 
 It reports on its Node the condition ``NetworkUnavailable`` (the one Kubernetes acts on):
 ``False``/``OvnUnderlayReady`` once the daemon serves, else ``True`` with a reason and a
@@ -52,6 +53,7 @@ from ovn_underlay.config import (
     key_of,
     to_external_ids,
 )
+from ovn_underlay.control.base import ControlPlaneError
 from ovn_underlay.daemon.main import Daemon
 from ovn_underlay.dataplane.mgmt import ensure_mgmt_port
 from ovn_underlay.dataplane.node_init import NodeInit
@@ -75,6 +77,9 @@ RECORDED = ("backend", "parent", "bridge", "datapath", "uplink", "uplink_mode", 
             *DAEMON_FIELDS, *CNI_FIELDS)
 """The node's settings the agent records in external_ids (besides the node network's)."""
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
+FOLLOW_INTERVAL = 1.0
+"""Seconds between the serving agent's looks at its UnderlayNode's Ready condition."""
+SERVING = "the ovn-underlay daemon serves CNI calls on this node"
 
 
 class SetupFailed(Exception):
@@ -101,10 +106,15 @@ class NodeReporter:
         self.kube = kube
         self.node = node
         self.last: Condition | None = None
+        self._lock = threading.Lock()
 
     def report(self, cond: Condition) -> None:
         """Patch the condition in (strategic merge: the Node's other conditions stay);
-        a failure is logged, not raised (the next change tries again)."""
+        a failure is logged, not raised (the next change tries again).  Thread-safe."""
+        with self._lock:
+            self._report(cond)
+
+    def _report(self, cond: Condition) -> None:
         if cond == self.last:
             return
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -154,6 +164,7 @@ class ClusterAgent:
         self._install_cni = install_cni
         self._daemon_factory = daemon_factory
         self._stopping = threading.Event()
+        self._started = time.monotonic()
         self.daemon: Daemon | None = None
         self.kube = KubeClient(kube_config())
         self.reporter = NodeReporter(self.kube, settings.node)
@@ -164,10 +175,17 @@ class ClusterAgent:
         if self.daemon is not None:
             self.daemon.stop()
 
+    def _late(self) -> bool:
+        """Whether the ready timeout (if any) has passed."""
+        limit = self.settings.ready_timeout
+        return bool(limit) and time.monotonic() - self._started > limit
+
     def run(self) -> int:
-        """Set up (retrying failed steps) and serve until :meth:`stop`; the exit code."""
+        """Set up (retrying failed steps) and serve until :meth:`stop`; the exit code (1:
+        not set up within the ready timeout)."""
+        self._started = time.monotonic()
         failures = 0
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not self._late():
             try:
                 self.daemon = self.setup()
                 break
@@ -180,16 +198,42 @@ class ClusterAgent:
         if self.daemon is None:
             self.close()
             return 0 if self._stopping.is_set() else 1
+        follower = threading.Thread(target=self.follow_controller, name="follow-controller",
+                                    daemon=True)
         try:
-            self.reporter.report(Condition(False, READY_REASON, "the ovn-underlay daemon "
-                                           "serves CNI calls on this node"))
+            self.reporter.report(Condition(False, READY_REASON, SERVING))
+            follower.start()
             self.daemon.serve()
         finally:
+            self._stopping.set()
+            if follower.is_alive():
+                follower.join(FOLLOW_INTERVAL * 5)
             self.reporter.report(Condition(True, "AgentStopped", "the ovn-underlay node "
                                            "agent stopped"))
             self.daemon.close()
             self.close()
         return 0
+
+    def follow_controller(self) -> None:
+        """While serving (until :meth:`stop`): report the controller's verdict as it changes.
+
+        The UnderlayNode turning not Ready (say ``NodeDeleted``, ``ControlPlaneError``)
+        makes NetworkUnavailable True with its reason and message; Ready again, False.
+        Its status is read from the relay's watch each :data:`FOLLOW_INTERVAL` (no request).
+        """
+        relay = ControllerRelay(self._kube_config, self.settings.node)
+        try:
+            while not self._stopping.wait(FOLLOW_INTERVAL):
+                try:
+                    st = relay.status()
+                except ControlPlaneError:
+                    continue  # not synced (yet, or again): the last report stands
+                if st.ready:
+                    self.reporter.report(Condition(False, READY_REASON, SERVING))
+                else:
+                    self.reporter.report(self._waiting(relay))
+        finally:
+            relay.close()
 
     def setup(self) -> Daemon:
         """Steps 1-6 of the module docstring; the daemon, started.  SetupFailed if a step
@@ -240,17 +284,13 @@ class ClusterAgent:
         """Step 3: the UnderlayNode Ready, with the pool of ``pool-high`` ports asked for."""
         relay = ControllerRelay(self._kube_config, self.settings.node)
         try:
-            started = time.monotonic()
-            limit = self.settings.ready_timeout
-            while not self._stopping.is_set():
+            while not self._stopping.is_set() and not self._late():
                 st = relay.wait_ready(1.0)
                 if st is not None:
                     try:
                         return relay.request_pool_ports(cfg.pool_high)
                     except Exception as exc:
                         raise SetupFailed(WAITING, f"pool ports: {exc}") from exc
-                if limit and time.monotonic() - started > limit:
-                    break
                 self.reporter.report(self._waiting(relay))
             raise SetupFailed(*_reason_message(self._waiting(relay)))
         finally:
