@@ -79,6 +79,22 @@ def test_without_kubeconfig_outside_a_pod_it_says_so(tmp_path: Path,
         agent.in_cluster_kubeconfig(str(tmp_path))
 
 
+def test_in_a_pod_the_service_account_becomes_the_nodes_kubeconfig(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text("t0ken")
+    (account / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    path = agent.in_cluster_kubeconfig(str(tmp_path / "state"), str(account))
+    assert path == str(tmp_path / "state" / "kubeconfig")
+    config = load_config(path)
+    assert config.cluster.server == "https://10.96.0.1:443"
+    assert config.user is not None and config.user.token_file == str(account / "token")
+    assert agent.in_cluster_kubeconfig(str(tmp_path / "state"), str(account)) == path
+
+
 def test_network_unavailable_is_reported_on_the_node(admin: Client, kubeconfig: str) -> None:
     admin.create(Node(metadata=ObjectMeta(name="w1")))
     admin.patch(Node.Status, "w1", {"status": {"conditions": [

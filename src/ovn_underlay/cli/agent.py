@@ -120,11 +120,13 @@ def node_name(args: argparse.Namespace) -> str:
             or socket.gethostname().strip().lower())
 
 
-def in_cluster_kubeconfig(state_dir: str) -> str:
-    """Write (if changed) a kubeconfig naming the pod's service account; its path."""
+def in_cluster_kubeconfig(state_dir: str, service_account: str = "") -> str:
+    """Write (if changed) a kubeconfig naming the pod's service account (its token file and
+    CA, default :data:`~ovn_underlay.kube.client.SERVICE_ACCOUNT`); its path."""
     from ovn_underlay.kube.client import SERVICE_ACCOUNT, in_cluster
 
-    if not in_cluster():
+    account = service_account or SERVICE_ACCOUNT
+    if not in_cluster(account):
         raise ConfigError("no Kubernetes API: give --kubeconfig, or run the agent in a pod "
                           "with a service account (the DaemonSet)")
     import yaml
@@ -135,8 +137,8 @@ def in_cluster_kubeconfig(state_dir: str) -> str:
         "apiVersion": "v1", "kind": "Config", "current-context": "in-cluster",
         "clusters": [{"name": "in-cluster", "cluster": {
             "server": f"{server}:{os.environ['KUBERNETES_SERVICE_PORT']}",
-            "certificate-authority": f"{SERVICE_ACCOUNT}/ca.crt"}}],
-        "users": [{"name": "agent", "user": {"tokenFile": f"{SERVICE_ACCOUNT}/token"}}],
+            "certificate-authority": f"{account}/ca.crt"}}],
+        "users": [{"name": "agent", "user": {"tokenFile": f"{account}/token"}}],
         "contexts": [{"name": "in-cluster", "context": {"cluster": "in-cluster",
                                                         "user": "agent"}}]})
     path = Path(state_dir) / IN_CLUSTER_KUBECONFIG
