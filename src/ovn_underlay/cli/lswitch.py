@@ -99,8 +99,12 @@ def cmd_router_gateway(args: argparse.Namespace) -> int:
     from ovn_underlay.control.base import Routing
     from ovn_underlay.control.factory import connect
 
-    with open_ovs(args) as ovs:
-        cfg = load(ovs)
+    if args.nb or args.neutron_config:
+        cfg = NodeConfig(backend="ovn" if args.nb else "neutron", nb=args.nb,
+                         neutron_config=args.neutron_config)
+    else:
+        with open_ovs(args) as ovs:
+            cfg = load(ovs)
     snat = args.snat or [cfg.cluster_subnet or cfg.subnet]
     if not snat[0]:
         raise ConfigError("nothing to SNAT: give --snat, or run node-init --cluster-subnet "

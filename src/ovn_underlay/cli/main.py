@@ -268,6 +268,11 @@ def _add_node_commands(sub: SubParsers) -> None:
                          "first (repeat)")
     gateway.add_argument("--snat", action="append", default=[], metavar="SUBNET",
                          help="subnets to SNAT (repeat; default: the cluster subnet)")
+    plane = gateway.add_mutually_exclusive_group()
+    plane.add_argument("--nb", default="", help="the OVN NB to write to instead of this "
+                       "node's control plane (where the node has none: cluster mode)")
+    plane.add_argument("--neutron-config", default="", metavar="OPENRC",
+                       help="the openrc of the Neutron to write to instead of this node's")
     gateway.set_defaults(func=lswitch_cmds.cmd_router_gateway)
     pool_verbs = sub.add_parser("pool", help="the node's port pool").add_subparsers(
         dest="verb", required=True, metavar="VERB")

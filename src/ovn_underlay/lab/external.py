@@ -109,14 +109,18 @@ def _neutron_network(state: LabState) -> str:
 def attach(state: LabState, router: str, snat: Sequence[str]) -> str:
     """Give ``router`` its gateway on the external network; return the SNAT address.
 
-    Through the command a user runs, ``ovn-k8s-underlay router-gateway``, on the
-    first VM (set up as a node: its settings name the control plane).
+    Through the command an operator runs, ``ovn-k8s-underlay router-gateway``, in
+    the first VM's namespace (where the control plane is reachable) and with the
+    control plane named on the command line, as the holder of its credentials
+    does: a node in cluster mode has none.
     """
     from ovn_underlay.lab.cluster import Node
 
     args = [f"--snat={net}" for net in snat]
-    if not state.neutron:
-        args += ["--address", NB_GATEWAY, "--next-hop", EXT_HOST,
+    if state.neutron:
+        args += ["--neutron-config", state.vms[0].openrc]
+    else:
+        args += ["--nb", state.nb, "--address", NB_GATEWAY, "--next-hop", EXT_HOST,
                  "--gateway-chassis", state.chassis]
     out = Node(state, state.vms[0]).cli("router-gateway", router, EXT_SWITCH, *args).stdout
     return out.split(" gateway ", 1)[1].split()[0]
