@@ -55,6 +55,9 @@ def test_a_node_gets_its_network_and_a_ready_status(replicas: MakeReplica, clust
     assert ready(cluster, "n1")["reason"] == "NetworkReady"
     assert "children of VM port vm1" in ready(cluster, "n1")["message"]
     assert annotation(cluster, "n1", ANNOTATION) == "198.19.0.0/24"
+    assert st["hostAddresses"] == ["10.0.0.11"]
+    assert "10.0.0.11" in nbctl(nb, "get", "Logical_Switch_Port", "node-n1-mgmt",
+                                "port_security")
 
     routers = [r for r in rows(nb, "Logical_Router") if r == "ovn-underlay"]
     assert routers == ["ovn-underlay"]

@@ -66,6 +66,7 @@ from ovn_underlay.control.base import (
     Fenced,
     NodeNetwork,
     PortOwner,
+    Routing,
 )
 from ovn_underlay.controller.claims import refusal
 from ovn_underlay.controller.events import NORMAL, WARNING, EventRecorder
@@ -146,6 +147,7 @@ class NodeReconciler:
         """Deleted Nodes whose network is kept (logged once)."""
         self._parents: dict[str, tuple[str, str]] = {}
         self._networks: dict[str, NodeNetwork] = {}
+        self._hosts: dict[str, tuple[str, ...]] = {}
         """Per node: (InternalIP, VM port) and the network, as this term last read or made
         them: while it leads, nothing else writes them (the fence), so a pass that is not
         fresh needs no control-plane read."""
@@ -237,6 +239,7 @@ class NodeReconciler:
         """Drop what this term remembers of the node's VM port and network."""
         self._parents.pop(name, None)
         self._networks.pop(name, None)
+        self._hosts.pop(name, None)
 
     def _network_status(self, node: Node, spec: un.Spec, status: un.Status) -> un.Status:
         name = _name(node)
@@ -264,6 +267,7 @@ class NodeReconciler:
         if isinstance(net, str):
             self.forget(name)
             return _not_ready(status, "NetworkMismatch", net)
+        hosts = self._host_routes(name, net)
         ports = self._pool(name, net, spec.pool_ports)
         self._networks[name] = dataclasses.replace(net, ports=ports)
         self._owners(name, ports, spec.pods)
@@ -274,8 +278,8 @@ class NodeReconciler:
             switch=net.switch, subnet=net.subnet, router=net.router, gateway_ip=net.gateway_ip,
             gateway_mac=net.gateway_mac, parent=net.parent,
             mgmt=_port(mgmt) if mgmt is not None else None,
-            ports=tuple(_port(p) for p in ports), security_groups=groups, refused=refused,
-            ready=True, reason="NetworkReady",
+            ports=tuple(_port(p) for p in ports), host_addresses=hosts,
+            security_groups=groups, refused=refused, ready=True, reason="NetworkReady",
             message=f"switch {net.switch} ({net.subnet}) on router {net.router}, "
                     f"{len(ports)} pool port(s), children of VM port {net.parent}")
 
@@ -313,6 +317,22 @@ class NodeReconciler:
             return (f"switch {switch} has subnet {net.subnet}, but the node's subnet is "
                     f"{subnet}: delete the switch to have it made again")
         return net
+
+    def _host_routes(self, name: str, net: NodeNetwork) -> tuple[str, ...]:
+        """The node's own addresses, routed to its management port and admitted there.
+
+        ``ensure_host_routes`` once per term and fresh pass (idempotent: it also repairs);
+        a backend without a router of its own (none today) routes nothing.
+        """
+        known = self._hosts.get(name)
+        if known is not None:
+            return known
+        if not isinstance(self.control, Routing):
+            return ()
+        self._guard()
+        hosts = self.control.ensure_host_routes(net.switch)
+        self._hosts[name] = hosts
+        return hosts
 
     def _pool(self, name: str, net: NodeNetwork, asked: int) -> tuple[ChildPort, ...]:
         """The pool ports, grown by up to one batch towards what the node asks (capped)."""

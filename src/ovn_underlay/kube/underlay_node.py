@@ -18,11 +18,12 @@ Node:
 * ``status`` is the controller's answer (status subresource, written only by the
   controller): the node network (``switch``, ``subnet``, ``router``, ``gatewayIP``,
   ``gatewayMAC``, ``parent``), the management port ``mgmt`` and the pool ``ports``
-  (``name``, ``mac``, ``ip``, ``tag``); ``securityGroups``: for each port whose groups
-  the controller set for a pod, those groups (a port absent from it has the groups of a
-  fresh pool port); ``refused``: for each port whose request the controller refused, why
-  (e.g. a group the pod's Namespace does not allow); ``conditions`` (``Ready``) and
-  ``observedGeneration``.
+  (``name``, ``mac``, ``ip``, ``tag``); ``hostAddresses``: the node's own addresses that
+  the management port admits and the router routes to it; ``securityGroups``: for each
+  port whose groups the controller set for a pod, those groups (a port absent from it has
+  the groups of a fresh pool port); ``refused``: for each port whose request the
+  controller refused, why (e.g. a group the pod's Namespace does not allow);
+  ``conditions`` (``Ready``) and ``observedGeneration``.
 
 The controller creates the object when it sees the Node, and deletes it with the node
 network when the Node is gone.  The controller checks every security-group request
@@ -118,6 +119,9 @@ class Status:
     parent: str = ""
     mgmt: Port | None = None
     ports: tuple[Port, ...] = ()
+    host_addresses: tuple[str, ...] = ()
+    """The node's own addresses that its management port admits and the router routes to
+    it (pods reach the VM's primary address; the VM answers from it)."""
     security_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     refused: Mapping[str, str] = field(default_factory=dict)
     ready: bool = False
@@ -137,6 +141,7 @@ class Status:
             gateway_mac=str(st.get("gatewayMAC", "")), parent=str(st.get("parent", "")),
             mgmt=Port.from_dict(mgmt) if mgmt else None,
             ports=tuple(Port.from_dict(p) for p in st.get("ports") or []),
+            host_addresses=tuple(map(str, st.get("hostAddresses") or [])),
             security_groups={str(k): tuple(map(str, v))
                              for k, v in (st.get("securityGroups") or {}).items()},
             refused={str(k): str(v) for k, v in (st.get("refused") or {}).items()},
@@ -150,6 +155,7 @@ class Status:
             "switch": self.switch, "subnet": self.subnet, "router": self.router,
             "gatewayIP": self.gateway_ip, "gatewayMAC": self.gateway_mac,
             "parent": self.parent, "ports": [p.to_dict() for p in self.ports],
+            "hostAddresses": list(self.host_addresses),
             "securityGroups": {k: list(v) for k, v in self.security_groups.items()},
             "refused": dict(self.refused), "observedGeneration": self.observed_generation}
         if self.mgmt is not None:
