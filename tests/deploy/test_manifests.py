@@ -105,6 +105,7 @@ def test_underlay_node_from_the_schema_module_fits_the_crd() -> None:
     status = un.Status(switch="node-n1", subnet="198.19.1.0/24", router="ovn-underlay",
                        gateway_ip="198.19.1.1", gateway_mac="0a:00:00:00:00:fe",
                        parent="vm1-port", mgmt=port, ports=(port,),
+                       host_addresses=("10.0.0.11",),
                        security_groups={"p1": ("sg-a",)}, refused={"p2": "not allowed"},
                        observed_generation=3)
     obj: dict[str, Any] = {
