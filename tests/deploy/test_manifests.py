@@ -116,6 +116,8 @@ def test_underlay_node_from_the_schema_module_fits_the_crd() -> None:
         "status": {**status.to_dict(), "conditions": [
             {"type": un.READY, "status": "True", "reason": "NetworkReady",
              "message": "", "lastTransitionTime": "2026-12-01T12:00:00Z"}]}}
+    empty = [k for k, v in status.to_dict().items() if v in ("", 0, [], {}, None)]
+    assert not empty, f"give these a value, so that their type is checked: {empty}"
     validate_custom(obj)
     assert un.Status.from_object(obj) == dataclasses.replace(status, ready=True,
                                                              reason="NetworkReady")
