@@ -268,6 +268,16 @@ class ClusterAgent:
         cfg = replace(self.settings.cfg, backend=CLUSTER_BACKEND, nb="", neutron_config="",
                       neutron_cloud="")
         try:
+            have = from_external_ids(ovs.get_config())
+        except Exception as exc:
+            raise SetupFailed(SETUP_FAILED, str(exc) or type(exc).__name__) from exc
+        if have.switch and have.backend != CLUSTER_BACKEND:
+            raise SetupFailed(SETUP_FAILED, (
+                f"this node was set up in standalone mode (backend {have.backend}, switch "
+                f"{have.switch}): remove that network with its own credentials first "
+                f"('ovn-k8s-underlay lswitch-destroy {have.switch} --force'); the agent "
+                "changes nothing until then"))
+        try:
             stale = [k for k in CREDENTIAL_KEYS if k in ovs.get_config()]
             if stale:
                 ovs.remove_config(stale)
@@ -313,9 +323,10 @@ class ClusterAgent:
         """Step 4: the node network in external_ids, the pool ports, the management port."""
         net = node_network(st)
         if cfg.switch and cfg.switch != net.switch:
-            raise SetupFailed(SETUP_FAILED, f"this node is set up with switch {cfg.switch}, "
-                              f"the controller made {net.switch}: run 'lswitch-destroy "
-                              f"{cfg.switch} --force' on the node (a standalone set-up?)")
+            raise SetupFailed(SETUP_FAILED, f"this node records switch {cfg.switch}, the "
+                              f"controller made {net.switch} for it: remove the node's "
+                              "ovn-underlay:* network settings and its pool (state dir) to "
+                              "take the controller's")
         new = network_config(replace(cfg, parent=net.parent), net)
         if net.mgmt is not None:
             new = replace(new, mgmt_tag=net.mgmt.tag)
