@@ -14,7 +14,9 @@ stopped (and a rebooted node is set up again the same way):
    for the Node and makes the node network), raise its ``spec.poolPorts`` to the
    node's ``pool-high`` watermark and wait for the controller to have seen that;
 4. *network*: record the node network in external_ids as lswitch-setup does, add the
-   status's pool ports to the local pool, set up the management port;
+   status's pool ports to the local pool, set up the management port (the node's own
+   addresses its preferred source once the controller routes them to it:
+   ``status.hostAddresses``);
 5. *CNI*: install the CNI binary (the ``install_cni`` callback) and record where the
    conflist goes; the daemon writes the conflist once it serves (the node can then
    serve pods, which the container runtime reports to the kubelet as NetworkReady);
@@ -337,7 +339,7 @@ class ClusterAgent:
             if added:
                 LOG.info("added %d pool ports of %s to the local pool", added, net.switch)
             if net.mgmt is not None:
-                ensure_mgmt_port(ovs, new)
+                ensure_mgmt_port(ovs, new, admitted=st.host_addresses)
         except Exception as exc:
             raise SetupFailed(SETUP_FAILED, f"node network {net.switch}: {exc}") from exc
         return from_external_ids(ovs.get_config())
