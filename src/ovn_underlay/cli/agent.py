@@ -18,12 +18,10 @@ import os
 import socket
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ovn_underlay.cli.settings_dir import read_settings_dir
 from ovn_underlay.config import DEFAULT_STATE_DIR, ConfigError, NodeConfig
-
-if TYPE_CHECKING:
-    from types import FrameType
 
 DEFAULT_CONFIG_DIR = "/etc/ovn-underlay/agent"
 IN_CLUSTER_KUBECONFIG = "kubeconfig"
@@ -73,33 +71,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def with_config_dir(args: argparse.Namespace) -> argparse.Namespace:
-    """``args`` with the options it lacks taken from the settings directory's files (and
-    the CNI directories' defaults, :data:`CNI_DEFAULTS`, for those neither gives).
-
-    Each file holds one value (surrounding whitespace dropped); a file named as no
-    option is refused, so a typo in a ConfigMap key does not pass unseen.
-    """
-    directory = Path(args.config_dir)
-    if not directory.is_dir():
-        return _merged(args, {})
-    parser = argparse.ArgumentParser(prog=f"settings in {directory}", add_help=False,
-                                     exit_on_error=False)
-    add_arguments(parser)
-    known = {a.dest: a for a in parser._actions}
-    argv: list[str] = []
-    for path in sorted(directory.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
-            continue  # a ConfigMap volume's ..data and ..timestamp entries
-        dest = path.name.replace("-", "_")
-        if dest not in known or dest in ("config_dir", "log_file"):
-            raise ConfigError(f"{path}: no agent setting is called {path.name!r} (see "
-                              "'ovn-k8s-underlay agent --help')")
-        argv += [f"--{path.name}", path.read_text(encoding="utf-8").strip()]
-    try:
-        from_files = parser.parse_args(argv)
-    except (argparse.ArgumentError, SystemExit) as exc:
-        raise ConfigError(f"settings in {directory}: {exc}") from None
-    return _merged(args, vars(from_files))
+    """``args`` with the options it lacks taken from the settings directory's files
+    (:func:`~ovn_underlay.cli.settings_dir.read_settings_dir`), then the CNI directories'
+    defaults, :data:`CNI_DEFAULTS`, for those neither gives."""
+    return _merged(args, read_settings_dir(Path(args.config_dir), add_arguments, "agent"))
 
 
 def _merged(args: argparse.Namespace, lower: dict[str, Any]) -> argparse.Namespace:
@@ -153,8 +128,7 @@ def in_cluster_kubeconfig(state_dir: str, service_account: str = "") -> str:
 
 def node_settings(args: argparse.Namespace, node: str) -> NodeConfig:
     """The node's settings from the agent's options; defaults as node-init's."""
-    from ovn_underlay.cli.node_init import _uplink_mtu
-    from ovn_underlay.dataplane.node_init import detect_datapath
+    from ovn_underlay.cli.node_init import with_host_defaults
 
     values: dict[str, Any] = {name: getattr(args, name) for name in SETTINGS
                               if getattr(args, name, None) is not None}
@@ -162,12 +136,7 @@ def node_settings(args: argparse.Namespace, node: str) -> NodeConfig:
     if args.install_cni != "no":
         cfg = replace(cfg, cni_conf_dir=os.path.abspath(args.cni_conf_dir),
                       cni_version=args.cni_version)
-    if not cfg.datapath or cfg.datapath == "auto":
-        cfg = replace(cfg, datapath=detect_datapath())
-    if not cfg.uplink:
-        cfg = replace(cfg, uplink="eth1")
-    if not cfg.mtu:
-        cfg = replace(cfg, mtu=_uplink_mtu(cfg.uplink))
+    cfg = with_host_defaults(cfg)
     kubeconfig = os.path.abspath(args.kubeconfig) if args.kubeconfig else \
         in_cluster_kubeconfig(cfg.state_dir)
     return replace(cfg, kubeconfig=kubeconfig)
@@ -177,9 +146,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
     """Set the node up from the cluster controller's answer, then serve as its daemon."""
     import functools
     import logging
-    import signal
 
-    from ovn_underlay.cli.daemon import _setup_logging
+    from ovn_underlay.cli.daemon import _setup_logging, stop_on_signals
     from ovn_underlay.daemon.node_agent import AgentSettings, ClusterAgent
     from ovn_underlay.kube.client import load_config
 
@@ -193,12 +161,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     install = None if args.install_cni == "no" else functools.partial(_install_cni, args)
     agent = ClusterAgent(settings, functools.partial(load_config, cfg.kubeconfig), install)
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        logging.getLogger(__name__).info("signal %d: stopping", signum)
-        agent.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stop_on_signals(agent.stop)
     return agent.run()
 
 

@@ -17,11 +17,10 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ovn_underlay.cli.settings_dir import read_settings_dir
 from ovn_underlay.config import CHILD_PORT_MODES, DEFAULT_CHILD_PORTS, ConfigError
 
 if TYPE_CHECKING:
-    from types import FrameType
-
     from ovn_underlay.control.base import ControlPlane
 
 DEFAULT_CONFIG_DIR = "/etc/ovn-underlay/controller"
@@ -33,7 +32,6 @@ DEFAULTS: dict[str, Any] = {
 """Each option's value when neither the command line nor a settings file gives one (the
 controller's own defaults, which a test holds these to: this module imports no controller
 code until the command runs)."""
-NOT_FROM_FILES = ("config_dir", "log_file")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -81,32 +79,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def with_config_dir(args: argparse.Namespace) -> argparse.Namespace:
-    """``args`` with the options it lacks from the settings directory's files, then
-    :data:`DEFAULTS`.
-
-    Each file holds one value (surrounding whitespace dropped); a file named as no option
-    is refused, so a typo in a ConfigMap key does not pass unseen.
-    """
-    directory = Path(args.config_dir)
-    from_files: dict[str, Any] = {}
-    if directory.is_dir():
-        parser = argparse.ArgumentParser(prog=f"settings in {directory}", add_help=False,
-                                         exit_on_error=False)
-        add_arguments(parser)
-        known = {a.dest for a in parser._actions}
-        argv: list[str] = []
-        for path in sorted(directory.iterdir()):
-            if path.name.startswith(".") or not path.is_file():
-                continue  # a ConfigMap volume's ..data and ..timestamp entries
-            dest = path.name.replace("-", "_")
-            if dest not in known or dest in NOT_FROM_FILES:
-                raise ConfigError(f"{path}: no controller setting is called {path.name!r} "
-                                  "(see 'ovn-k8s-underlay controller --help')")
-            argv += [f"--{path.name}", path.read_text(encoding="utf-8").strip()]
-        try:
-            from_files = vars(parser.parse_args(argv))
-        except (argparse.ArgumentError, SystemExit) as exc:
-            raise ConfigError(f"settings in {directory}: {exc}") from None
+    """``args`` with the options it lacks from the settings directory's files
+    (:func:`~ovn_underlay.cli.settings_dir.read_settings_dir`), then :data:`DEFAULTS`."""
+    from_files = read_settings_dir(Path(args.config_dir), add_arguments, "controller")
     merged = dict(vars(args))
     for dest, default in DEFAULTS.items():
         if merged.get(dest) is None:
@@ -117,10 +92,7 @@ def with_config_dir(args: argparse.Namespace) -> argparse.Namespace:
 
 def cmd_controller(args: argparse.Namespace) -> int:
     """Run the controller until SIGTERM or SIGINT (then release the Lease)."""
-    import logging
-    import signal
-
-    from ovn_underlay.cli.daemon import _setup_logging
+    from ovn_underlay.cli.daemon import _setup_logging, stop_on_signals
     from ovn_underlay.controller.main import Controller, ControllerConfig
     from ovn_underlay.controller.nodes import Settings
     from ovn_underlay.kube.client import load_config
@@ -137,12 +109,7 @@ def cmd_controller(args: argparse.Namespace) -> int:
                               namespace=args.namespace, resync=args.resync)
     controller = Controller(load_config(args.kubeconfig), config, lambda: _connect(args))
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        logging.getLogger(__name__).info("signal %d: stopping", signum)
-        controller.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stop_on_signals(controller.stop)
     controller.start()
     controller.wait()
     return 0

@@ -6,6 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import FrameType
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(threadName)s]: %(message)s"
@@ -13,9 +14,6 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(threadName)s]: %(message)s"
 
 def cmd_daemon(args: argparse.Namespace) -> int:
     """Serve CNI calls, refill the pool and export metrics until told to stop."""
-    import logging
-    import signal
-
     from ovn_underlay.daemon.main import Daemon
     from ovn_underlay.daemon.server import DEFAULT_WORKERS
 
@@ -23,19 +21,27 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     daemon = Daemon(args.ovsdb, socket_path=args.socket, metrics_address=args.metrics_address,
                     workers=args.workers or DEFAULT_WORKERS, reclaim_after=args.reclaim_after)
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        logging.getLogger(__name__).info("signal %d: stopping", signum)
-        daemon.stop()
-
     # Before start: a SIGTERM right after the socket appears must stop it cleanly too.
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stop_on_signals(daemon.stop)
     daemon.start()
     try:
         daemon.serve()
     finally:
         daemon.close()
     return 0
+
+
+def stop_on_signals(stop: Callable[[], None]) -> None:
+    """From now on SIGTERM and SIGINT log "signal N: stopping" and call ``stop``."""
+    import logging
+    import signal
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("signal %d: stopping", signum)
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def _setup_logging(log_file: str | None, verbose: bool) -> None:

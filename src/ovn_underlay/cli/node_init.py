@@ -29,6 +29,20 @@ def _uplink_mtu(name: str) -> int:
         return 0
 
 
+def with_host_defaults(cfg: NodeConfig) -> NodeConfig:
+    """``cfg`` with what this host gives where it is unset: the datapath detected (also for
+    ``auto``), the uplink ``eth1``, the MTU the uplink's."""
+    from ovn_underlay.dataplane.node_init import detect_datapath
+
+    if not cfg.datapath or cfg.datapath == "auto":
+        cfg = replace(cfg, datapath=detect_datapath())
+    if not cfg.uplink:
+        cfg = replace(cfg, uplink="eth1")
+    if not cfg.mtu:
+        cfg = replace(cfg, mtu=_uplink_mtu(cfg.uplink))
+    return cfg
+
+
 def warn_without_cluster_subnet(cfg: NodeConfig) -> None:
     """Say on stderr, loudly and with the fix, that the node lacks its cluster subnet.
 
@@ -48,19 +62,14 @@ def warn_without_cluster_subnet(cfg: NodeConfig) -> None:
 def cmd_node_init(args: argparse.Namespace) -> int:
     """Prepare the node: settings, br-int, uplink; optionally install the CNI plugin."""
     from ovn_underlay.cli.cni_install import check_cni_targets, install_cni
-    from ovn_underlay.dataplane.node_init import NodeInit, detect_datapath
+    from ovn_underlay.dataplane.node_init import NodeInit
 
     if args.install_cni:
         check_cni_targets(args)
 
     with open_ovs(args) as ovs:
         cfg = replace(load(ovs), **_overrides(args))
-        if not cfg.datapath or args.datapath == "auto":
-            cfg = replace(cfg, datapath=detect_datapath())
-        if not cfg.uplink:
-            cfg = replace(cfg, uplink="eth1")
-        if not cfg.mtu:
-            cfg = replace(cfg, mtu=_uplink_mtu(cfg.uplink))
+        cfg = with_host_defaults(cfg)
         if cfg.backend == "ovn":
             cfg.require("nb", "parent")
         if cfg.backend == "neutron":
