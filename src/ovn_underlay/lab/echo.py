@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import socket
 import sys
+from collections.abc import Callable
 
 MESSAGE = b"ovn-underlay-probe"
+Side = Callable[[str, int, float], int]
+"""One side of the exchange: (IP, port, timeout in seconds) to an exit code."""
 
 
 def serve(ip: str, port: int, timeout: float) -> int:
@@ -38,15 +41,21 @@ def connect(ip: str, port: int, timeout: float) -> int:
     return 0 if reply == MESSAGE.upper() else 1
 
 
-def main(argv: list[str]) -> int:
-    """Entry point: ``serve|connect IP PORT [TIMEOUT]``."""
+def run_one_shot(argv: list[str], server: Side, client: Side) -> int:
+    """``serve IP PORT [TIMEOUT]`` runs ``server``, any other verb ``client`` (timeout 5 s by
+    default); an OSError is printed on stderr as ``VERB IP:PORT: error`` and is exit code 1."""
     verb, ip, port = argv[0], argv[1], int(argv[2])
     timeout = float(argv[3]) if len(argv) > 3 else 5.0
     try:
-        return serve(ip, port, timeout) if verb == "serve" else connect(ip, port, timeout)
+        return (server if verb == "serve" else client)(ip, port, timeout)
     except OSError as exc:
         print(f"{verb} {ip}:{port}: {exc}", file=sys.stderr)
         return 1
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: ``serve|connect IP PORT [TIMEOUT]``."""
+    return run_one_shot(argv, serve, connect)
 
 
 if __name__ == "__main__":

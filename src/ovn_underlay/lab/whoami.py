@@ -13,6 +13,8 @@ from __future__ import annotations
 import socket
 import sys
 
+from ovn_underlay.lab.echo import run_one_shot
+
 QUESTION = b"who am i"
 
 
@@ -45,13 +47,7 @@ def ask(ip: str, port: int, timeout: float) -> int:
 
 def main(argv: list[str]) -> int:
     """Entry point: ``serve|ask IP PORT [TIMEOUT]``."""
-    verb, ip, port = argv[0], argv[1], int(argv[2])
-    timeout = float(argv[3]) if len(argv) > 3 else 5.0
-    try:
-        return serve(ip, port, timeout) if verb == "serve" else ask(ip, port, timeout)
-    except OSError as exc:
-        print(f"{verb} {ip}:{port}: {exc}", file=sys.stderr)
-        return 1
+    return run_one_shot(argv, serve, ask)
 
 
 if __name__ == "__main__":
