@@ -79,7 +79,8 @@ from ovn_underlay.ovsdb import OwnConnection
 
 SCHEMA = "OVN_Northbound"
 TABLES = ("Logical_Switch", "Logical_Switch_Port", "Logical_Router", "Logical_Router_Port",
-          "NB_Global", "Logical_Router_Static_Route", "NAT", "Gateway_Chassis")
+          "NB_Global", "Logical_Router_Static_Route", "NAT", "Gateway_Chassis",
+          "Load_Balancer", "Load_Balancer_Group")
 
 KEY_ROLE = EXT_PREFIX + "role"
 KEY_SWITCH = EXT_PREFIX + "switch"

@@ -1,0 +1,258 @@
+"""ClusterIP Services as OVN Northbound load balancers (a :class:`ServicesBackend`).
+
+Rows made here (``<key>`` is the Service's ``namespace/name``, ``<p>`` its protocol):
+
+* ``Service_<key>_<p>``: one ``Load_Balancer`` per Service and protocol, its ``vips``
+  mapping every ``CLUSTERIP:PORT`` of that protocol to ``ip:port,ip:port`` (all the
+  Service's endpoints), in the ``Load_Balancer_Group`` :data:`GROUP`, which is attached
+  to every node switch given.  ``options:reject=true``: a VIP without endpoints answers
+  a TCP reset or an ICMP port unreachable at once instead of letting the client hang.
+* ``Service_<key>_<p>_node_<node>`` for an ``internalTrafficPolicy: Local`` Service:
+  one row per node, in that node's switch's ``load_balancer`` column only, holding only
+  that node's endpoints; without ``reject`` a VIP with none drops the packets, which is
+  what Kubernetes asks for.
+
+Every row has ``options:ct_flush=true`` (ovn-controller flushes the conntrack entries
+of a backend that is removed, so a UDP flow does not keep reaching it); a ClientIP
+affinity is ``options:affinity_timeout`` up to :data:`MAX_AFFINITY_TIMEOUT` and
+``selection_fields=ip_src`` beyond it (the backend is chosen by hashing the client's
+address alone: one client stays on one backend as long as the set of backends does
+not change, with no timeout).  A pod reaching itself through its Service is left to
+OVN's default hairpin handling (the reply is SNATed to the VIP, no option needed).
+
+Rows are ours by ``external_ids`` (``ovn-underlay:role=service``,
+``ovn-underlay:service=<key>``, ``ovn-underlay:node`` on per-node rows); the group,
+whose table has no external_ids, is ours by its name.  Only such rows are read,
+changed or deleted; the group and the per-node rows are added to switches, never
+removed from one (a row deleted here leaves every switch and group by itself: the
+references are weak).  Writes go through the connection of an
+:class:`~ovn_underlay.control.ovn_nb.OvnNbControlPlane`, so once it is fenced they
+carry its leader epoch like every other write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ovn_underlay.control.ovn_nb import KEY_ROLE, OvnNbControlPlane
+from ovn_underlay.control.services import (
+    MAX_AFFINITY_TIMEOUT,
+    ServiceState,
+    SyncResult,
+)
+from ovn_underlay.names import EXT_PREFIX
+
+GROUP = "ovn-underlay-services"
+ROLE_SERVICE = "service"
+KEY_SERVICE = EXT_PREFIX + "service"
+KEY_NODE = EXT_PREFIX + "node"
+DEFAULT_BATCH = 500
+"""Load_Balancer rows written per transaction at most."""
+
+_LB = "Load_Balancer"
+_LBG = "Load_Balancer_Group"
+_LS = "Logical_Switch"
+
+
+@dataclass(frozen=True)
+class LbRow:
+    """The columns of one of our Load_Balancer rows, as desired or as read."""
+
+    name: str
+    protocol: str
+    vips: tuple[tuple[str, str], ...]
+    options: tuple[tuple[str, str], ...]
+    selection_fields: tuple[str, ...]
+    external_ids: tuple[tuple[str, str], ...]
+
+    @property
+    def node(self) -> str | None:
+        """The node of a per-node row (None: a row of the group)."""
+        return dict(self.external_ids).get(KEY_NODE)
+
+    def columns(self) -> dict[str, Any]:
+        """The row's columns as ovsdbapp takes them."""
+        return {"name": self.name, "protocol": self.protocol, "vips": dict(self.vips),
+                "options": dict(self.options),
+                "selection_fields": list(self.selection_fields),
+                "external_ids": dict(self.external_ids)}
+
+
+def row_name(key: str, protocol: str, node: str | None = None) -> str:
+    """``Service_<key>_<protocol>``, with ``_node_<node>`` for a per-node row."""
+    name = f"Service_{key}_{protocol}"
+    return name if node is None else f"{name}_node_{node}"
+
+
+def desired_rows(service: ServiceState, nodes: Iterable[str]) -> list[LbRow]:
+    """The rows ``service`` needs (per node in ``nodes`` if it is ``local_only``)."""
+    rows = []
+    for protocol in sorted({p.protocol for p in service.ports}):
+        ports = [p for p in service.ports if p.protocol == protocol]
+        for node in sorted(nodes) if service.local_only else [None]:
+            vips = sorted(
+                (f"{ip}:{port.port}",
+                 ",".join(f"{e.ip}:{e.port}" for e in port.endpoints
+                          if node is None or e.node == node))
+                for ip in service.cluster_ips for port in ports)
+            options = {"ct_flush": "true", "reject": "false" if service.local_only else "true"}
+            fields: tuple[str, ...] = ()
+            if 0 < service.affinity_timeout <= MAX_AFFINITY_TIMEOUT:
+                options["affinity_timeout"] = str(service.affinity_timeout)
+            elif service.affinity_timeout > MAX_AFFINITY_TIMEOUT:
+                fields = ("ip_src",)
+            ext = {KEY_ROLE: ROLE_SERVICE, KEY_SERVICE: service.key}
+            if node is not None:
+                ext[KEY_NODE] = node
+            rows.append(LbRow(row_name(service.key, protocol, node), protocol, tuple(vips),
+                              tuple(sorted(options.items())), fields,
+                              tuple(sorted(ext.items()))))
+    return rows
+
+
+def _read_row(row: Any) -> LbRow:
+    return LbRow(row.name, row.protocol[0] if row.protocol else "",
+                 tuple(sorted(row.vips.items())), tuple(sorted(row.options.items())),
+                 tuple(sorted(row.selection_fields)), tuple(sorted(row.external_ids.items())))
+
+
+@dataclass(frozen=True)
+class _View:
+    """What a sync reads: our rows, the group, the given switches' attachments."""
+
+    ours: dict[str, list[tuple[Any, LbRow]]]
+    """Our rows by name (more than one only if something duplicated a name)."""
+    group: Any
+    group_members: frozenset[Any]
+    switches: dict[str, tuple[Any, bool, frozenset[Any]]]
+    """By node: the switch's uuid, whether it has the group, its load_balancer uuids."""
+
+
+class OvnLoadBalancers:
+    """The :class:`~ovn_underlay.control.services.ServicesBackend` on OVN Northbound."""
+
+    def __init__(self, plane: OvnNbControlPlane, batch: int = DEFAULT_BATCH) -> None:
+        """Write through ``plane``'s NB connection, at most ``batch`` rows a transaction."""
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, not {batch}")
+        self._plane = plane
+        self._api = plane._api
+        self._batch = batch
+
+    def sync(self, services: Iterable[ServiceState], switches: Mapping[str, str],
+             complete: bool) -> SyncResult:
+        """Make our rows match ``services`` (see ServicesBackend.sync).
+
+        Rows already right are left alone; a changed row has only its changed columns
+        written; missing rows are inserted, with the group or the node's switch; rows
+        of the given Services that are no longer wanted (a protocol or a node gone),
+        and with ``complete`` the rows of every other Service, are deleted.  Switches
+        of ``switches`` missing the group get it; a switch the NB does not have is
+        skipped (its node's rows are made when it appears).
+        """
+        given = {s.key: s for s in services}
+        view = self._plane._read(lambda: self._view(switches))
+        transactions = 0
+        head = self._group_commands(view)
+        if head:
+            self._plane._commit(head, f"attach load balancer group {GROUP}")
+            transactions += 1
+            view = self._plane._read(lambda: self._view(switches))
+        wanted = {row.name: row for s in given.values()
+                  for row in desired_rows(s, view.switches)}
+        ops: list[list[Any]] = []
+        created = updated = deleted = 0
+        for name, found in sorted(view.ours.items()):
+            service = dict(found[0][1].external_ids).get(KEY_SERVICE, "")
+            keep = name in wanted
+            if keep or complete or service in given:
+                extra = found[1:] if keep else found
+                ops += [[self._api.db_destroy(_LB, uuid)] for uuid, _ in extra]
+                deleted += len(extra)
+        for name, row in sorted(wanted.items()):
+            if name not in view.ours:
+                create = self._api.db_create_row(_LB, **row.columns())
+                ops.append([create, *self._attach(create, row, view)])
+                created += 1
+                continue
+            uuid, current = view.ours[name][0]
+            change = self._update(uuid, current, row, view)
+            if change:
+                ops.append(change)
+                updated += 1
+        return SyncResult(created=created, updated=updated, deleted=deleted,
+                          transactions=transactions + self._run(ops, "sync Services"))
+
+    def delete(self, keys: Iterable[str]) -> SyncResult:
+        """Delete every row of ours of the Services ``keys``; idempotent."""
+        gone = set(keys)
+        found = self._plane._read(self._ours)
+        ops = [[self._api.db_destroy(_LB, uuid)] for rows in found.values()
+               for uuid, row in rows if dict(row.external_ids).get(KEY_SERVICE) in gone]
+        return SyncResult(deleted=len(ops), transactions=self._run(ops, "delete Services"))
+
+    # --- reads (under the connection lock) --------------------------------------------
+
+    def _ours(self) -> dict[str, list[tuple[Any, LbRow]]]:
+        ours: dict[str, list[tuple[Any, LbRow]]] = {}
+        for row in self._api.tables[_LB].rows.values():
+            if row.external_ids.get(KEY_ROLE) == ROLE_SERVICE:
+                ours.setdefault(row.name, []).append((row.uuid, _read_row(row)))
+        for rows in ours.values():
+            rows.sort(key=lambda r: str(r[0]))
+        return ours
+
+    def _view(self, switches: Mapping[str, str]) -> _View:
+        groups = [g for g in self._api.tables[_LBG].rows.values() if g.name == GROUP]
+        group = groups[0] if groups else None
+        by_name = {sw.name: sw for sw in self._api.tables[_LS].rows.values()}
+        attached = {}
+        for node, switch in switches.items():
+            sw = by_name.get(switch)
+            if sw is not None:
+                has_group = group is not None and any(
+                    g.uuid == group.uuid for g in sw.load_balancer_group)
+                attached[node] = (sw.uuid, has_group,
+                                  frozenset(lb.uuid for lb in sw.load_balancer))
+        return _View(ours=self._ours(), group=None if group is None else group.uuid,
+                     group_members=frozenset(lb.uuid for lb in group.load_balancer)
+                     if group is not None else frozenset(),
+                     switches=attached)
+
+    # --- commands ---------------------------------------------------------------------
+
+    def _group_commands(self, view: _View) -> list[Any]:
+        """Create the group if there is none; attach it to the given switches missing it."""
+        missing = [uuid for uuid, has_group, _ in view.switches.values() if not has_group]
+        if view.group is not None:
+            return [self._api.db_add(_LS, uuid, "load_balancer_group", view.group)
+                    for uuid in missing]
+        if not missing:
+            return [self._api.db_create(_LBG, name=GROUP)]
+        group = self._api.db_create_row(_LBG, name=GROUP)
+        return [group, *(self._api.db_add(_LS, uuid, "load_balancer_group", group)
+                         for uuid in missing)]
+
+    def _attach(self, ref: Any, row: LbRow, view: _View) -> list[Any]:
+        """Put ``ref`` (a row of ``row``'s kind) where it belongs: group or node switch."""
+        if row.node is None:
+            return [self._api.db_add(_LBG, view.group, "load_balancer", ref)]
+        return [self._api.db_add(_LS, view.switches[row.node][0], "load_balancer", ref)]
+
+    def _update(self, uuid: Any, current: LbRow, row: LbRow, view: _View) -> list[Any]:
+        """The changed columns of ``current`` and, if missing, its attachment."""
+        new, old = row.columns(), current.columns()
+        changed = [(column, value) for column, value in new.items() if old[column] != value]
+        commands = [self._api.db_set(_LB, uuid, *changed)] if changed else []
+        placed = (uuid in view.group_members if row.node is None
+                  else uuid in view.switches[row.node][2])
+        return commands if placed else [*commands, *self._attach(uuid, row, view)]
+
+    def _run(self, ops: list[list[Any]], action: str) -> int:
+        """Commit the ops, at most ``batch`` of them a transaction; how many ran."""
+        batches = [ops[i:i + self._batch] for i in range(0, len(ops), self._batch)]
+        for batch in batches:
+            self._plane._commit([c for op in batch for c in op], action)
+        return len(batches)

@@ -1,0 +1,319 @@
+"""OvnLoadBalancers against a real ovsdb-server holding an OVN Northbound database.
+
+Every test starts from two node switches ``sw-a`` and ``sw-b`` (nodes ``a`` and ``b``),
+a switch ``other`` that is never given, and a load balancer ``foreign`` made with
+ovn-nbctl on ``other``: rows that are not ours and must stay as they are.  Results are
+read with ``ovsdb-client``; "nothing written" is a full database dump compared.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ovn_underlay.control.base import Fenced
+from ovn_underlay.control.ovn_lb import GROUP, OvnLoadBalancers
+from ovn_underlay.control.ovn_nb import OvnNbControlPlane
+from ovn_underlay.control.services import Endpoint, ServicePort, ServiceState
+from ovn_underlay.lab import daemons
+from tests.functional.test_ovn_nb import as_list, dump
+
+SWITCHES = {"a": "sw-a", "b": "sw-b"}
+LB = "Load_Balancer table"
+
+
+def nbctl(remote: str, *args: str) -> str:
+    return subprocess.run(["ovn-nbctl", f"--db={remote}", *args], capture_output=True,
+                          text=True, check=True).stdout
+
+
+@pytest.fixture
+def nb(ovsdb_factory: Callable[[str, Path], str]) -> str:
+    remote = ovsdb_factory("nb", daemons.NB_SCHEMA)
+    for switch in ("sw-a", "sw-b", "other"):
+        nbctl(remote, "ls-add", switch)
+    nbctl(remote, "lb-add", "foreign", "10.96.9.9:80", "10.1.0.9:8080", "tcp")
+    nbctl(remote, "ls-lb-add", "other", "foreign")
+    return remote
+
+
+@pytest.fixture
+def plane(nb: str) -> Iterator[OvnNbControlPlane]:
+    cp = OvnNbControlPlane(nb, timeout=5)
+    yield cp
+    cp.close()
+
+
+@pytest.fixture
+def lbs(plane: OvnNbControlPlane) -> OvnLoadBalancers:
+    return OvnLoadBalancers(plane)
+
+
+def ep(ip: str, port: int, node: str = "a") -> Endpoint:
+    return Endpoint(ip, port, node)
+
+
+def svc(name: str, ip: str, *ports: ServicePort, **kw: Any) -> ServiceState:
+    return ServiceState("ns", name, (ip,), ports, **kw)
+
+
+WEB = svc("web", "10.96.0.10",
+          ServicePort("tcp", 80, "http", (ep("10.1.0.5", 8080), ep("10.1.1.5", 8081, "b"))),
+          ServicePort("tcp", 443, "https", (ep("10.1.0.5", 8443),)),
+          ServicePort("udp", 53, "dns", (ep("10.1.0.5", 5353),)))
+
+
+def lb_rows(remote: str) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in dump(remote)[LB]}
+
+
+def named(remote: str, table: str, name: str) -> dict[str, Any]:
+    return next(r for r in dump(remote)[f"{table} table"] if r["name"] == name)
+
+
+def not_ours(remote: str) -> dict[str, Any]:
+    """The foreign LB and the switch ``other``: what must never change."""
+    return {"lb": lb_rows(remote)["foreign"], "other": named(remote, "Logical_Switch", "other")}
+
+
+# --- rows ------------------------------------------------------------------------------
+
+def test_one_row_per_service_and_protocol_in_the_group(nb: str, lbs: OvnLoadBalancers) -> None:
+    before = not_ours(nb)
+    result = lbs.sync([WEB], SWITCHES, complete=True)
+    assert (result.created, result.updated, result.deleted) == (2, 0, 0)
+
+    rows = lb_rows(nb)
+    tcp, udp = rows["Service_ns/web_tcp"], rows["Service_ns/web_udp"]
+    assert tcp["vips"] == {"10.96.0.10:80": "10.1.0.5:8080,10.1.1.5:8081",
+                           "10.96.0.10:443": "10.1.0.5:8443"}
+    assert udp["vips"] == {"10.96.0.10:53": "10.1.0.5:5353"}
+    assert (tcp["protocol"], udp["protocol"]) == ("tcp", "udp")
+    for row in (tcp, udp):
+        assert row["external_ids"] == {"ovn-underlay:role": "service",
+                                       "ovn-underlay:service": "ns/web"}
+        assert row["options"] == {"ct_flush": "true", "reject": "true"}
+        assert as_list(row["selection_fields"]) == []
+    group = named(nb, "Load_Balancer_Group", GROUP)
+    assert sorted(as_list(group["load_balancer"])) == sorted([tcp["_uuid"], udp["_uuid"]])
+    for switch in SWITCHES.values():
+        sw = named(nb, "Logical_Switch", switch)
+        assert as_list(sw["load_balancer_group"]) == [group["_uuid"]]
+        assert as_list(sw["load_balancer"]) == []
+    assert not_ours(nb) == before
+
+
+def test_sctp_rows_and_several_cluster_ips(nb: str, lbs: OvnLoadBalancers) -> None:
+    service = ServiceState("ns", "sig", ("10.96.0.20", "10.96.0.21"),
+                           (ServicePort("sctp", 3868, "", (ep("10.1.0.7", 3868),)),))
+    lbs.sync([service], SWITCHES, complete=False)
+    row = lb_rows(nb)["Service_ns/sig_sctp"]
+    assert row["protocol"] == "sctp"
+    assert row["vips"] == {"10.96.0.20:3868": "10.1.0.7:3868",
+                           "10.96.0.21:3868": "10.1.0.7:3868"}
+
+
+def test_a_vip_without_endpoints_rejects(nb: str, lbs: OvnLoadBalancers) -> None:
+    lbs.sync([svc("empty", "10.96.0.30", ServicePort("tcp", 80))], SWITCHES, complete=False)
+    row = lb_rows(nb)["Service_ns/empty_tcp"]
+    assert row["vips"] == {"10.96.0.30:80": ""}
+    assert row["options"]["reject"] == "true"
+
+
+def test_local_traffic_policy_makes_one_row_per_node(nb: str, lbs: OvnLoadBalancers) -> None:
+    local = svc("loc", "10.96.0.40",
+                ServicePort("tcp", 80, "", (ep("10.1.0.8", 80), ep("10.1.0.9", 80))),
+                local_only=True)
+    lbs.sync([local], SWITCHES, complete=True)
+    rows = lb_rows(nb)
+    a, b = rows["Service_ns/loc_tcp_node_a"], rows["Service_ns/loc_tcp_node_b"]
+    assert "Service_ns/loc_tcp" not in rows
+    assert a["vips"] == {"10.96.0.40:80": "10.1.0.8:80,10.1.0.9:80"}
+    assert b["vips"] == {"10.96.0.40:80": ""}
+    assert a["options"] == b["options"] == {"ct_flush": "true", "reject": "false"}
+    assert a["external_ids"]["ovn-underlay:node"] == "a"
+    assert as_list(named(nb, "Logical_Switch", "sw-a")["load_balancer"]) == [a["_uuid"]]
+    assert as_list(named(nb, "Logical_Switch", "sw-b")["load_balancer"]) == [b["_uuid"]]
+    assert as_list(named(nb, "Load_Balancer_Group", GROUP)["load_balancer"]) == []
+
+
+def test_client_ip_affinity(nb: str, lbs: OvnLoadBalancers) -> None:
+    port = ServicePort("tcp", 80, "", (ep("10.1.0.5", 80),))
+    lbs.sync([svc("short", "10.96.0.50", port, affinity_timeout=10800),
+              svc("long", "10.96.0.51", port, affinity_timeout=86400)], SWITCHES, False)
+    rows = lb_rows(nb)
+    short, long = rows["Service_ns/short_tcp"], rows["Service_ns/long_tcp"]
+    assert short["options"]["affinity_timeout"] == "10800"
+    assert as_list(short["selection_fields"]) == []
+    assert "affinity_timeout" not in long["options"]
+    assert as_list(long["selection_fields"]) == ["ip_src"]
+
+
+# --- convergence -----------------------------------------------------------------------
+
+def test_sync_again_writes_nothing(nb: str, lbs: OvnLoadBalancers) -> None:
+    local = svc("loc", "10.96.0.40", ServicePort("udp", 53, "", (ep("10.1.0.8", 53),)),
+                local_only=True)
+    lbs.sync([WEB, local], SWITCHES, complete=True)
+    before = dump(nb)
+    result = lbs.sync([WEB, local], SWITCHES, complete=True)
+    assert (result.created, result.updated, result.deleted, result.transactions) == (0, 0, 0, 0)
+    assert dump(nb) == before
+
+
+def test_a_changed_service_rewrites_only_its_changed_row(nb: str, lbs: OvnLoadBalancers
+                                                         ) -> None:
+    other = svc("other", "10.96.0.60", ServicePort("tcp", 80, "", (ep("10.1.0.6", 80),)))
+    lbs.sync([WEB, other], SWITCHES, complete=True)
+    before = lb_rows(nb)
+    moved = svc("web", "10.96.0.10",
+                ServicePort("tcp", 80, "http", (ep("10.1.0.5", 8080),)),
+                ServicePort("tcp", 443, "https", (ep("10.1.0.5", 8443),)),
+                ServicePort("udp", 53, "dns", (ep("10.1.0.5", 5353),)))
+    result = lbs.sync([moved], SWITCHES, complete=False)
+    assert (result.created, result.updated, result.deleted, result.transactions) == (0, 1, 0, 1)
+    after = lb_rows(nb)
+    assert after["Service_ns/web_tcp"]["vips"]["10.96.0.10:80"] == "10.1.0.5:8080"
+    assert after["Service_ns/web_tcp"]["_uuid"] == before["Service_ns/web_tcp"]["_uuid"]
+    for name in ("Service_ns/web_udp", "Service_ns/other_tcp", "foreign"):
+        assert after[name] == before[name]
+
+
+def test_rows_changed_by_others_are_put_back(nb: str, lbs: OvnLoadBalancers) -> None:
+    lbs.sync([WEB], SWITCHES, complete=True)
+    before = dump(nb)
+    nbctl(nb, "set", "Load_Balancer", "Service_ns/web_udp", "options:reject=false",
+          'vips:"10.96.0.10:53"="10.9.9.9:53"')
+    nbctl(nb, "remove", "Load_Balancer_Group", GROUP, "load_balancer",
+          lb_rows(nb)["Service_ns/web_tcp"]["_uuid"])
+    nbctl(nb, "clear", "Logical_Switch", "sw-b", "load_balancer_group")
+    result = lbs.sync([WEB], SWITCHES, complete=True)
+    assert (result.created, result.updated, result.deleted) == (0, 2, 0)
+    assert dump(nb) == before
+
+
+def test_a_duplicate_row_of_ours_is_removed(nb: str, lbs: OvnLoadBalancers) -> None:
+    lbs.sync([WEB], SWITCHES, complete=True)
+    nbctl(nb, "create", "Load_Balancer", "name=Service_ns/web_udp", "protocol=udp",
+          "external_ids:ovn-underlay\\:role=service",
+          'external_ids:ovn-underlay\\:service="ns/web"')
+    result = lbs.sync([WEB], SWITCHES, complete=True)
+    assert result.deleted == 1
+    assert sum(r["name"] == "Service_ns/web_udp" for r in dump(nb)[LB]) == 1
+
+
+def test_complete_sync_removes_services_not_given(nb: str, lbs: OvnLoadBalancers) -> None:
+    before = not_ours(nb)
+    gone = svc("gone", "10.96.0.70", ServicePort("tcp", 80, "", (ep("10.1.0.7", 80),)))
+    lbs.sync([WEB, gone], SWITCHES, complete=True)
+    assert lbs.sync([WEB], SWITCHES, complete=False).deleted == 0
+    assert "Service_ns/gone_tcp" in lb_rows(nb)
+    assert lbs.sync([WEB], SWITCHES, complete=True).deleted == 1
+    assert set(lb_rows(nb)) == {"Service_ns/web_tcp", "Service_ns/web_udp", "foreign"}
+    assert not_ours(nb) == before
+
+
+def test_a_protocol_or_node_no_longer_wanted_goes(nb: str, lbs: OvnLoadBalancers) -> None:
+    local = svc("loc", "10.96.0.40", ServicePort("tcp", 80, "", (ep("10.1.0.8", 80),)),
+                local_only=True)
+    lbs.sync([WEB, local], SWITCHES, complete=True)
+    tcp_only = svc("web", "10.96.0.10", *WEB.ports[:2])
+    result = lbs.sync([tcp_only, local], {"a": "sw-a"}, complete=False)
+    assert result.deleted == 2
+    assert set(lb_rows(nb)) == {"Service_ns/web_tcp", "Service_ns/loc_tcp_node_a", "foreign"}
+    group = named(nb, "Load_Balancer_Group", GROUP)["_uuid"]
+    assert as_list(named(nb, "Logical_Switch", "sw-b")["load_balancer_group"]) == [group]
+
+
+def test_delete(nb: str, lbs: OvnLoadBalancers) -> None:
+    before = not_ours(nb)
+    lbs.sync([WEB], SWITCHES, complete=True)
+    assert lbs.delete(["ns/web", "ns/absent"]).deleted == 2
+    assert set(lb_rows(nb)) == {"foreign"}
+    assert lbs.delete(["ns/web"]).transactions == 0
+    assert not_ours(nb) == before
+
+
+def test_a_switch_added_later_gets_the_group(nb: str, lbs: OvnLoadBalancers) -> None:
+    local = svc("loc", "10.96.0.40", ServicePort("tcp", 80, "", (ep("10.1.0.8", 80, "c"),)),
+                local_only=True)
+    lbs.sync([WEB, local], SWITCHES, complete=True)
+    nbctl(nb, "ls-add", "sw-c")
+    result = lbs.sync([WEB, local], {**SWITCHES, "c": "sw-c"}, complete=True)
+    assert (result.created, result.updated, result.deleted) == (1, 0, 0)
+    sw = named(nb, "Logical_Switch", "sw-c")
+    assert as_list(sw["load_balancer_group"]) == [named(nb, "Load_Balancer_Group",
+                                                        GROUP)["_uuid"]]
+    assert as_list(sw["load_balancer"]) == [lb_rows(nb)["Service_ns/loc_tcp_node_c"]["_uuid"]]
+
+
+def test_a_switch_the_nb_lacks_is_skipped(nb: str, lbs: OvnLoadBalancers) -> None:
+    local = svc("loc", "10.96.0.40", ServicePort("tcp", 80), local_only=True)
+    lbs.sync([local], {**SWITCHES, "z": "sw-missing"}, complete=True)
+    assert "Service_ns/loc_tcp_node_z" not in lb_rows(nb)
+    assert "Service_ns/loc_tcp_node_a" in lb_rows(nb)
+
+
+def test_writes_are_batched(nb: str, plane: OvnNbControlPlane) -> None:
+    lbs = OvnLoadBalancers(plane, batch=10)
+    many = [svc(f"s{i}", f"10.96.1.{i}", ServicePort("tcp", 80, "", (ep("10.1.0.5", 80),)))
+            for i in range(25)]
+    result = lbs.sync(many, SWITCHES, complete=True)
+    assert (result.created, result.transactions) == (25, 1 + 3)  # the group, then 10+10+5
+    assert lbs.delete([s.key for s in many]).transactions == 3
+    with pytest.raises(ValueError, match="at least 1"):
+        OvnLoadBalancers(plane, batch=0)
+
+
+def test_a_fenced_writer_writes_no_services(nb: str, plane: OvnNbControlPlane,
+                                            lbs: OvnLoadBalancers) -> None:
+    plane.fence(1)
+    lbs.sync([WEB], SWITCHES, complete=True)
+    later = OvnNbControlPlane(nb, timeout=5)
+    try:
+        later.fence(2)
+    finally:
+        later.close()
+    before = dump(nb)
+    with pytest.raises(Fenced):
+        lbs.delete(["ns/web"])
+    assert dump(nb) == before
+
+
+# --- what ovn-northd makes of the rows -------------------------------------------------
+
+def test_northd_drops_or_rejects_an_empty_vip(ovsdb_factory: Callable[[str, Path], str],
+                                              nb: str, lbs: OvnLoadBalancers,
+                                              tmp_path: Path) -> None:
+    sb = ovsdb_factory("sb", daemons.SB_SCHEMA)
+    (tmp_path / "northd").mkdir()
+    northd = daemons.start_northd("northd", tmp_path / "northd", nb, sb, None)
+    try:
+        lbs.sync([svc("empty", "10.96.0.30", ServicePort("tcp", 80)),
+                  svc("loc", "10.96.0.40", ServicePort("tcp", 80), local_only=True)],
+                 SWITCHES, complete=True)
+        flows = _lflows_with(sb, "10.96.0.40", "10.96.0.30")
+    finally:
+        pid = northd.pid()
+        if pid is not None:
+            daemons.stop_pid(pid)
+    reject = [f for f in flows if "10.96.0.30" in f and "ls_in_lb" in f]
+    drop = [f for f in flows if "10.96.0.40" in f and "ls_in_lb" in f]
+    assert reject and all("reject" in f for f in reject)
+    assert drop and all("drop;" in f for f in drop)
+
+
+def _lflows_with(sb: str, *ips: str) -> list[str]:
+    deadline = time.monotonic() + 10
+    while True:
+        out = subprocess.run(["ovn-sbctl", f"--db={sb}", "lflow-list"], capture_output=True,
+                             text=True, check=True).stdout
+        flows = [line for line in out.splitlines() if any(ip in line for ip in ips)]
+        if all(any(ip in f for f in flows) for ip in ips) or time.monotonic() > deadline:
+            return flows
+        time.sleep(0.1)
