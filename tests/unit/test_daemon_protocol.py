@@ -119,6 +119,36 @@ def serving(fake: FakeDaemon) -> Iterator[FakeDaemon]:
         fake.server.close()
 
 
+def stale_socket(sock: Path) -> None:
+    """Leave a socket file at ``sock`` that nothing listens on, as a daemon that died does."""
+    sock.parent.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(sock))
+
+
+@contextlib.contextmanager
+def breaking_off(sock: Path) -> Iterator[None]:
+    """A daemon on ``sock`` that accepts one call, reads it, sends part of a reply and closes
+    the connection; its thread is joined and its socket closed when the block ends."""
+    sock.parent.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(sock))
+        listener.listen(1)
+
+        def crash() -> None:
+            conn, _ = listener.accept()
+            conn.recv(1 << 16)
+            conn.sendall(wire.encode_reply(0, b"half a rep")[:-3])
+            conn.close()
+
+        thread = threading.Thread(target=crash)
+        thread.start()
+        try:
+            yield
+        finally:
+            thread.join()
+
+
 @pytest.fixture
 def daemon(sock: Path) -> Iterator[FakeDaemon]:
     with serving(FakeDaemon(sock)) as fake:
@@ -193,9 +223,7 @@ def test_without_a_daemon_the_shim_serves_the_call_itself(binary: Path, sock: Pa
 
 
 def test_a_stale_socket_file_means_no_daemon(binary: Path, sock: Path) -> None:
-    sock.parent.mkdir()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
-        dead.bind(str(sock))
+    stale_socket(sock)
     proc = run_binary(binary, {"CNI_COMMAND": "VERSION"}, b"{}")
     assert proc.returncode == 0
     assert "supportedVersions" in json.loads(proc.stdout)
@@ -203,24 +231,8 @@ def test_a_stale_socket_file_means_no_daemon(binary: Path, sock: Path) -> None:
 
 def test_a_daemon_that_dies_before_answering_leaves_the_call_to_the_shim(
         binary: Path, sock: Path) -> None:
-    sock.parent.mkdir()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(sock))
-    listener.listen(1)
-
-    def crash() -> None:
-        conn, _ = listener.accept()
-        conn.recv(1 << 16)
-        conn.sendall(wire.encode_reply(0, b"half a rep")[:-3])
-        conn.close()
-
-    thread = threading.Thread(target=crash)
-    thread.start()
-    try:
+    with breaking_off(sock):
         proc = run_binary(binary, {"CNI_COMMAND": "VERSION"}, b'{"cniVersion": "0.4.0"}')
-    finally:
-        thread.join()
-        listener.close()
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["cniVersion"] == "0.4.0", "the call's stdin was served"
 
@@ -337,9 +349,7 @@ def test_a_second_daemon_on_the_same_socket_refuses_to_start(daemon: FakeDaemon,
 
 
 def test_a_stale_socket_is_replaced_and_a_foreign_file_kept(sock: Path) -> None:
-    sock.parent.mkdir()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
-        dead.bind(str(sock))
+    stale_socket(sock)
     server = UnixServer(str(sock), FakeDaemon(sock).handle)
     server.bind()
     server.close()

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from ovn_underlay.cni.host_install import HostInstallError, install_host_binary,
 from ovn_underlay.cni.runner import error_reply
 from ovn_underlay.cni.spec import ERR_INTERNAL, ERR_NOT_AVAILABLE, CniError, read_config
 from tests.unit.cni_requests import make_config, make_env
-from tests.unit.test_daemon_protocol import FakeDaemon, serving
+from tests.unit.test_daemon_protocol import FakeDaemon, breaking_off, serving, stale_socket
 
 NOT_RUNNING = "the ovn-underlay node agent is not running on this node"
 SHIM_C = Path(host_install.__file__).with_name("shim.c")
@@ -145,9 +144,7 @@ def test_status_without_a_daemon_is_not_available(native: Path, bin_dir: Path) -
 def test_a_stale_socket_file_is_no_daemon(native: Path, bin_dir: Path, sock: Path) -> None:
     binary = copied(native, bin_dir)
     settings_path(binary).write_text(f"socket: {sock}\n")
-    sock.parent.mkdir()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
-        dead.bind(str(sock))
+    stale_socket(sock)
     error = error_of(run_host(binary, make_env("ADD", "/run/netns/x"), make_config()))
     assert (error["code"], error["details"]) == (
         shim.ERR_TRY_AGAIN, f"nothing listens on {sock}: Connection refused")
@@ -156,21 +153,8 @@ def test_a_stale_socket_file_is_no_daemon(native: Path, bin_dir: Path, sock: Pat
 def test_a_daemon_that_breaks_off_is_try_again(native: Path, bin_dir: Path, sock: Path) -> None:
     binary = copied(native, bin_dir)
     settings_path(binary).write_text(f"socket: {sock}\n")
-    sock.parent.mkdir()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
-        listener.bind(str(sock))
-        listener.listen(1)
-
-        def crash() -> None:
-            conn, _ = listener.accept()
-            conn.recv(1 << 16)
-            conn.sendall(wire.encode_reply(0, b"half a rep")[:-3])
-            conn.close()
-
-        thread = threading.Thread(target=crash)
-        thread.start()
+    with breaking_off(sock):
         proc = run_host(binary, make_env("ADD", "/run/netns/x"), make_config(cniVersion="0.4.0"))
-        thread.join()
     assert error_of(proc) == {"cniVersion": "0.4.0", "code": shim.ERR_TRY_AGAIN,
                               "msg": NOT_RUNNING,
                               "details": f"the daemon on {sock} broke off before answering"}
