@@ -230,6 +230,18 @@ def test_a_protocol_or_node_no_longer_wanted_goes(nb: str, lbs: OvnLoadBalancers
     assert as_list(named(nb, "Logical_Switch", "sw-b")["load_balancer_group"]) == [group]
 
 
+def test_a_service_changing_policy_changes_in_one_transaction(
+        nb: str, plane: OvnNbControlPlane) -> None:
+    lbs = OvnLoadBalancers(plane, batch=1)
+    port = ServicePort("tcp", 80, "", (ep("10.1.0.8", 80),))
+    lbs.sync([svc("loc", "10.96.0.40", port)], SWITCHES, complete=True)
+    result = lbs.sync([svc("loc", "10.96.0.40", port, local_only=True)], SWITCHES,
+                      complete=True)
+    assert (result.created, result.deleted, result.transactions) == (2, 1, 1)
+    assert set(lb_rows(nb)) == {"Service_ns/loc_tcp_node_a", "Service_ns/loc_tcp_node_b",
+                                "foreign"}
+
+
 def test_delete(nb: str, lbs: OvnLoadBalancers) -> None:
     before = not_ours(nb)
     lbs.sync([WEB], SWITCHES, complete=True)
@@ -287,9 +299,10 @@ def test_a_fenced_writer_writes_no_services(nb: str, plane: OvnNbControlPlane,
 
 # --- what ovn-northd makes of the rows -------------------------------------------------
 
-def test_northd_drops_or_rejects_an_empty_vip(ovsdb_factory: Callable[[str, Path], str],
-                                              nb: str, lbs: OvnLoadBalancers,
-                                              tmp_path: Path) -> None:
+def test_what_northd_makes_of_the_rows(ovsdb_factory: Callable[[str, Path], str], nb: str,
+                                       lbs: OvnLoadBalancers, tmp_path: Path) -> None:
+    """An empty VIP rejects with reject=true and drops without; ct_flush reaches the SB
+    (ovn-controller reads it there); hairpin needs no option: SNAT to the VIP."""
     sb = ovsdb_factory("sb", daemons.SB_SCHEMA)
     (tmp_path / "northd").mkdir()
     northd = daemons.start_northd("northd", tmp_path / "northd", nb, sb, None)
@@ -297,23 +310,30 @@ def test_northd_drops_or_rejects_an_empty_vip(ovsdb_factory: Callable[[str, Path
         lbs.sync([svc("empty", "10.96.0.30", ServicePort("tcp", 80)),
                   svc("loc", "10.96.0.40", ServicePort("tcp", 80), local_only=True)],
                  SWITCHES, complete=True)
-        flows = _lflows_with(sb, "10.96.0.40", "10.96.0.30")
+        flows = _lflows_with(sb, "10.96.0.40", "10.96.0.30", "ct_snat_to_vip")
+        sb_lbs = subprocess.run(["ovn-sbctl", f"--db={sb}", "--columns=name,options",
+                                 "list", "Load_Balancer"], capture_output=True, text=True,
+                                check=True).stdout
     finally:
         pid = northd.pid()
         if pid is not None:
             daemons.stop_pid(pid)
-    reject = [f for f in flows if "10.96.0.30" in f and "ls_in_lb" in f]
-    drop = [f for f in flows if "10.96.0.40" in f and "ls_in_lb" in f]
-    assert reject and all("reject" in f for f in reject)
-    assert drop and all("drop;" in f for f in drop)
+    reject = [f for f in flows if "10.96.0.30" in f and "ls_in_lb " in f]
+    drop = [f for f in flows if "10.96.0.40" in f and "ls_in_lb " in f]
+    assert reject and all("reject {" in f for f in reject)
+    assert drop and all("action=(drop;)" in f for f in drop)
+    assert any("ls_in_nat_hairpin" in f and "ct.new" in f for f in flows
+               if "ct_snat_to_vip" in f)
+    assert sb_lbs.count('ct_flush="true"') == 3
 
 
-def _lflows_with(sb: str, *ips: str) -> list[str]:
+def _lflows_with(sb: str, *needles: str) -> list[str]:
+    """The logical flows naming any of ``needles``, once each is named (or 10 s passed)."""
     deadline = time.monotonic() + 10
     while True:
         out = subprocess.run(["ovn-sbctl", f"--db={sb}", "lflow-list"], capture_output=True,
                              text=True, check=True).stdout
-        flows = [line for line in out.splitlines() if any(ip in line for ip in ips)]
-        if all(any(ip in f for f in flows) for ip in ips) or time.monotonic() > deadline:
+        flows = [line for line in out.splitlines() if any(n in line for n in needles)]
+        if all(any(n in f for f in flows) for n in needles) or time.monotonic() > deadline:
             return flows
         time.sleep(0.1)

@@ -162,25 +162,27 @@ class OvnLoadBalancers:
             view = self._plane._read(lambda: self._view(switches))
         wanted = {row.name: row for s in given.values()
                   for row in desired_rows(s, view.switches)}
-        ops: list[list[Any]] = []
+        ops: dict[str, list[list[Any]]] = {}
         created = updated = deleted = 0
         for name, found in sorted(view.ours.items()):
             service = dict(found[0][1].external_ids).get(KEY_SERVICE, "")
             keep = name in wanted
             if keep or complete or service in given:
                 extra = found[1:] if keep else found
-                ops += [[self._api.db_destroy(_LB, uuid)] for uuid, _ in extra]
+                ops.setdefault(service, []).extend(
+                    [self._api.db_destroy(_LB, uuid)] for uuid, _ in extra)
                 deleted += len(extra)
         for name, row in sorted(wanted.items()):
+            service = dict(row.external_ids)[KEY_SERVICE]
             if name not in view.ours:
                 create = self._api.db_create_row(_LB, **row.columns())
-                ops.append([create, *self._attach(create, row, view)])
+                ops.setdefault(service, []).append([create, *self._attach(create, row, view)])
                 created += 1
                 continue
             uuid, current = view.ours[name][0]
             change = self._update(uuid, current, row, view)
             if change:
-                ops.append(change)
+                ops.setdefault(service, []).append(change)
                 updated += 1
         return SyncResult(created=created, updated=updated, deleted=deleted,
                           transactions=transactions + self._run(ops, "sync Services"))
@@ -189,9 +191,14 @@ class OvnLoadBalancers:
         """Delete every row of ours of the Services ``keys``; idempotent."""
         gone = set(keys)
         found = self._plane._read(self._ours)
-        ops = [[self._api.db_destroy(_LB, uuid)] for rows in found.values()
-               for uuid, row in rows if dict(row.external_ids).get(KEY_SERVICE) in gone]
-        return SyncResult(deleted=len(ops), transactions=self._run(ops, "delete Services"))
+        ops: dict[str, list[list[Any]]] = {}
+        for rows in found.values():
+            for uuid, row in rows:
+                service = dict(row.external_ids).get(KEY_SERVICE, "")
+                if service in gone:
+                    ops.setdefault(service, []).append([self._api.db_destroy(_LB, uuid)])
+        return SyncResult(deleted=sum(map(len, ops.values())),
+                          transactions=self._run(ops, "delete Services"))
 
     # --- reads (under the connection lock) --------------------------------------------
 
@@ -250,9 +257,25 @@ class OvnLoadBalancers:
                   else uuid in view.switches[row.node][2])
         return commands if placed else [*commands, *self._attach(uuid, row, view)]
 
-    def _run(self, ops: list[list[Any]], action: str) -> int:
-        """Commit the ops, at most ``batch`` of them a transaction; how many ran."""
-        batches = [ops[i:i + self._batch] for i in range(0, len(ops), self._batch)]
-        for batch in batches:
-            self._plane._commit([c for op in batch for c in op], action)
-        return len(batches)
+    def _run(self, ops: Mapping[str, list[list[Any]]], action: str) -> int:
+        """Commit the row operations, a Service's all in one transaction; how many ran.
+
+        A transaction takes whole Services until it holds ``batch`` row operations or
+        more, so a Service never shows half its new rows (from one row for the cluster
+        to rows per node, say) between two transactions.
+        """
+        transactions = 0
+        commands: list[Any] = []
+        count = 0
+        for service in sorted(ops):
+            for op in ops[service]:
+                commands += op
+            count += len(ops[service])
+            if count >= self._batch:
+                self._plane._commit(commands, action)
+                transactions += 1
+                commands, count = [], 0
+        if commands:
+            self._plane._commit(commands, action)
+            transactions += 1
+        return transactions
