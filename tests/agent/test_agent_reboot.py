@@ -2,11 +2,13 @@
 and come up again while the pods live on.
 
 A real reboot loses the pods' network namespaces (kubelet makes the sandboxes again, with
-ADDs) and the VM's kernel state; a lab VM is a namespace of this machine, so here only the
-agent, ovs-vswitchd and its ovsdb-server are stopped and started again, on the same database
-file and run directory.  The pods' namespaces, their veths and the addresses are kept: the
-harder case for idempotence, since the agent coming back finds everything it made and must
-neither make any of it twice nor lose any of it.
+ADDs) and the VM's kernel state; a lab VM is a namespace of this machine, so here the agent,
+ovs-vswitchd and its ovsdb-server are stopped and started again, on the same database file
+and run directory, and in one case the VM's own kernel state is dropped as a reboot drops it
+(OVS's tap devices with the addresses moved onto br-int, the nftables rules; the VM's address
+put back on its NIC as its boot configuration would).  The pods' namespaces and veths are
+kept: the harder case for idempotence, since the agent coming back finds the pods it served
+and must neither make anything twice nor lose anything.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ovn_underlay.controller.main import DEFAULT_NAMESPACE
 from ovn_underlay.lab import daemons, netns
 from ovn_underlay.lab import kube as lab_kube
 from ovn_underlay.lab.cluster import CniRuntime, pod_ip
-from ovn_underlay.lab.topology import Lab, LabState, VmInfo, vsctl
+from ovn_underlay.lab.topology import VM_NETWORK, Lab, LabState, VmInfo, vsctl
 from tests.agent.test_agent_lab import CRD, Agent, InHypervisor
 from tests.conftest import skip_unless_lab_possible
 
@@ -102,12 +104,26 @@ def reaches(netns_path: str, address: str, timeout: float = REACH_WITHIN) -> boo
             return False
 
 
-def kernel_state(vm: VmInfo) -> dict[str, str]:
-    """The VM's IPv4 addresses (with the ifindex of their device: a device made again has a
-    new one), routes and nftables ruleset (the isolation rules among them)."""
-    return {" ".join(argv): daemons.run(argv, netns=vm.netns)
-            for argv in (["ip", "-4", "-o", "addr"], ["ip", "route"],
-                         ["nft", "-s", "list", "ruleset"])}
+def lose_host_state(vm: VmInfo) -> None:
+    """What a reboot of the VM drops while OVS is down, the pods aside: OVS's tap devices
+    (br-int, with the addresses the agent moved onto it, and the management port) and the
+    nftables rules; then the VM's address on its NIC again, as its boot configuration puts it."""
+    for dev in ("br-int", "ovs-netdev", "oul-mgmt"):
+        daemons.run(["ip", "link", "del", dev], netns=vm.netns)
+    daemons.run(["nft", "flush", "ruleset"], netns=vm.netns)
+    daemons.run(["ip", "addr", "add", f"{vm.ip}/{VM_NETWORK.prefixlen}", "dev", "eth1"], netns=vm.netns)
+
+
+def kernel_state(vm: VmInfo, ifindex: bool) -> dict[str, str]:
+    """The VM's IPv4 addresses (with the ifindex of their device when ``ifindex``: a device
+    made again has a new one), routes and nftables ruleset (the isolation rules among them)."""
+    state = {" ".join(argv): daemons.run(argv, netns=vm.netns)
+             for argv in (["ip", "-4", "-o", "addr"], ["ip", "route"],
+                          ["nft", "-s", "list", "ruleset"])}
+    if not ifindex:
+        state["ip -4 -o addr"] = "\n".join(line.split(":", 1)[1] for line
+                                           in state["ip -4 -o addr"].splitlines())
+    return state
 
 
 def held_by(pool: dict[str, Any]) -> dict[str, Any]:
@@ -115,15 +131,17 @@ def held_by(pool: dict[str, Any]) -> dict[str, Any]:
     return {p["lport"]: p["allocation"] for p in pool["ports"]}
 
 
-@pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize(("stop", "lose"), [("SIGTERM", False), ("SIGKILL", True)],
+                         ids=["shutdown-host-state-kept", "power-cut-host-state-lost"])
 def test_after_a_simulated_reboot_the_node_serves_its_pods_and_new_ones(
-        reboot_lab: LabState, tmp_path: Path, stop: str) -> None:
+        reboot_lab: LabState, tmp_path: Path, stop: str, lose: bool) -> None:
     """Two pods added through the host's CNI binary reach their gateway and each other; the
     agent is stopped (``stop``: SIGTERM as at shutdown, or SIGKILL as at a power cut) and the
-    VM's OVS too (the binary answers 11, try again, meanwhile);
-    OVS and the agent started again: the node is ready again with the same pool (ports and
-    holders), the same br-int ports with their tags, all opened again by ovs-vswitchd, the
-    same devices, addresses, routes and nftables rules in the VM (nothing made twice), and
+    VM's OVS too (the binary answers 11, try again, meanwhile), the VM's own kernel state
+    dropped when ``lose``; OVS and the agent started again: the node is ready again with the
+    same pool (ports and holders), the same br-int ports with their tags, all opened again by
+    ovs-vswitchd, the same addresses, routes and nftables rules in the VM (on the same devices
+    unless ``lose``: nothing made twice), and
     the pods reach their gateway and each other, the VM its pod; a new pod is added and an
     old one deleted, which frees its port."""
     controller = InHypervisor(reboot_lab)
@@ -147,7 +165,7 @@ def test_after_a_simulated_reboot_the_node_serves_its_pods_and_new_ones(
         assert reaches(vm.netns, pod_ip(results["a"])), "the VM to its pod"
         pool = agent.node.pool()
         ports = bridge_ports(vm)
-        kernel = kernel_state(vm)
+        kernel = kernel_state(vm, ifindex=not lose)
         assert len([a for a in held_by(pool).values() if a]) == 2, pool
 
         if stop == "SIGTERM":  # what a shutdown sends first
@@ -158,6 +176,8 @@ def test_after_a_simulated_reboot_the_node_serves_its_pods_and_new_ones(
             assert agent.condition()["status"] == "False"
         stopped = agent.condition()["lastHeartbeatTime"]
         stop_ovs(vm)
+        if lose:
+            lose_host_state(vm)
         down = runtime.call("ADD", "ctr-down", agent.node.pod_netns("down"),
                             pod=("default", "down"))
         netns.destroy(f"{reboot_lab.name}-{vm.name}-down")
@@ -174,7 +194,7 @@ def test_after_a_simulated_reboot_the_node_serves_its_pods_and_new_ones(
         assert held_by(agent.node.pool()) == held_by(pool)
         assert bridge_ports(vm) == ports
         wait_opened(vm, sorted(ports))
-        assert kernel_state(vm) == kernel
+        assert kernel_state(vm, ifindex=not lose) == kernel
         for pod, other in (("a", "b"), ("b", "a")):
             assert reaches(pods[pod], gateway), f"pod {pod} to its gateway after the reboot"
             assert reaches(pods[pod], pod_ip(results[other])), f"pod {pod} to pod {other}"
