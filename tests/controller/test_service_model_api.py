@@ -110,3 +110,32 @@ def test_selectorless_kubernetes_and_headless_services_from_the_api_server(
     assert kubernetes.ports[0].name == "https" and len(kubernetes.ports[0].endpoints) == 1
     assert service_state(admin.get(Service, "headless", namespace="default").to_dict(),
                          by_service.get("default/headless", [])) is None
+
+
+
+def conditions(admin: Client) -> dict[str, dict[str, bool]]:
+    """The conditions of default/web's endpoints by address."""
+    return {e["addresses"][0]: e["conditions"]
+            for s in slices(admin).get("default/web", []) for e in s["endpoints"]}
+
+
+def test_terminating_pod_served_only_while_none_is_ready(admin: Client) -> None:
+    """A bound Pod deleted with a grace period stays, terminating and still serving: the
+    only endpoint, it is used (the fallback); once another Pod is ready, that one only."""
+    admin.create(Service(metadata=ObjectMeta(name="web", namespace="default"),
+                         spec=ServiceSpec(selector={"app": "web"}, ports=[
+                             KubeServicePort(name="http", port=80, targetPort="web")])))
+    running_pod(admin, "a", "10.1.0.5", "node1", 8080)
+    admin.delete(Pod, "a", namespace="default", grace_period=30)
+    eventually(lambda: conditions(admin).get("10.1.0.5", {}).get("terminating"))
+    service = admin.get(Service, "web", namespace="default").to_dict()
+    assert conditions(admin) == {"10.1.0.5": {"ready": False, "serving": True,
+                                              "terminating": True}}
+    alone = service_state(service, slices(admin)["default/web"])
+    assert alone is not None
+    assert alone.ports[0].endpoints == (Endpoint("10.1.0.5", 8080, "node1"),)
+    running_pod(admin, "b", "10.1.0.6", "node2", 8080)
+    eventually(lambda: conditions(admin).get("10.1.0.6", {}).get("ready"))
+    both = service_state(service, slices(admin)["default/web"])
+    assert both is not None
+    assert both.ports[0].endpoints == (Endpoint("10.1.0.6", 8080, "node2"),)

@@ -106,6 +106,15 @@ def test_ipv6_clusterip_of_a_dual_stack_service_is_left_out_and_said() -> None:
     assert result.problems == ("ClusterIP fd00:96::10 is IPv6: not served (IPv4 only)",)
 
 
+def test_ipv6_primary_dual_stack_service_keeps_its_ipv4_clusterip() -> None:
+    """service-v1 clusterIPs: the IPv6 family may come first (ipFamilies [IPv6, IPv4]);
+    the IPv4 address of clusterIPs is kept all the same."""
+    result = state(service(clusterIP="fd00:96::10", clusterIPs=["fd00:96::10", "10.96.0.10"],
+                           ipFamilies=["IPv6", "IPv4"]), slice_([endpoint("10.1.0.5")]))
+    assert result.cluster_ips == ("10.96.0.10",)
+    assert result.problems == ("ClusterIP fd00:96::10 is IPv6: not served (IPv4 only)",)
+
+
 def test_ipv6_only_service_gives_no_clusterip_and_says_why() -> None:
     """service-v1 ipFamilies [IPv6]: nothing servable; the state says so in problems."""
     result = state(service(clusterIP="fd00:96::10", ipFamilies=["IPv6"]),
