@@ -24,11 +24,12 @@ Where the documents leave a choice, kube-proxy's behaviour (pkg/proxy,
 endpointslicecache.go and topology.go) is followed: a Service port's endpoints come from the
 EndpointSlice ports of the same name and protocol, with the slice port's number (a
 ``targetPort``, named or not, is never read here: the EndpointSlice controller, or the user
-of a Service without selector, has resolved it per endpoint); an address seen twice for one
-port is one endpoint, ready if any of its copies is (else serving and terminating if any
-is); the fallback to serving and terminating endpoints is taken per port, and, for
-``internalTrafficPolicy: Local``, per node (each node's own endpoints are what its clients
-reach).
+of a Service without selector, has resolved it per endpoint); the fallback to serving and
+terminating endpoints is taken per port, and, for ``internalTrafficPolicy: Local``, per
+node (each node's own endpoints are what its clients reach).  The documents ask for unique
+endpoints across slices without saying which copy of a duplicate counts: here an address
+seen twice for one port is one endpoint, ready if any of its copies is (else serving and
+terminating if any is), so a copy left behind in a slice being updated cannot hide it.
 """
 
 from __future__ import annotations
