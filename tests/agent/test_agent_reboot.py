@@ -111,7 +111,8 @@ def lose_host_state(vm: VmInfo) -> None:
     for dev in ("br-int", "ovs-netdev", "oul-mgmt"):
         daemons.run(["ip", "link", "del", dev], netns=vm.netns)
     daemons.run(["nft", "flush", "ruleset"], netns=vm.netns)
-    daemons.run(["ip", "addr", "add", f"{vm.ip}/{VM_NETWORK.prefixlen}", "dev", "eth1"], netns=vm.netns)
+    daemons.run(["ip", "addr", "add", f"{vm.ip}/{VM_NETWORK.prefixlen}", "dev", "eth1"],
+                netns=vm.netns)
 
 
 def kernel_state(vm: VmInfo, ifindex: bool) -> dict[str, str]:
