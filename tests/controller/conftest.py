@@ -18,25 +18,16 @@ from ovn_underlay.control.ovn_nb import OvnNbControlPlane
 from ovn_underlay.controller.main import DEFAULT_NAMESPACE, Controller, ControllerConfig
 from ovn_underlay.controller.nodes import Settings
 from ovn_underlay.kube.client import load_config
-from ovn_underlay.lab import daemons
 from ovn_underlay.lab.kubeapi import KubeApiServer
-from tests.functional.test_ovn_nb import setup_vm_network
+from tests.functional.test_ovn_nb import nb
 from tests.kube.conftest import admin, server
 from tests.kube.support import namespace, write_kubeconfig
 
-__all__ = ["admin", "server"]
+__all__ = ["admin", "nb", "server"]
 CRD = Path(__file__).resolve().parents[2] / "deploy" / "crd.yaml"
 CLUSTER_SUBNET = "198.19.0.0/16"
 LEASE = 2
 """Seconds; renew deadline 1 s, renewals every 0.3 s, tries every 0.1 s."""
-
-
-@pytest.fixture
-def nb(ovsdb_factory: Callable[[str, Path], str]) -> str:
-    """A fresh NB with the VM network (vmnet: vm1 10.0.0.11, vm2 10.0.0.12)."""
-    remote = ovsdb_factory("nb", daemons.NB_SCHEMA)
-    setup_vm_network(remote)
-    return remote
 
 
 @pytest.fixture

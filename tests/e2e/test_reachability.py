@@ -22,8 +22,9 @@ from ovn_underlay.lab import daemons, external, probe
 from ovn_underlay.lab.cluster import CLUSTER_ROUTER, CLUSTER_SUBNET, Node, pod_ip
 from ovn_underlay.lab.topology import LabState, nbctl
 from tests.conftest import PodFactory
-from tests.functional.test_ovn_nb import as_list, dump, rows, setup_vm_network
+from tests.functional.test_ovn_nb import as_list, cp, dump, rows, setup_vm_network
 
+__all__ = ["cp"]
 SUBNET = "198.19.1.0/24"
 
 
@@ -124,13 +125,6 @@ def nb(ovsdb_factory: Callable[[str, Path], str]) -> str:
     remote = ovsdb_factory("nb", daemons.NB_SCHEMA)
     setup_vm_network(remote, lambda api: [api.ls_add("public")])
     return remote
-
-
-@pytest.fixture
-def cp(nb: str) -> Iterator[OvnNbControlPlane]:
-    plane = OvnNbControlPlane(nb, timeout=5)
-    yield plane
-    plane.close()
 
 
 def static_routes(nb: str) -> list[tuple[str, str, str]]:

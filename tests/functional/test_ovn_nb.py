@@ -103,7 +103,8 @@ def setup_vm_network(remote: str, extra: Callable[[Any], list[Any]] | None = Non
 
 @pytest.fixture
 def nb(ovsdb_factory: Callable[[str, Path], str]) -> str:
-    """A fresh NB server with the VM network; its connection string."""
+    """A fresh NB server with the VM network (vmnet: vm1 10.0.0.11, vm2 10.0.0.12, router
+    edge); its connection string."""
     remote = ovsdb_factory("nb", daemons.NB_SCHEMA)
     setup_vm_network(remote)
     return remote
@@ -111,6 +112,8 @@ def nb(ovsdb_factory: Callable[[str, Path], str]) -> str:
 
 @pytest.fixture
 def cp(nb: str) -> Iterator[OvnNbControlPlane]:
+    """An OvnNbControlPlane on ``nb`` (the requesting module's own, where it has one);
+    closed afterwards."""
     plane = OvnNbControlPlane(nb, timeout=5)
     yield plane
     plane.close()

@@ -23,18 +23,13 @@ from tests.functional.test_ovn_nb import (
     SUBNET,
     as_list,
     dump,
+    nb,
     rows,
     setup_vm_network,
 )
 
+__all__ = ["nb"]
 EPOCH = "ovn-underlay:leader-epoch"
-
-
-@pytest.fixture
-def nb(ovsdb_factory: Callable[[str, Path], str]) -> str:
-    remote = ovsdb_factory("nb", daemons.NB_SCHEMA)
-    setup_vm_network(remote)
-    return remote
 
 
 @pytest.fixture
