@@ -100,6 +100,17 @@ def lab(lab_rundir: Path) -> Iterator[LabState]:
     the_lab.down()
 
 
+def own_lab(letter: str, lab_rundir: Path, vms: int) -> Iterator[LabState]:
+    """A module's lab of its own with ``vms`` VMs, named ``letter`` and a digit of the pid:
+    what a killed run left of it is taken down first, and it is taken down after the yield
+    (for a fixture: ``yield from own_lab(...)``)."""
+    skip_unless_lab_possible()
+    the_lab = Lab(f"{letter}{1 + os.getpid() % 9}", lab_rundir)
+    the_lab.down()
+    yield the_lab.up(vms)
+    the_lab.down()
+
+
 @pytest.fixture(scope="session")
 def neutron_lab(lab_rundir: Path) -> Iterator[LabState]:
     """One lab with 2 VMs and a real neutron-server, shared by the session's Neutron tests."""

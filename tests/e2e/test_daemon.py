@@ -26,8 +26,8 @@ from ovn_underlay.daemon.server import is_serving
 from ovn_underlay.lab import netns, probe
 from ovn_underlay.lab.cluster import CniRuntime, Node, pod_ip
 from ovn_underlay.lab.daemons import netns_argv
-from ovn_underlay.lab.topology import Lab, LabState, nbctl, vsctl
-from tests.conftest import PodFactory, skip_unless_lab_possible
+from ovn_underlay.lab.topology import LabState, nbctl, vsctl
+from tests.conftest import PodFactory, own_lab
 from tests.e2e import teardown_cases
 
 POOL, LOW, HIGH, BATCH = 8, 4, 12, 4
@@ -88,11 +88,7 @@ def count(samples: dict[Any, float], name: str, **labels: str) -> float:
 
 @pytest.fixture(scope="module")
 def lab(lab_rundir: Path) -> Iterator[LabState]:
-    skip_unless_lab_possible()
-    the_lab = Lab(f"d{1 + os.getpid() % 9}", lab_rundir)
-    the_lab.down()
-    yield the_lab.up(1)
-    the_lab.down()
+    yield from own_lab("d", lab_rundir, 1)
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +103,7 @@ def node(lab: LabState) -> Node:
 
 @pytest.fixture(scope="module")
 def daemon(node: Node) -> Iterator[DaemonProcess]:
+    """The node's daemon on daemon/cni.sock in its VM's run directory; stopped afterwards."""
     proc = DaemonProcess(node, f"{node.vm.rundir}/daemon/cni.sock")
     proc.start()
     yield proc
@@ -119,13 +116,6 @@ def running(daemon: DaemonProcess) -> DaemonProcess:
     if daemon.proc is None or daemon.proc.poll() is not None:
         daemon.start()
     return daemon
-
-
-@pytest.fixture
-def pods() -> Iterator[PodFactory]:
-    factory = PodFactory()
-    yield factory
-    factory.cleanup()
 
 
 def pool_show(node: Node) -> dict[str, Any]:

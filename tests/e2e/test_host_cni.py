@@ -11,7 +11,6 @@ configuration.  The lab is this module's, one VM whose daemon runs inside it.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,20 +22,18 @@ import pytest
 from ovn_underlay.cni import host_install, shim
 from ovn_underlay.lab import probe
 from ovn_underlay.lab.cluster import CniRuntime, Node
-from ovn_underlay.lab.topology import Lab, LabState
-from tests.conftest import PodFactory, skip_unless_lab_possible
-from tests.e2e.test_daemon import DaemonProcess
+from ovn_underlay.lab.topology import LabState
+from tests.conftest import PodFactory, own_lab
+from tests.e2e.test_daemon import DaemonProcess, daemon, running
+
+__all__ = ["daemon", "running"]
 
 NOT_RUNNING = "the ovn-underlay node agent is not running on this node"
 
 
 @pytest.fixture(scope="module")
 def lab(lab_rundir: Path) -> Iterator[LabState]:
-    skip_unless_lab_possible()
-    the_lab = Lab(f"h{1 + os.getpid() % 9}", lab_rundir)
-    the_lab.down()
-    yield the_lab.up(1)
-    the_lab.down()
+    yield from own_lab("h", lab_rundir, 1)
 
 
 @pytest.fixture(scope="module")
@@ -48,22 +45,6 @@ def node(lab: LabState) -> Node:
 
 
 @pytest.fixture(scope="module")
-def daemon(node: Node) -> Iterator[DaemonProcess]:
-    proc = DaemonProcess(node, f"{node.vm.rundir}/daemon/cni.sock")
-    proc.start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-def running(daemon: DaemonProcess) -> DaemonProcess:
-    """The daemon, started again if a test left it stopped."""
-    if daemon.proc is None or daemon.proc.poll() is not None:
-        daemon.start()
-    return daemon
-
-
-@pytest.fixture(scope="module")
 def host_bin(node: Node, daemon: DaemonProcess, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The host's CNI bin directory with the binary the agent installs, for the daemon's socket."""
     shim_path = host_install.native_shim()
@@ -72,13 +53,6 @@ def host_bin(node: Node, daemon: DaemonProcess, tmp_path_factory: pytest.TempPat
     bin_dir = tmp_path_factory.mktemp("host") / "opt" / "cni" / "bin"
     assert len(host_install.install_host_binary(bin_dir, daemon.sock, 30.0)) == 2
     return bin_dir
-
-
-@pytest.fixture
-def pods() -> Iterator[PodFactory]:
-    factory = PodFactory()
-    yield factory
-    factory.cleanup()
 
 
 def call(bin_dir: Path, node: Node, command: str, container_id: str, netns_path: str,
