@@ -4,12 +4,15 @@ security groups, garbage collection."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from lightkube import Client
 from lightkube.resources.core_v1 import Event, Node, Pod
 
-from ovn_underlay.controller.nodes import UnderlayNode
-from ovn_underlay.controller.subnets import ANNOTATION
+from ovn_underlay.control.ovn_nb import OvnNbControlPlane
+from ovn_underlay.controller.nodes import Caches, NodeReconciler, Settings, UnderlayNode
+from ovn_underlay.controller.subnets import ANNOTATION, SubnetAllocator
+from ovn_underlay.kube.client import KubeClient, load_config
 from ovn_underlay.names import EXT_CONTAINER_ID, EXT_POD_NAME, EXT_POD_NAMESPACE
 from ovn_underlay.pods.security_groups import ALLOWED_ANNOTATION
 from ovn_underlay.pods.security_groups import ANNOTATION as POD_GROUPS
@@ -37,6 +40,39 @@ def events(admin: Client, node: str) -> list[tuple[str, str]]:
     """(type, reason) of the Events on Node ``node``, sorted."""
     return sorted((str(e.type), str(e.reason)) for e in admin.list(Event, namespace="default")
                   if e.involvedObject.kind == "Node" and e.involvedObject.name == node)
+
+
+def test_a_stale_cache_says_ready_once(cluster: Client, kubeconfig: str, nb: str) -> None:
+    """Two passes before the informer shows the first pass's status write: one Event."""
+    kube = KubeClient(load_config(kubeconfig))
+    control = OvnNbControlPlane(nb, timeout=5)
+    try:
+        add_node(cluster, "n1", "10.0.0.11")
+        stale: list[Any] = []
+
+        def underlay_cache(name: str) -> Any:
+            return stale[0] if stale else None
+
+        def node_cache(name: str) -> Node:
+            return cluster.get(Node, name)
+
+        reconciler = NodeReconciler(kube, control, Settings(cluster_subnet="198.19.0.0/16",
+                                                            pool_size=2),
+                                    SubnetAllocator("198.19.0.0/16"),
+                                    Caches(node_cache, underlay_cache), lambda: True)
+        reconciler.start_term([cluster.get(Node, "n1")], [])
+        reconciler.reconcile("n1")
+        stale.append(UnderlayNode.from_dict({  # as first created, before any status
+            "apiVersion": "ovn-underlay.io/v1alpha1", "kind": "UnderlayNode",
+            "metadata": {"name": "n1", "generation": 1}, "spec": {}}))
+        reconciler.reconcile("n1")
+
+        assert ready(cluster, "n1")["reason"] == "NetworkReady"
+        assert events(cluster, "n1") == [("Normal", "NetworkReady"),
+                                         ("Normal", "NodeNetworkCreated")]
+    finally:
+        control.close()
+        kube.close()
 
 
 def test_a_node_gets_its_network_and_a_ready_status(replicas: MakeReplica, cluster: Client,

@@ -148,6 +148,9 @@ class NodeReconciler:
         self._parents: dict[str, tuple[str, str]] = {}
         self._networks: dict[str, NodeNetwork] = {}
         self._hosts: dict[str, tuple[str, ...]] = {}
+        self._ready_written: dict[str, tuple[str, str]] = {}
+        """Per node: the Ready (status, reason) this term last wrote; the informer's copy
+        may not show it yet, and an Event is said once per change."""
         """Per node: (InternalIP, VM port) and the network, as this term last read or made
         them: while it leads, nothing else writes them (the fence), so a pass that is not
         fresh needs no control-plane read."""
@@ -192,6 +195,8 @@ class NodeReconciler:
         self._kept.clear()
         self._parents.clear()
         self._networks.clear()
+        self._hosts.clear()
+        self._ready_written.clear()
         LOG.info("router %s is there; %d node(s) to reconcile, %d subnet(s) in use, %d "
                  "switch(es) of ours in the control plane", self.settings.router, len(names),
                  len(subnets) + len(taken), len(switches))
@@ -519,11 +524,13 @@ class NodeReconciler:
         with translated(self.kube.server, f"update the status of UnderlayNode {name}"):
             self.kube.api.patch(UnderlayNode.Status, name, {"status": patch},
                                 patch_type=PatchType.MERGE)
-        if not same:
+        before = self._ready_written.get(name, (old_ready.get("status"),
+                                                old_ready.get("reason")))
+        after = (condition["status"], wanted.reason)
+        self._ready_written[name] = after
+        if before != after:
             LOG.info("node %s: Ready=%s (%s): %s", name, condition["status"], wanted.reason,
                      wanted.message)
-        if (old_ready.get("status"), old_ready.get("reason")) != (condition["status"],
-                                                                  wanted.reason):
             self.events.node(name, NORMAL if wanted.ready else WARNING, wanted.reason,
                              wanted.message)
 
