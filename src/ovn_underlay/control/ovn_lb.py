@@ -16,11 +16,16 @@ Every row has ``options:ct_flush=true``, which asks ovn-controller to flush the
 conntrack entries of a backend that is removed, so a UDP flow does not keep reaching it
 (OVN from 23.06 flushes only when asked; the 23.03.1 of the lab flushes either way,
 and a flow sending while the new flows are installed can still re-create its entry on
-the old backend: tests/functional/test_ovn_lb.py measures it).  A ClientIP
-affinity is ``options:affinity_timeout`` up to :data:`MAX_AFFINITY_TIMEOUT` and
-``selection_fields=ip_src`` beyond it (the backend is chosen by hashing the client's
-address alone: one client stays on one backend as long as the set of backends does
-not change, with no timeout).  A pod reaching itself through its Service is left to
+the old backend: tests/functional/test_ovn_lb.py measures it).
+
+A ClientIP affinity is source-IP selection, ``selection_fields=ip_src``: the backend is
+chosen by hashing the client's address alone, so one client stays on one backend as
+long as the set of backends does not change, with no timeout.  OVN's own affinity
+(``options:affinity_timeout``, at most :data:`MAX_AFFINITY_TIMEOUT` seconds) is used
+only with ``learned_affinity=True`` (and beyond that cap source-IP selection still):
+on the lab's OVN 23.03.1 with OVS 3.1's userspace datapath, a client's first
+connection to such a VIP never completes (every SYN of it dropped; later ones
+connect at once).  A pod reaching itself through its Service is left to
 OVN's default hairpin handling (the connection is SNATed to the VIP: the pod sees
 the VIP as its peer; no option needed).
 
@@ -90,8 +95,10 @@ def row_name(key: str, protocol: str, node: str | None = None) -> str:
     return name if node is None else f"{name}_node_{node}"
 
 
-def desired_rows(service: ServiceState, nodes: Iterable[str]) -> list[LbRow]:
-    """The rows ``service`` needs (per node in ``nodes`` if it is ``local_only``)."""
+def desired_rows(service: ServiceState, nodes: Iterable[str],
+                 learned_affinity: bool = False) -> list[LbRow]:
+    """The rows ``service`` needs (per node in ``nodes`` if it is ``local_only``);
+    ``learned_affinity``: OVN's affinity_timeout where the timeout allows it."""
     rows = []
     for protocol in sorted({p.protocol for p in service.ports}):
         ports = [p for p in service.ports if p.protocol == protocol]
@@ -103,9 +110,9 @@ def desired_rows(service: ServiceState, nodes: Iterable[str]) -> list[LbRow]:
                 for ip in service.cluster_ips for port in ports)
             options = {"ct_flush": "true", "reject": "false" if service.local_only else "true"}
             fields: tuple[str, ...] = ()
-            if 0 < service.affinity_timeout <= MAX_AFFINITY_TIMEOUT:
+            if learned_affinity and 0 < service.affinity_timeout <= MAX_AFFINITY_TIMEOUT:
                 options["affinity_timeout"] = str(service.affinity_timeout)
-            elif service.affinity_timeout > MAX_AFFINITY_TIMEOUT:
+            elif service.affinity_timeout > 0:
                 fields = ("ip_src",)
             ext = {KEY_ROLE: ROLE_SERVICE, KEY_SERVICE: service.key}
             if node is not None:
@@ -137,13 +144,17 @@ class _View:
 class OvnLoadBalancers:
     """The :class:`~ovn_underlay.control.services.ServicesBackend` on OVN Northbound."""
 
-    def __init__(self, plane: OvnNbControlPlane, batch: int = DEFAULT_BATCH) -> None:
-        """Write through ``plane``'s NB connection, at most ``batch`` rows a transaction."""
+    def __init__(self, plane: OvnNbControlPlane, batch: int = DEFAULT_BATCH,
+                 learned_affinity: bool = False) -> None:
+        """Write through ``plane``'s NB connection, at most ``batch`` rows a transaction;
+        ``learned_affinity``: ClientIP affinity as OVN's affinity_timeout (see the module
+        docstring)."""
         if batch < 1:
             raise ValueError(f"batch must be at least 1, not {batch}")
         self._plane = plane
         self._api = plane._api
         self._batch = batch
+        self._learned_affinity = learned_affinity
 
     def sync(self, services: Iterable[ServiceState], switches: Mapping[str, str],
              complete: bool) -> SyncResult:
@@ -165,7 +176,7 @@ class OvnLoadBalancers:
             transactions += 1
             view = self._plane._read(lambda: self._view(switches))
         wanted = {row.name: row for s in given.values()
-                  for row in desired_rows(s, view.switches)}
+                  for row in desired_rows(s, view.switches, self._learned_affinity)}
         ops: dict[str, list[list[Any]]] = {}
         created = updated = deleted = 0
         for name, found in sorted(view.ours.items()):
