@@ -22,6 +22,12 @@ Every replica runs the same :class:`Controller`:
   (releasing the Lease if it still is ours) and started again, to contend anew.
 * A reconcile failing for a transient reason (control plane or API unreachable) is
   retried for that node after a backoff (1 s doubling to 30 s); others go on.
+* Services: a :class:`~ovn_underlay.controller.services.ServicesReconciler` with its
+  own informers and thread; each term hands it the backend of the term's fenced
+  connection (:func:`services_backend`: OVN's load balancers, none on Neutron) and the
+  node switches from the UnderlayNodes' ``status.switch`` (looked at on every Node or
+  UnderlayNode event); a stop lets it finish its pending sync first (up to
+  :data:`STOP_DRAIN` s).
 * :meth:`Controller.stop` (SIGTERM) stops writing, releases the Lease (a successor
   takes over at its next try) and stops the informers.
 """
@@ -39,9 +45,13 @@ from lightkube import SingleConfig
 from lightkube.resources.core_v1 import Node
 
 from ovn_underlay.control.base import ControlPlane, ControlPlaneUnavailable, Fenced
+from ovn_underlay.control.ovn_lb import OvnLoadBalancers
+from ovn_underlay.control.ovn_nb import OvnNbControlPlane
+from ovn_underlay.control.services import ServicesBackend
 from ovn_underlay.controller.events import EventRecorder
 from ovn_underlay.controller.leader import ElectionConfig, LeaderElector, default_identity
 from ovn_underlay.controller.nodes import Caches, NodeReconciler, NotLeading, Settings, UnderlayNode
+from ovn_underlay.controller.services import DEFAULT_WINDOW, ServicesReconciler
 from ovn_underlay.controller.subnets import DEFAULT_NODE_PREFIX, SubnetAllocator
 from ovn_underlay.kube.client import KubeClient, KubeError, describe
 from ovn_underlay.kube.informer import Informer
@@ -52,6 +62,8 @@ DEFAULT_NAMESPACE = "ovn-underlay"
 DEFAULT_RESYNC = 30.0
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 SYNC_WAIT = 0.5
+STOP_DRAIN = 1.0
+"""Seconds a stop waits for the Services' pending sync before the Lease is released."""
 """Seconds between the worker's looks at the caches' first sync (and at the term)."""
 
 
@@ -69,6 +81,14 @@ class ControllerConfig:
     renew_interval: float = 5.0
     retry_period: float = 2.0
     resync: float = DEFAULT_RESYNC
+    services_window: float = DEFAULT_WINDOW
+    """Seconds Service changes are collected before one sync of them."""
+
+
+def services_backend(control: ControlPlane) -> ServicesBackend | None:
+    """Where a term's Services go: OVN's load balancers on an OVN NB connection; None on
+    any other control plane (Neutron: Services need Octavia, a later issue)."""
+    return OvnLoadBalancers(control) if isinstance(control, OvnNbControlPlane) else None
 
 
 class WorkQueue:
@@ -142,6 +162,9 @@ class Controller:
             on_add=self._queue_node, on_update=lambda _old, new: self._queue_node(new),
             on_delete=self._queue_node)
         self.allocator = SubnetAllocator(config.settings.cluster_subnet, config.node_prefix)
+        self.services = ServicesReconciler(lambda: kube_config, self.kube, self._may_write,
+                                           self._node_switches, config.services_window,
+                                           config.identity)
         self._lock = threading.Lock()
         self._wanted: int | None = None
         """The epoch the elector says we lead in (None: not leading)."""
@@ -165,6 +188,7 @@ class Controller:
                  "every Node needs spec.podCIDR)")
         self.nodes.start()
         self.underlays.start()
+        self.services.start()
         self._worker = threading.Thread(target=self._work, name="reconciler", daemon=True)
         self._worker.start()
         self.elector.start()
@@ -172,12 +196,14 @@ class Controller:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop writing, release the Lease, end the worker and the informers."""
         LOG.info("controller %s stopping", self.config.identity)
+        self.services.drain(min(timeout, STOP_DRAIN))
         self._stopping.set()
         self.elector.stop(timeout)
         self.queue.wake()
         if self._worker is not None:
             self._worker.join(timeout)
         self._end_term()
+        self.services.stop(timeout)
         self.nodes.stop(timeout)
         self.underlays.stop(timeout)
         self.kube.close()
@@ -208,10 +234,20 @@ class Controller:
         return (epoch is not None and self.elector.still_leader()
                 and self.elector.epoch == epoch and not self._stopping.is_set())
 
+    def _node_switches(self) -> dict[str, str]:
+        """Every node switch made, by Node name (the UnderlayNodes' ``status.switch``)."""
+        found = {}
+        for obj in self.underlays.list():
+            switch = (obj.get("status") or {}).get("switch")
+            if switch and obj.metadata is not None and obj.metadata.name:
+                found[obj.metadata.name] = str(switch)
+        return found
+
     def _queue_node(self, obj: Any) -> None:
         meta = obj.metadata
         if meta is not None and meta.name:
             self.queue.add(meta.name)
+        self.services.nudge()
 
     # -- the worker -----------------------------------------------------------------------
 
@@ -280,6 +316,7 @@ class Controller:
             self._end_term()
             return False
         self._reconciler = reconciler
+        self.services.begin_term(epoch, services_backend(control))
         self._failures.clear()
         self._fresh.clear()
         for name in names:
@@ -288,6 +325,7 @@ class Controller:
         return True
 
     def _end_term(self) -> None:
+        self.services.end_term()
         control, self._control = self._control, None
         epoch, self._epoch = self._epoch, None
         self._reconciler = None

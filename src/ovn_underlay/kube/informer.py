@@ -9,8 +9,9 @@ The contract:
   (the objects are shared: do not modify them); :meth:`Informer.has_synced` says whether
   the first list is in.
 * Handlers run on the informer's thread after the cache has changed: ``on_add(obj)``,
-  ``on_update(old, new)``, ``on_delete(last_known)``.  One that raises is logged and the
-  informer goes on.
+  ``on_update(old, new)``, ``on_delete(last_known)``; ``on_relist()`` after each list
+  is stored and its differences emitted (the first, and each after a 410 Gone).  One
+  that raises is logged and the informer goes on.
 * The watch asks for bookmarks; :attr:`Informer.resource_version` is the newest version
   seen, from the list, an event or a bookmark.  A watch the server ends (its timeout) is
   made again by lightkube from that version; one that fails (connection dropped, server
@@ -84,6 +85,7 @@ class Informer(Generic[R]):
                  on_add: Callable[[R], object] | None = None,
                  on_update: Callable[[R, R], object] | None = None,
                  on_delete: Callable[[R], object] | None = None,
+                 on_relist: Callable[[], object] | None = None,
                  watch_timeout: int | None = None, name: str = "") -> None:
         """``namespace`` None: every namespace (or a cluster-scoped resource).
 
@@ -97,6 +99,7 @@ class Informer(Generic[R]):
             ALL_NS if issubclass(resource, NamespacedResource) else None)
         self._selection: dict[str, Any] = {"labels": labels, "fields": fields}
         self._on_add, self._on_update, self._on_delete = on_add, on_update, on_delete
+        self._on_relist = on_relist
         self._watch_timeout = watch_timeout
         self._lock = threading.Lock()
         self._cache: dict[Key, R] = {}
@@ -213,6 +216,11 @@ class Informer(Generic[R]):
             if key not in fresh:
                 self._emit(self._on_delete, obj)
         self._synced.set()
+        if self._on_relist is not None:
+            try:
+                self._on_relist()
+            except Exception:
+                LOG.exception("%s: the relist handler failed", self.name)
 
     def _watch(self, api: Any) -> None:
         timeout = self._watch_timeout if self._watch_timeout is not None \

@@ -1,0 +1,236 @@
+"""The Services reconciler in the controller, against the test API server (its stand-in
+EndpointSlice controller makes the slices of the Pods) and a real NB: rows made, changed,
+removed; a restart that rewrites nothing; a burst in few transactions; a lost watch."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lightkube import Client
+from lightkube.models.core_v1 import ServicePort as KubeServicePort
+from lightkube.models.core_v1 import ServiceSpec
+from lightkube.models.discovery_v1 import Endpoint as KubeEndpoint
+from lightkube.models.discovery_v1 import EndpointPort
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Event, Pod, Service
+from lightkube.resources.discovery_v1 import EndpointSlice
+from lightkube.types import PatchType
+
+from ovn_underlay.control.ovn_lb import GROUP
+from ovn_underlay.control.ovn_nb import OvnNbControlPlane
+from ovn_underlay.control.services import SyncResult
+from ovn_underlay.controller.main import Controller, ControllerConfig
+from ovn_underlay.controller.nodes import Settings
+from ovn_underlay.kube.client import load_config
+from ovn_underlay.lab.kubeapi import KubeApiServer
+from tests.controller.conftest import CLUSTER_SUBNET, LEASE
+from tests.controller.support import add_node, eventually, rows, wait_ready
+from tests.controller.test_service_model_api import running_pod
+from tests.functional.test_ovn_nb import dump, without_nb_global
+from tests.kube.conftest import relay
+from tests.kube.support import Relay, write_kubeconfig
+
+__all__ = ["relay"]
+MakeController = Callable[..., Controller]
+
+
+@pytest.fixture
+def controllers(cluster: Client, kubeconfig: str, nb: str) -> Iterator[MakeController]:
+    """make(kubeconfig=..., window=...): a controller started on the API server and the NB
+    (the kubeconfig given, else the server's own)."""
+    made: list[Controller] = []
+
+    def make(config: str = "", window: float = 0.02) -> Controller:
+        settings = Settings(cluster_subnet=CLUSTER_SUBNET, pool_size=2, max_pool_ports=4,
+                            pool_batch=2)
+        controller = Controller(
+            load_config(config or kubeconfig),
+            ControllerConfig(settings=settings, identity=f"c{len(made)}",
+                             lease_duration=LEASE, renew_deadline=1.0, renew_interval=0.3,
+                             retry_period=0.1, resync=0.5, services_window=window),
+            lambda: OvnNbControlPlane(nb, timeout=5))
+        made.append(controller)
+        controller.start()
+        return controller
+
+    yield make
+    for controller in made:
+        controller.stop()
+
+
+def web_service(admin: Client, name: str = "web") -> str:
+    """Service ``name`` over the app=web Pods (port 80 to their port ``web``); its
+    ClusterIP."""
+    made = admin.create(Service(metadata=ObjectMeta(name=name, namespace="default"),
+                                spec=ServiceSpec(selector={"app": "web"}, ports=[
+                                    KubeServicePort(name="http", port=80,
+                                                    targetPort="web")])))
+    assert made.spec is not None and made.spec.clusterIP
+    return made.spec.clusterIP
+
+
+def lb(nb: str, name: str = "web") -> dict[str, Any] | None:
+    """The Load_Balancer row of Service default/``name`` (TCP), None if there is none."""
+    return rows(nb, "Load_Balancer").get(f"Service_default/{name}_tcp")
+
+
+def vips(nb: str, name: str = "web") -> dict[str, str] | None:
+    row = lb(nb, name)
+    return None if row is None else dict(row["vips"])
+
+
+def two_nodes_with_pods(admin: Client) -> None:
+    """Nodes n1 and n2 with their networks; Pods a (n1, port 8080) and b (n2, 9090)."""
+    add_node(admin, "n1", "10.0.0.11")
+    add_node(admin, "n2", "10.0.0.12")
+    wait_ready(admin, "n1")
+    wait_ready(admin, "n2")
+    running_pod(admin, "a", "198.19.0.5", "n1", 8080)
+    running_pod(admin, "b", "198.19.1.5", "n2", 9090)
+
+
+def settled(controller: Controller) -> list[SyncResult]:
+    """The Services reconciler's results, once no call came for half a second."""
+    seen = -1
+    while seen != len(controller.services.results):
+        seen = len(controller.services.results)
+        threading.Event().wait(0.5)
+    return list(controller.services.results)
+
+
+def test_a_service_follows_its_pods_and_goes_with_its_deletion(
+        controllers: MakeController, cluster: Client, nb: str) -> None:
+    controllers()
+    two_nodes_with_pods(cluster)
+    ip = web_service(cluster)
+    both = {f"{ip}:80": "198.19.0.5:8080,198.19.1.5:9090"}
+    eventually(lambda: vips(nb) == both)
+
+    row = lb(nb)
+    assert row is not None
+    assert row["external_ids"]["ovn-underlay:service"] == "default/web"
+    group = rows(nb, "Load_Balancer_Group")[GROUP]
+    assert row["_uuid"] in group["load_balancer"]
+    switches = rows(nb, "Logical_Switch")
+    assert all(group["_uuid"] in switches[s]["load_balancer_group"]
+               for s in ("node-n1", "node-n2"))
+    assert "load_balancer_group" not in switches["vmnet"] or \
+        group["_uuid"] not in switches["vmnet"]["load_balancer_group"]
+
+    cluster.patch(Pod.Status, "b", {"status": {"conditions": [
+        {"type": "Ready", "status": "False"}]}}, namespace="default",
+        patch_type=PatchType.MERGE)
+    eventually(lambda: vips(nb) == {f"{ip}:80": "198.19.0.5:8080"})
+
+    cluster.delete(Service, "web", namespace="default")
+    eventually(lambda: lb(nb) is None)
+    assert "Service_default/kubernetes_tcp" in rows(nb, "Load_Balancer")
+
+
+def test_a_restart_rewrites_nothing(controllers: MakeController, cluster: Client,
+                                    nb: str) -> None:
+    first = controllers()
+    two_nodes_with_pods(cluster)
+    ip = web_service(cluster)
+    eventually(lambda: vips(nb) == {f"{ip}:80": "198.19.0.5:8080,198.19.1.5:9090"})
+    settled(first)
+    first.stop()
+    before = without_nb_global(dump(nb))
+
+    second = controllers()
+    eventually(lambda: second.services.results != [], timeout=10)
+    results = settled(second)
+
+    assert results[0] == SyncResult()
+    assert sum(r.transactions for r in results) == 0
+    assert without_nb_global(dump(nb)) == before
+
+
+def test_a_burst_of_50_services_in_few_transactions(controllers: MakeController,
+                                                    cluster: Client, nb: str) -> None:
+    controller = controllers(window=0.3)
+    two_nodes_with_pods(cluster)
+    eventually(lambda: "Service_default/kubernetes_tcp" in rows(nb, "Load_Balancer"))
+    settled(controller)
+    start = len(controller.services.results)
+    names = [f"s{i}" for i in range(50)]
+    threads = [threading.Thread(target=web_service, args=(cluster, n)) for n in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    def converged() -> bool:
+        found = rows(nb, "Load_Balancer")
+        return all(found.get(f"Service_default/{n}_tcp", {}).get("vips", {}) and
+                   all(v == "198.19.0.5:8080,198.19.1.5:9090"
+                       for v in found[f"Service_default/{n}_tcp"]["vips"].values())
+                   for n in names)
+
+    eventually(converged, timeout=15)
+    burst = settled(controller)[start:]
+    transactions = sum(r.transactions for r in burst)
+    print(f"50 Services: {len(burst)} backend call(s), {transactions} NB transaction(s)")
+    assert sum(r.created for r in burst) == 50
+    assert transactions <= 10
+
+
+def test_a_lost_watch_is_followed_by_a_complete_sync(
+        controllers: MakeController, cluster: Client, server: KubeApiServer, relay: Relay,
+        nb: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Changes made while the watches are cut and their history compacted (410 Gone on
+    the next watch): the informers list again and one complete sync converges, in the
+    same term."""
+    controller = controllers(write_kubeconfig(tmp_path / "relayed", relay.url))
+    two_nodes_with_pods(cluster)
+    web_service(cluster, "goes")
+    stays = web_service(cluster, "stays")
+    eventually(lambda: lb(nb, "goes") is not None and lb(nb, "stays") is not None)
+    epoch = controller.elector.epoch
+    caplog.set_level(logging.INFO, "ovn_underlay.controller.services")
+    lists = len(relay.lists("services"))
+    relay.refusing = True
+    relay.cut()
+    cluster.delete(Service, "goes", namespace="default")
+    new = web_service(cluster, "new")
+    server.compact()
+    relay.refusing = False
+
+    eventually(lambda: lb(nb, "goes") is None and vips(nb, "new") == {
+        f"{new}:80": "198.19.0.5:8080,198.19.1.5:9090"}, timeout=10)
+    assert vips(nb, "stays") == {f"{stays}:80": "198.19.0.5:8080,198.19.1.5:9090"}
+    assert controller.elector.epoch == epoch
+    assert len(relay.lists("services")) == lists + 1
+    assert any("complete sync of" in r.getMessage() for r in caplog.records)
+
+
+def test_a_problem_of_a_service_is_said_once(controllers: MakeController,
+                                             cluster: Client, nb: str) -> None:
+    """A Service without selector whose user's slice is of addressType FQDN (skipped):
+    one Warning Event, however often the Service syncs."""
+    controller = controllers()
+    two_nodes_with_pods(cluster)
+    cluster.create(Service(metadata=ObjectMeta(name="ext", namespace="default"),
+                           spec=ServiceSpec(ports=[KubeServicePort(name="db", port=5432)])))
+    cluster.create(EndpointSlice(
+        metadata=ObjectMeta(name="ext-1", namespace="default",
+                            labels={"kubernetes.io/service-name": "ext"}),
+        addressType="FQDN", ports=[EndpointPort(name="db", port=5432)],
+        endpoints=[KubeEndpoint(addresses=["db.example.com"])]))
+    eventually(lambda: lb(nb, "ext") is not None)
+    settled(controller)
+    for touch in ("1", "2"):
+        cluster.patch(Service, "ext", {"metadata": {"labels": {"touched": touch}}},
+                      namespace="default", patch_type=PatchType.MERGE)
+        settled(controller)
+
+    warnings = [e for e in cluster.list(Event, namespace="default")
+                if e.involvedObject.kind == "Service" and e.involvedObject.name == "ext"]
+    assert [(e.type, e.reason) for e in warnings] == [("Warning", "ServicePartlyProgrammed")]
+    assert "FQDN" in str(warnings[0].message)
+    assert lb(nb, "ext") is not None
