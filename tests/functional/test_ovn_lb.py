@@ -20,7 +20,7 @@ import pytest
 from ovn_underlay.control.base import Fenced
 from ovn_underlay.control.ovn_lb import GROUP, OvnLoadBalancers
 from ovn_underlay.control.ovn_nb import OvnNbControlPlane
-from ovn_underlay.control.services import Endpoint, ServicePort, ServiceState
+from ovn_underlay.control.services import Endpoint, ServicePort, ServiceState, SyncResult
 from ovn_underlay.lab import daemons
 from ovn_underlay.lab.cluster import Node, pod_ip
 from ovn_underlay.lab.daemons import netns_argv
@@ -84,6 +84,17 @@ def named(remote: str, table: str, name: str) -> dict[str, Any]:
 def not_ours(remote: str) -> dict[str, Any]:
     """The foreign LB and the switch ``other``: what must never change."""
     return {"lb": lb_rows(remote)["foreign"], "other": named(remote, "Logical_Switch", "other")}
+
+
+def fresh_sync(remote: str, *services: ServiceState,
+               switches: dict[str, str] = SWITCHES) -> SyncResult:
+    """A complete sync through a new connection, whose replica holds every write made
+    before it (the fixture's replica may lag behind ovn-nbctl's writes)."""
+    plane = OvnNbControlPlane(remote, timeout=5)
+    try:
+        return OvnLoadBalancers(plane).sync(services, switches, complete=True)
+    finally:
+        plane.close()
 
 
 # --- rows ------------------------------------------------------------------------------
@@ -207,7 +218,7 @@ def test_rows_changed_by_others_are_put_back(nb: str, lbs: OvnLoadBalancers) -> 
     nbctl(nb, "remove", "Load_Balancer_Group", GROUP, "load_balancer",
           lb_rows(nb)["Service_ns/web_tcp"]["_uuid"])
     nbctl(nb, "clear", "Logical_Switch", "sw-b", "load_balancer_group")
-    result = lbs.sync([WEB], SWITCHES, complete=True)
+    result = fresh_sync(nb, WEB)
     assert (result.created, result.updated, result.deleted) == (0, 2, 0)
     assert dump(nb) == before
 
@@ -217,8 +228,7 @@ def test_a_duplicate_row_of_ours_is_removed(nb: str, lbs: OvnLoadBalancers) -> N
     nbctl(nb, "create", "Load_Balancer", "name=Service_ns/web_udp", "protocol=udp",
           "external_ids:ovn-underlay\\:role=service",
           'external_ids:ovn-underlay\\:service="ns/web"')
-    result = lbs.sync([WEB], SWITCHES, complete=True)
-    assert result.deleted == 1
+    assert fresh_sync(nb, WEB).deleted == 1
     assert sum(r["name"] == "Service_ns/web_udp" for r in dump(nb)[LB]) == 1
 
 
@@ -271,7 +281,7 @@ def test_a_switch_added_later_gets_the_group(nb: str, lbs: OvnLoadBalancers) -> 
                 local_only=True)
     lbs.sync([WEB, local], SWITCHES, complete=True)
     nbctl(nb, "ls-add", "sw-c")
-    result = lbs.sync([WEB, local], {**SWITCHES, "c": "sw-c"}, complete=True)
+    result = fresh_sync(nb, WEB, local, switches={**SWITCHES, "c": "sw-c"})
     assert (result.created, result.updated, result.deleted) == (1, 0, 0)
     sw = named(nb, "Logical_Switch", "sw-c")
     assert as_list(sw["load_balancer_group"]) == [named(nb, "Load_Balancer_Group",

@@ -41,7 +41,7 @@ carry its leader epoch like every other write.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,25 +168,24 @@ class OvnLoadBalancers:
         skipped (its node's rows are made when it appears).
         """
         given = {s.key: s for s in services}
-        view = self._plane._read(lambda: self._view(switches))
+        keys = None if complete else given.keys()
+        view = self._plane._read(lambda: self._view(switches, keys))
         transactions = 0
         head = self._group_commands(view)
         if head:
             self._plane._commit(head, f"attach load balancer group {GROUP}")
             transactions += 1
-            view = self._plane._read(lambda: self._view(switches))
+            view = self._plane._read(lambda: self._view(switches, keys))
         wanted = {row.name: row for s in given.values()
                   for row in desired_rows(s, view.switches, self._learned_affinity)}
         ops: dict[str, list[list[Any]]] = {}
         created = updated = deleted = 0
         for name, found in sorted(view.ours.items()):
             service = dict(found[0][1].external_ids).get(KEY_SERVICE, "")
-            keep = name in wanted
-            if keep or complete or service in given:
-                extra = found[1:] if keep else found
-                ops.setdefault(service, []).extend(
-                    [self._api.db_destroy(_LB, uuid)] for uuid, _ in extra)
-                deleted += len(extra)
+            extra = found[1:] if name in wanted else found
+            ops.setdefault(service, []).extend(
+                [self._api.db_destroy(_LB, uuid)] for uuid, _ in extra)
+            deleted += len(extra)
         for name, row in sorted(wanted.items()):
             service = dict(row.external_ids)[KEY_SERVICE]
             if name not in view.ours:
@@ -205,28 +204,30 @@ class OvnLoadBalancers:
     def delete(self, keys: Iterable[str]) -> SyncResult:
         """Delete every row of ours of the Services ``keys``; idempotent."""
         gone = set(keys)
-        found = self._plane._read(self._ours)
+        found = self._plane._read(lambda: self._ours(gone))
         ops: dict[str, list[list[Any]]] = {}
         for rows in found.values():
             for uuid, row in rows:
-                service = dict(row.external_ids).get(KEY_SERVICE, "")
-                if service in gone:
-                    ops.setdefault(service, []).append([self._api.db_destroy(_LB, uuid)])
+                service = dict(row.external_ids)[KEY_SERVICE]
+                ops.setdefault(service, []).append([self._api.db_destroy(_LB, uuid)])
         return SyncResult(deleted=sum(map(len, ops.values())),
                           transactions=self._run(ops, "delete Services"))
 
     # --- reads (under the connection lock) --------------------------------------------
 
-    def _ours(self) -> dict[str, list[tuple[Any, LbRow]]]:
+    def _ours(self, keys: Collection[str] | None) -> dict[str, list[tuple[Any, LbRow]]]:
+        """Our rows by name: of the Services ``keys``, or of all (None)."""
         ours: dict[str, list[tuple[Any, LbRow]]] = {}
         for row in self._api.tables[_LB].rows.values():
-            if row.external_ids.get(KEY_ROLE) == ROLE_SERVICE:
+            ext = row.external_ids
+            if ext.get(KEY_ROLE) == ROLE_SERVICE and (keys is None
+                                                     or ext.get(KEY_SERVICE) in keys):
                 ours.setdefault(row.name, []).append((row.uuid, _read_row(row)))
         for rows in ours.values():
             rows.sort(key=lambda r: str(r[0]))
         return ours
 
-    def _view(self, switches: Mapping[str, str]) -> _View:
+    def _view(self, switches: Mapping[str, str], keys: Collection[str] | None) -> _View:
         groups = [g for g in self._api.tables[_LBG].rows.values() if g.name == GROUP]
         group = groups[0] if groups else None
         by_name = {sw.name: sw for sw in self._api.tables[_LS].rows.values()}
@@ -238,7 +239,7 @@ class OvnLoadBalancers:
                     g.uuid == group.uuid for g in sw.load_balancer_group)
                 attached[node] = (sw.uuid, has_group,
                                   frozenset(lb.uuid for lb in sw.load_balancer))
-        return _View(ours=self._ours(), group=None if group is None else group.uuid,
+        return _View(ours=self._ours(keys), group=None if group is None else group.uuid,
                      group_members=frozenset(lb.uuid for lb in group.load_balancer)
                      if group is not None else frozenset(),
                      switches=attached)
