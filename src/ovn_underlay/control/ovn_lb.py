@@ -58,7 +58,8 @@ ROLE_SERVICE = "service"
 KEY_SERVICE = EXT_PREFIX + "service"
 KEY_NODE = EXT_PREFIX + "node"
 DEFAULT_BATCH = 500
-"""Load_Balancer rows written per transaction at most."""
+"""Row writes after which a transaction is closed (a Service's are never split, so one
+may hold a few more)."""
 
 _LB = "Load_Balancer"
 _LBG = "Load_Balancer_Group"
@@ -136,6 +137,7 @@ class _View:
     ours: dict[str, list[tuple[Any, LbRow]]]
     """Our rows by name (more than one only if something duplicated a name)."""
     group: Any
+    """The group's uuid (None: there is none yet)."""
     group_members: frozenset[Any]
     switches: dict[str, tuple[Any, bool, frozenset[Any]]]
     """By node: the switch's uuid, whether it has the group, its load_balancer uuids."""
@@ -146,7 +148,7 @@ class OvnLoadBalancers:
 
     def __init__(self, plane: OvnNbControlPlane, batch: int = DEFAULT_BATCH,
                  learned_affinity: bool = False) -> None:
-        """Write through ``plane``'s NB connection, at most ``batch`` rows a transaction;
+        """Write through ``plane``'s NB connection, ``batch`` row writes a transaction;
         ``learned_affinity``: ClientIP affinity as OVN's affinity_timeout (see the module
         docstring)."""
         if batch < 1:
