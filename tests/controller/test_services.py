@@ -301,3 +301,29 @@ def test_on_neutron_services_are_said_once_and_not_programmed(
     said = [r for r in caplog.records if r.getMessage() == NEUTRON_NOTICE]
     assert [r.levelname for r in said] == ["WARNING"]
     assert "Octavia" in NEUTRON_NOTICE
+
+
+def test_fenced_by_a_later_leader_it_writes_no_services(
+        controllers: MakeController, cluster: Client, nb: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Another connection fences the NB with a later epoch: the change that follows is
+    not written, and the reconciler says it stopped."""
+    controller = controllers()
+    two_nodes_with_pods(cluster)
+    ip = web_service(cluster)
+    both = {f"{ip}:80": "198.19.0.5:8080,198.19.1.5:9090"}
+    eventually(lambda: vips(nb) == both)
+    epoch = controller.elector.epoch
+    assert epoch is not None
+    later = OvnNbControlPlane(nb, timeout=5)
+    try:
+        later.fence(epoch + 100)
+    finally:
+        later.close()
+    cluster.patch(Pod.Status, "b", {"status": {"conditions": [
+        {"type": "Ready", "status": "False"}]}}, namespace="default",
+        patch_type=PatchType.MERGE)
+    eventually(lambda: any("writing no more Services" in r.getMessage()
+                           for r in caplog.records))
+    time.sleep(1.0)
+    assert vips(nb) == both
