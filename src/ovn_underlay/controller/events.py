@@ -40,21 +40,26 @@ class EventRecorder:
     def node(self, name: str, kind: str, reason: str, message: str) -> None:
         """An Event on Node ``name`` (its uid is its name, as the kubelet's node Events have
         it and ``kubectl describe node`` looks them up)."""
+        self.about(ObjectReference(apiVersion="v1", kind="Node", name=name, uid=name),
+                   NODE_EVENTS_NAMESPACE, kind, reason, message)
+
+    def about(self, obj: ObjectReference, namespace: str, kind: str, reason: str,
+              message: str) -> None:
+        """An Event of type ``kind`` on ``obj``, in ``namespace``; best effort (a refusal
+        is logged), and nothing unless ``may_write()``."""
         if not self._may_write():
             return
-        about = ObjectReference(apiVersion="v1", kind="Node", name=name, uid=name)
-        namespace = NODE_EVENTS_NAMESPACE
         now = datetime.datetime.now(datetime.UTC)
         event = Event(
-            metadata=ObjectMeta(name=f"{about.name}.{uuid.uuid4().hex[:16]}",
+            metadata=ObjectMeta(name=f"{obj.name}.{uuid.uuid4().hex[:16]}",
                                 namespace=namespace),
-            involvedObject=about, reason=reason, message=message[:1024], type=kind,
+            involvedObject=obj, reason=reason, message=message[:1024], type=kind,
             source=EventSource(component=COMPONENT), reportingComponent=COMPONENT,
             reportingInstance=self.instance or None, firstTimestamp=now, lastTimestamp=now,
             count=1)
         try:
-            with translated(self.kube.server, f"create Event {reason} on {about.kind} "
-                            f"{about.name}"):
+            with translated(self.kube.server, f"create Event {reason} on {obj.kind} "
+                            f"{obj.name}"):
                 self.kube.api.create(event, namespace=namespace)
         except KubeError as exc:
             LOG.info("not recorded as an Event: %s (%s)", message, exc)

@@ -34,25 +34,22 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from lightkube import SingleConfig
 from lightkube.generic_resource import create_namespaced_resource
-from lightkube.models.core_v1 import EventSource, ObjectReference
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Event, Service
+from lightkube.models.core_v1 import ObjectReference
+from lightkube.resources.core_v1 import Service
 
 from ovn_underlay.control.base import ControlPlaneUnavailable, Fenced
 from ovn_underlay.control.services import ServicesBackend, ServiceState, SyncResult
-from ovn_underlay.controller.events import COMPONENT, WARNING
+from ovn_underlay.controller.events import WARNING, EventRecorder
 from ovn_underlay.controller.service_model import SERVICE_NAME_LABEL, service_state
-from ovn_underlay.kube.client import KubeClient, KubeError, describe, translated
+from ovn_underlay.kube.client import KubeClient, KubeError, describe
 from ovn_underlay.kube.informer import Informer, Key, key_of
 
 LOG = logging.getLogger(__name__)
@@ -95,7 +92,7 @@ class ServicesReconciler:
         """``kube``: where Events go; ``instance``: the Events' reportingInstance."""
         self.kube = kube
         self.window = window
-        self.instance = instance
+        self.events = EventRecorder(kube, may_write, instance)
         self._may_write = may_write
         self._switches = switches
         self.services: Informer[Service] = Informer(
@@ -342,23 +339,10 @@ class ServicesReconciler:
         """A Warning Event on the Service, best effort (a failure is logged)."""
         service = self.services.get(state.namespace, state.name)
         meta = service.metadata if service is not None else None
-        if meta is None or not self._may_write():
+        if meta is None:
             return
         about = ObjectReference(apiVersion="v1", kind="Service", namespace=state.namespace,
                                 name=state.name, uid=meta.uid,
                                 resourceVersion=meta.resourceVersion)
-        now = datetime.datetime.now(datetime.UTC)
-        reason = "ServicePartlyProgrammed"
-        event = Event(
-            metadata=ObjectMeta(name=f"{state.name}.{uuid.uuid4().hex[:16]}",
-                                namespace=state.namespace),
-            involvedObject=about, reason=reason, message=message[:1024], type=WARNING,
-            source=EventSource(component=COMPONENT), reportingComponent=COMPONENT,
-            reportingInstance=self.instance or None, firstTimestamp=now, lastTimestamp=now,
-            count=1)
-        try:
-            with translated(self.kube.server, f"create Event {reason} on Service "
-                            f"{state.key}"):
-                self.kube.api.create(event, namespace=state.namespace)
-        except KubeError as exc:
-            LOG.info("not recorded as an Event: %s (%s)", message, exc)
+        self.events.about(about, state.namespace, WARNING, "ServicePartlyProgrammed",
+                          message)
