@@ -187,9 +187,10 @@ class LeaderElector:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"leader-{self.config.name}")
-        self._thread.start()
+        thread = threading.Thread(target=self._run, daemon=True,
+                                  name=f"leader-{self.config.name}")
+        thread.start()
+        self._thread = thread  # only a started thread: another's stop() may join it
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop contending: end the term (``on_stopped_leading``), then release the Lease."""

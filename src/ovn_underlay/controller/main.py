@@ -166,6 +166,9 @@ class Controller:
                                            self._node_switches, config.services_window,
                                            config.identity)
         self._lock = threading.Lock()
+        self._election = threading.Lock()
+        """Held while the elector is stopped (and started again): a stop() racing a
+        deposed term's restart neither joins a thread not started nor is undone by it."""
         self._wanted: int | None = None
         """The epoch the elector says we lead in (None: not leading)."""
         self._epoch: int | None = None
@@ -197,8 +200,9 @@ class Controller:
         """Stop writing, release the Lease, end the worker and the informers."""
         LOG.info("controller %s stopping", self.config.identity)
         self.services.drain(min(timeout, STOP_DRAIN))
-        self._stopping.set()
-        self.elector.stop(timeout)
+        with self._election:
+            self._stopping.set()
+            self.elector.stop(timeout)
         self.queue.wake()
         if self._worker is not None:
             self._worker.join(timeout)
@@ -381,6 +385,7 @@ class Controller:
     def _resign(self, epoch: int, exc: Exception) -> None:
         """A later leader fenced the control plane: end the term and contend anew."""
         LOG.error("epoch %d: deposed: %s; stepping down", epoch, exc)
-        self.elector.stop()
-        if not self._stopping.is_set():
-            self.elector.start()
+        with self._election:
+            self.elector.stop()
+            if not self._stopping.is_set():
+                self.elector.start()
