@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from ovn_underlay.cni.host_install import is_static, settings_path
 from ovn_underlay.control.base import ControlPlane
 from ovn_underlay.control.ovn_nb import OvnNbControlPlane
-from ovn_underlay.controller.main import DEFAULT_NAMESPACE, Controller, ControllerConfig
+from ovn_underlay.controller.main import Controller, ControllerConfig
 from ovn_underlay.controller.nodes import Settings
 from ovn_underlay.dataplane.nsenter import enter_netns
 from ovn_underlay.kube.client import load_config
@@ -36,7 +35,6 @@ from ovn_underlay.lab.topology import Lab, LabState
 from ovn_underlay.pods.security_groups import ALLOWED_ANNOTATION, ANNOTATION
 from tests.conftest import skip_unless_lab_possible
 
-CRD = Path(__file__).resolve().parents[2] / "deploy" / "crd.yaml"
 READY_WITHIN = 90.0
 
 
@@ -48,11 +46,7 @@ def kube_lab(lab_rundir: Path) -> Iterator[LabState]:
     lab = Lab(f"ag{os.getpid() % 1000}", lab_rundir)
     state = lab.up(2, kube=True)
     try:
-        lab_kube.request(state, "POST",
-                         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-                         yaml.safe_load(CRD.read_text()))
-        lab_kube.request(state, "POST", "/api/v1/namespaces", {
-            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": DEFAULT_NAMESPACE}})
+        lab_kube.install_cluster_mode(state)
         yield state
     finally:
         lab.down()

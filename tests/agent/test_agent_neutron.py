@@ -32,7 +32,7 @@ from ovn_underlay.lab import neutron as lab_neutron
 from ovn_underlay.lab.cluster import CniRuntime
 from ovn_underlay.lab.topology import Lab, LabState
 from ovn_underlay.pods.security_groups import ALLOWED_ANNOTATION, ANNOTATION
-from tests.agent.test_agent_lab import CRD, Agent, InHypervisor
+from tests.agent.test_agent_lab import Agent, InHypervisor
 from tests.conftest import skip_unless_lab_possible
 
 PODS = 50
@@ -48,15 +48,10 @@ def neutron_kube_lab(lab_rundir: Path) -> Iterator[LabState]:
     lab = Lab(f"an{os.getpid() % 1000}", lab_rundir)
     state = lab.up(1, neutron=True, kube=True)
     try:
-        import yaml
-
-        lab_kube.request(state, "POST",
-                         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-                         yaml.safe_load(CRD.read_text()))
-        for name, annotations in (("ovn-underlay", {}), ("apps", {ALLOWED_ANNOTATION: GROUP})):
-            lab_kube.request(state, "POST", "/api/v1/namespaces", {
-                "apiVersion": "v1", "kind": "Namespace",
-                "metadata": {"name": name, "annotations": annotations}})
+        lab_kube.install_cluster_mode(state)
+        lab_kube.request(state, "POST", "/api/v1/namespaces", {
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "apps", "annotations": {ALLOWED_ANNOTATION: GROUP}}})
         lab_neutron.call(state, lambda conn: conn.network.create_security_group(name=GROUP))
         yield state
     finally:

@@ -21,14 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from ovn_underlay.controller.main import DEFAULT_NAMESPACE
 from ovn_underlay.lab import daemons, netns
 from ovn_underlay.lab import kube as lab_kube
 from ovn_underlay.lab.cluster import CniRuntime, pod_ip
 from ovn_underlay.lab.topology import VM_NETWORK, Lab, LabState, VmInfo, vsctl
-from tests.agent.test_agent_lab import CRD, Agent, InHypervisor
+from tests.agent.test_agent_lab import Agent, InHypervisor
 from tests.conftest import skip_unless_lab_possible
 
 REACH_WITHIN = 30.0
@@ -42,11 +40,7 @@ def reboot_lab(lab_rundir: Path) -> Iterator[LabState]:
     lab = Lab(f"rb{os.getpid() % 1000}", lab_rundir)
     state = lab.up(1, kube=True)
     try:
-        lab_kube.request(state, "POST",
-                         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-                         yaml.safe_load(CRD.read_text()))
-        lab_kube.request(state, "POST", "/api/v1/namespaces", {
-            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": DEFAULT_NAMESPACE}})
+        lab_kube.install_cluster_mode(state)
         yield state
     finally:
         lab.down()

@@ -44,14 +44,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ovn_underlay.lab import netns
-from ovn_underlay.lab.daemons import DaemonError, alive, read_live_pid, run
+from ovn_underlay.lab.daemons import DaemonError, alive, read_live_pid
 from ovn_underlay.lab.neutron import (
-    MGMT_BRIDGE,
-    MGMT_NETWORK,
     add_mgmt_bridge,
     hv_mgmt_ip,
     in_netns,
-    vm_mgmt_ip,
 )
 
 if TYPE_CHECKING:
@@ -153,18 +150,6 @@ def up(state: LabState, lab_dir: Path) -> None:
     config.write_text(kubeconfig(api_url(), state.name))
     state.kube.update(url=api_url(), kubeconfig=str(config), log=str(log),
                       request_log=str(workdir / "requests.log"))
-
-
-def add_mgmt_link(state: LabState, vm: VmInfo, index: int) -> None:
-    """The VM's ``eth0`` on the management bridge (a Neutron lab's add_vm makes it too)."""
-    hv_end = f"mgmt-{vm.name}"
-    run(["ip", "-n", state.hv_netns, "link", "add", hv_end, "type", "veth", "peer", "name",
-         "eth0", "netns", vm.netns])
-    run(["ip", "-n", state.hv_netns, "link", "set", hv_end, "master", MGMT_BRIDGE, "up"])
-    vm.mgmt_ip = vm_mgmt_ip(index)
-    run(["ip", "-n", vm.netns, "addr", "add", f"{vm.mgmt_ip}/{MGMT_NETWORK.prefixlen}", "dev",
-         "eth0"])
-    run(["ip", "-n", vm.netns, "link", "set", "eth0", "up"])
 
 
 def _now() -> str:

@@ -289,11 +289,8 @@ def up(state: LabState, lab_dir: Path) -> None:
         lambda: call(state, vm_network))
 
 
-def add_vm(state: LabState, vm: VmInfo, index: int) -> str:
-    """The VM's management link, its Neutron port (bound to the chassis) and openrc.
-
-    Returns the port's id, the VM's logical port.
-    """
+def add_mgmt_link(state: LabState, vm: VmInfo, index: int) -> None:
+    """The VM's ``eth0`` on the management bridge, with its address there."""
     hv_end = f"mgmt-{vm.name}"
     run(["ip", "-n", state.hv_netns, "link", "add", hv_end, "type", "veth", "peer", "name",
          "eth0", "netns", vm.netns])
@@ -302,6 +299,14 @@ def add_vm(state: LabState, vm: VmInfo, index: int) -> str:
     run(["ip", "-n", vm.netns, "addr", "add", f"{vm.mgmt_ip}/{MGMT_NETWORK.prefixlen}", "dev",
          "eth0"])
     run(["ip", "-n", vm.netns, "link", "set", "eth0", "up"])
+
+
+def add_vm(state: LabState, vm: VmInfo, index: int) -> str:
+    """The VM's management link, its Neutron port (bound to the chassis) and openrc.
+
+    Returns the port's id, the VM's logical port.
+    """
+    add_mgmt_link(state, vm, index)
 
     def vm_port(conn: Connection) -> str:
         port = conn.network.find_port(vm.name) or conn.network.create_port(

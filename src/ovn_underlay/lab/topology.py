@@ -240,7 +240,7 @@ class Lab:
             run(["ip", "-n", dev_ns, "link", "set", dev, "up"])
             run(["ethtool", "-K", dev, "tx", "off"], netns=dev_ns)
         if state.kube and not state.neutron:  # Neutron's add_vm makes the management link
-            lab_kube.add_mgmt_link(state, vm, index)
+            lab_neutron.add_mgmt_link(state, vm, index)
         if state.neutron:
             vm.port = lab_neutron.add_vm(state, vm, index)
         else:
