@@ -4,10 +4,12 @@ real process against the test API server and a real NB (SIGTERM releases the Lea
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,17 @@ def test_the_defaults_are_the_controllers() -> None:
     assert DEFAULTS["node_subnet_size"] == subnets.DEFAULT_NODE_PREFIX
     assert (DEFAULTS["namespace"], DEFAULTS["resync"]) == (main.DEFAULT_NAMESPACE,
                                                            main.DEFAULT_RESYNC)
+
+
+def test_a_malformed_metrics_address_is_refused_before_anything_starts(
+        tmp_path: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "ovn_underlay.cli", "controller",
+                          "--config-dir", str(tmp_path), "--nb", "unix:/nonexistent",
+                          "--kubeconfig", str(tmp_path / "none"),
+                          "--metrics-address", "9477"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode != 0
+    assert "--metrics-address: metrics address '9477' is not HOST:PORT" in run.stderr
 
 
 def test_files_give_settings_and_the_command_line_wins(tmp_path: Path) -> None:
@@ -68,11 +81,18 @@ def test_the_process_serves_nodes_and_releases_the_lease_on_sigterm(
     log = tmp_path / "controller.log"
     proc = subprocess.Popen([sys.executable, "-m", "ovn_underlay.cli", "controller",
                              "--config-dir", str(settings), "--kubeconfig", kubeconfig,
-                             "--nb", nb, "--log-file", str(log)])
+                             "--nb", nb, "--metrics-address", "127.0.0.1:0",
+                             "--log-file", str(log)])
     try:
         add_node(cluster, "n1", "10.0.0.11")
         status = wait_ready(cluster, "n1", timeout=20)
         assert (status["subnet"], len(status["ports"])) == ("198.19.0.0/24", 2)
+        served = re.search(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", log.read_text())
+        assert served, log.read_text()
+        with urllib.request.urlopen(served.group(1), timeout=5) as answer:
+            scraped = answer.read().decode()
+        assert "ovn_underlay_controller_leading 1.0" in scraped
+        assert "ovn_underlay_service_sync_latency_seconds_bucket" in scraped
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0

@@ -29,6 +29,7 @@ from ovn_underlay.control.ovn_lb import GROUP, OvnLoadBalancers
 from ovn_underlay.control.ovn_nb import OvnNbControlPlane
 from ovn_underlay.control.services import SyncResult
 from ovn_underlay.controller.main import Controller, ControllerConfig, services_backend
+from ovn_underlay.controller.metrics import ControllerMetrics
 from ovn_underlay.controller.nodes import Settings
 from ovn_underlay.controller.services import NEUTRON_NOTICE, ServicesReconciler
 from ovn_underlay.kube.client import KubeClient, load_config
@@ -46,11 +47,12 @@ MakeController = Callable[..., Controller]
 
 @pytest.fixture
 def controllers(cluster: Client, kubeconfig: str, nb: str) -> Iterator[MakeController]:
-    """make(kubeconfig=..., window=...): a controller started on the API server and the NB
-    (the kubeconfig given, else the server's own)."""
+    """make(kubeconfig=..., window=..., metrics=...): a controller started on the API
+    server and the NB (the kubeconfig given, else the server's own)."""
     made: list[Controller] = []
 
-    def make(config: str = "", window: float = 0.02) -> Controller:
+    def make(config: str = "", window: float = 0.02,
+             metrics: ControllerMetrics | None = None) -> Controller:
         settings = Settings(cluster_subnet=CLUSTER_SUBNET, pool_size=2, max_pool_ports=4,
                             pool_batch=2)
         controller = Controller(
@@ -58,7 +60,7 @@ def controllers(cluster: Client, kubeconfig: str, nb: str) -> Iterator[MakeContr
             ControllerConfig(settings=settings, identity=f"c{len(made)}",
                              lease_duration=LEASE, renew_deadline=1.0, renew_interval=0.3,
                              retry_period=0.1, resync=0.5, services_window=window),
-            lambda: OvnNbControlPlane(nb, timeout=5))
+            lambda: OvnNbControlPlane(nb, timeout=5), metrics)
         made.append(controller)
         controller.start()
         return controller
@@ -308,7 +310,8 @@ def test_fenced_by_a_later_leader_it_writes_no_services(
         caplog: pytest.LogCaptureFixture) -> None:
     """Another connection fences the NB with a later epoch: the change that follows is
     not written, and the reconciler says it stopped."""
-    controller = controllers()
+    metrics = ControllerMetrics()
+    controller = controllers(metrics=metrics)
     two_nodes_with_pods(cluster)
     ip = web_service(cluster)
     both = {f"{ip}:80": "198.19.0.5:8080,198.19.1.5:9090"}
@@ -327,3 +330,42 @@ def test_fenced_by_a_later_leader_it_writes_no_services(
                            for r in caplog.records))
     time.sleep(1.0)
     assert vips(nb) == both
+    assert sample(metrics, "service_sync_errors_total", reason="fenced") == 1
+    assert sample(metrics, "service_backends_programmed") == 2 + 1  # default/kubernetes
+
+
+def sample(metrics: ControllerMetrics, name: str, **labels: str) -> float | None:
+    """The value of ``ovn_underlay_<name>`` in ``metrics``' registry."""
+    return metrics.registry.get_sample_value(f"ovn_underlay_{name}", labels)
+
+
+def test_metrics_follow_what_is_programmed(controllers: MakeController, cluster: Client,
+                                           nb: str) -> None:
+    """Services and backends programmed, syncs by kind, their transactions, the latency
+    of each Service carried, and the leading gauge.  The API server's default/kubernetes
+    Service (one endpoint) is programmed as any other."""
+    metrics = ControllerMetrics()
+    controllers(metrics=metrics)
+    two_nodes_with_pods(cluster)
+    eventually(lambda: sample(metrics, "controller_leading") == 1)
+    eventually(lambda: sample(metrics, "services_programmed") == 1)
+    assert sample(metrics, "service_backends_programmed") == 1
+    ip = web_service(cluster)
+    eventually(lambda: vips(nb) == {f"{ip}:80": "198.19.0.5:8080,198.19.1.5:9090"})
+    eventually(lambda: sample(metrics, "service_backends_programmed") == 3)
+    assert sample(metrics, "services_programmed") == 2
+    assert (sample(metrics, "service_syncs_total", kind="complete") or 0) >= 1
+    assert (sample(metrics, "services_nb_transactions_total") or 0) >= 1
+    carried = sample(metrics, "service_sync_latency_seconds_count") or 0
+    assert carried >= 1
+    assert (sample(metrics, "service_sync_latency_seconds_bucket", le="1.0") or 0) >= 1
+    cluster.patch(Pod.Status, "b", {"status": {"conditions": [
+        {"type": "Ready", "status": "False"}]}}, namespace="default",
+        patch_type=PatchType.MERGE)
+    eventually(lambda: sample(metrics, "service_backends_programmed") == 2)
+    assert (sample(metrics, "service_sync_latency_seconds_count") or 0) > carried
+    assert (sample(metrics, "service_syncs_total", kind="incremental") or 0) >= 1
+    cluster.delete(Service, "web", namespace="default")
+    eventually(lambda: sample(metrics, "services_programmed") == 1)
+    assert sample(metrics, "service_backends_programmed") == 1
+    assert sample(metrics, "service_sync_errors_total", reason="error") == 0

@@ -19,8 +19,9 @@ from ovn_underlay.cli.daemon import _setup_logging
 from ovn_underlay.config import ConfigError
 from ovn_underlay.control.base import ChildPort
 from ovn_underlay.daemon.gate import KeyedGate
-from ovn_underlay.daemon.metrics import Metrics, split_address, timed
+from ovn_underlay.daemon.metrics import Metrics, timed
 from ovn_underlay.daemon.service import CniService
+from ovn_underlay.metrics_http import split_address
 from ovn_underlay.pods.attach import PodLink
 from ovn_underlay.pods.pool import PodInterface, PoolStats
 from tests.unit.cni_requests import BAD_CONFIGS, CONTAINER_ID, make_config, make_env

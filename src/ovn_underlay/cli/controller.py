@@ -28,7 +28,8 @@ DEFAULTS: dict[str, Any] = {
     "backend": "ovn", "nb": "", "neutron_config": "", "neutron_cloud": "",
     "child_ports": DEFAULT_CHILD_PORTS, "cluster_subnet": "", "node_subnet_size": 24,
     "router": "ovn-underlay", "pool_size": 16, "max_pool_ports": 128, "pool_batch": 32,
-    "namespace": "ovn-underlay", "resync": 30.0, "kubeconfig": ""}
+    "namespace": "ovn-underlay", "resync": 30.0, "kubeconfig": "",
+    "metrics_address": "127.0.0.1:9477"}
 """Each option's value when neither the command line nor a settings file gives one (the
 controller's own defaults, which a test holds these to: this module imports no controller
 code until the command runs)."""
@@ -75,6 +76,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resync", type=float, metavar="SECONDS", help="every node is reconciled "
                    "again this often; how soon a deleted Node's network goes once its VM "
                    "port is gone (default: 30)")
+    p.add_argument("--metrics-address", metavar="HOST:PORT", help="where Prometheus "
+                   "scrapes /metrics (port 0: any free one, logged), or 'off' (default: "
+                   "127.0.0.1:9477; the Deployment runs on the host network)")
     p.add_argument("--log-file", help="log here (created 0600) instead of stderr")
 
 
@@ -93,21 +97,33 @@ def with_config_dir(args: argparse.Namespace) -> argparse.Namespace:
 def cmd_controller(args: argparse.Namespace) -> int:
     """Run the controller until SIGTERM or SIGINT (then release the Lease)."""
     from ovn_underlay.cli.daemon import _setup_logging, stop_on_signals
+    from ovn_underlay.config import METRICS_OFF
     from ovn_underlay.controller.main import Controller, ControllerConfig
+    from ovn_underlay.controller.metrics import ControllerMetrics
     from ovn_underlay.controller.nodes import Settings
     from ovn_underlay.kube.client import load_config
+    from ovn_underlay.metrics_http import serve, split_address
 
     _setup_logging(args.log_file, args.verbose)
     args = with_config_dir(args)
     if args.backend == "ovn" and not args.nb:
         raise ConfigError("--backend ovn needs --nb (the OVN Northbound connection), on the "
                           "command line or as the file 'nb' in the settings directory")
+    if args.metrics_address != METRICS_OFF:
+        try:
+            split_address(args.metrics_address)
+        except ValueError as exc:
+            raise ConfigError(f"--metrics-address: {exc} (or 'off')") from None
     settings = Settings(router=args.router, cluster_subnet=args.cluster_subnet,
                         pool_size=args.pool_size, max_pool_ports=args.max_pool_ports,
                         pool_batch=args.pool_batch)
     config = ControllerConfig(settings=settings, node_prefix=args.node_subnet_size,
                               namespace=args.namespace, resync=args.resync)
-    controller = Controller(load_config(args.kubeconfig), config, lambda: _connect(args))
+    metrics = ControllerMetrics()
+    controller = Controller(load_config(args.kubeconfig), config, lambda: _connect(args),
+                            metrics)
+    if args.metrics_address != METRICS_OFF:
+        serve(metrics.registry, args.metrics_address)
 
     stop_on_signals(controller.stop)
     controller.start()

@@ -50,6 +50,7 @@ from ovn_underlay.control.ovn_nb import OvnNbControlPlane
 from ovn_underlay.control.services import ServicesBackend
 from ovn_underlay.controller.events import EventRecorder
 from ovn_underlay.controller.leader import ElectionConfig, LeaderElector, default_identity
+from ovn_underlay.controller.metrics import ControllerMetrics
 from ovn_underlay.controller.nodes import Caches, NodeReconciler, NotLeading, Settings, UnderlayNode
 from ovn_underlay.controller.services import DEFAULT_WINDOW, ServicesReconciler
 from ovn_underlay.controller.subnets import DEFAULT_NODE_PREFIX, SubnetAllocator
@@ -139,8 +140,10 @@ class Controller:
     """One replica of the cluster controller (module docstring)."""
 
     def __init__(self, kube_config: SingleConfig, config: ControllerConfig,
-                 connect: Callable[[], ControlPlane]) -> None:
-        """``connect``: a new connection to the control plane (one per term)."""
+                 connect: Callable[[], ControlPlane],
+                 metrics: ControllerMetrics | None = None) -> None:
+        """``connect``: a new connection to the control plane (one per term);
+        ``metrics``: where the controller's figures go (None: nowhere)."""
         self.config = config
         self._connect = connect
         self.kube = KubeClient(kube_config)
@@ -164,7 +167,9 @@ class Controller:
         self.allocator = SubnetAllocator(config.settings.cluster_subnet, config.node_prefix)
         self.services = ServicesReconciler(lambda: kube_config, self.kube, self._may_write,
                                            self._node_switches, config.services_window,
-                                           config.identity)
+                                           config.identity, metrics)
+        if metrics is not None:
+            metrics.watch_leading(lambda: self.leading)
         self._lock = threading.Lock()
         self._election = threading.Lock()
         """Held while the elector is stopped (and started again): a stop() racing a

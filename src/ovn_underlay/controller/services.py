@@ -27,6 +27,10 @@
   status changed); :meth:`ServicesReconciler.drain` waits until the pending work is
   done (before a planned stop, so that a successor finds nothing left to write).
 * :meth:`ServicesReconciler.end_term` waits for a sync under way, then writes no more.
+* With ``metrics`` (:class:`~ovn_underlay.controller.metrics.ControllerMetrics`): each
+  committed sync, its transactions, the latency of each Service it carried (from the
+  first informer event that marked it in this term to the commit), what is programmed
+  after it, and each failure by reason.
 * ``begin_term`` with no backend (the Neutron control plane: a tenant cannot write
   OVN's Northbound; Services there need Octavia's OVN provider, a later issue) programs
   nothing and says so once.
@@ -48,6 +52,7 @@ from lightkube.resources.core_v1 import Service
 from ovn_underlay.control.base import ControlPlaneUnavailable, Fenced
 from ovn_underlay.control.services import ServicesBackend, ServiceState, SyncResult
 from ovn_underlay.controller.events import WARNING, EventRecorder
+from ovn_underlay.controller.metrics import ControllerMetrics
 from ovn_underlay.controller.service_model import SERVICE_NAME_LABEL, service_state
 from ovn_underlay.kube.client import KubeClient, KubeError, describe
 from ovn_underlay.kube.informer import Informer, Key, key_of
@@ -88,9 +93,11 @@ class ServicesReconciler:
 
     def __init__(self, config: Callable[[], SingleConfig], kube: KubeClient,
                  may_write: Callable[[], bool], switches: Callable[[], Mapping[str, str]],
-                 window: float = DEFAULT_WINDOW, instance: str = "") -> None:
+                 window: float = DEFAULT_WINDOW, instance: str = "",
+                 metrics: ControllerMetrics | None = None) -> None:
         """``kube``: where Events go; ``instance``: the Events' reportingInstance."""
         self.kube = kube
+        self.metrics = metrics
         self.window = window
         self.events = EventRecorder(kube, may_write, instance)
         self._may_write = may_write
@@ -105,6 +112,8 @@ class ServicesReconciler:
             on_relist=self.resync)
         self._cond = threading.Condition()
         self._dirty: set[str] = set()
+        self._marked: dict[str, float] = {}
+        """When each Service not synced yet was first marked in this term (monotonic)."""
         self._complete = False
         self._backend: ServicesBackend | None = None
         self._epoch: int | None = None
@@ -116,6 +125,8 @@ class ServicesReconciler:
         """Held by a sync and by end_term: a term ends after its sync under way."""
         self._problems: dict[str, tuple[str, ...]] = {}
         self._synced_switches: dict[str, str] | None = None
+        self._programmed: dict[str, int] = {}
+        """The programmed Services' endpoint counts, by Service (for the metrics)."""
         self._failures = 0
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -153,6 +164,7 @@ class ServicesReconciler:
         with self._term_lock, self._cond:
             self._backend, self._epoch = backend, epoch
             self._dirty.clear()
+            self._marked.clear()
             self._complete = True
             self._synced_switches = None
             self._failures = 0
@@ -190,8 +202,12 @@ class ServicesReconciler:
     # -- the informers' handlers ----------------------------------------------------------
 
     def _mark(self, *keys: str | None) -> None:
+        now = time.monotonic()
         with self._cond:
-            self._dirty.update(k for k in keys if k)
+            for key in keys:
+                if key:
+                    self._dirty.add(key)
+                    self._marked.setdefault(key, now)
             self._cond.notify()
 
     def _service_changed(self, obj: Service) -> None:
@@ -251,35 +267,47 @@ class ServicesReconciler:
                 if not (complete or self._dirty):
                     return True
                 dirty, self._dirty = self._dirty, set()
+                marked, self._marked = self._marked, {}
                 self._complete = False
             try:
-                self._sync(backend, epoch, switches, complete, dirty)
+                self._sync(backend, epoch, switches, complete, dirty, marked)
             except Fenced as exc:
+                self._failed("fenced")
                 LOG.error("epoch %d: Services not synced: %s; writing no more Services in "
                           "this term", epoch, exc)
                 self._backend, self._epoch = None, None
                 return True
             except (ControlPlaneUnavailable, KubeError) as exc:
-                self._keep(complete, dirty)
+                self._keep(complete, dirty, marked)
+                self._failed("unavailable")
                 LOG.warning("epoch %d: Services not synced: %s; again soon", epoch,
                             describe(exc))
                 return False
             except Exception as exc:
-                self._keep(complete, dirty)
+                self._keep(complete, dirty, marked)
+                self._failed("error")
                 LOG.exception("epoch %d: Services not synced: %s", epoch, describe(exc))
                 return False
             self._synced_switches = switches
             self._failures = 0
             return True
 
-    def _keep(self, complete: bool, dirty: set[str]) -> None:
+    def _keep(self, complete: bool, dirty: set[str], marked: dict[str, float]) -> None:
         with self._cond:
             self._complete = self._complete or complete
             self._dirty |= dirty
+            for key, when in marked.items():
+                self._marked[key] = min(when, self._marked.get(key, when))
+
+    def _failed(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.failed(reason)
 
     def _sync(self, backend: ServicesBackend, epoch: int, switches: dict[str, str],
-              complete: bool, dirty: set[str]) -> None:
-        """A complete sync, or one of the ``dirty`` Services; only while ``may_write()``."""
+              complete: bool, dirty: set[str], marked: dict[str, float]) -> None:
+        """A complete sync, or one of the ``dirty`` Services; only while ``may_write()``.
+
+        ``marked``: when the Services it carries were first marked (for the latency)."""
         started = time.monotonic()
         keys = ({service_key(s) for s in self.services.list()} if complete else dirty)
         states: list[ServiceState] = []
@@ -302,6 +330,7 @@ class ServicesReconciler:
             result = SyncResult(result.created, result.updated,
                                 result.deleted + deleted.deleted,
                                 result.transactions + deleted.transactions)
+        self._record(states, gone, complete, result, marked)
         level = logging.INFO if complete or result.transactions else logging.DEBUG
         LOG.log(level, "epoch %d: %s sync of %d Service(s) (%d gone) over %d switch(es): "
                 "%d row(s) created, %d updated, %d deleted in %d transaction(s), %.0f ms",
@@ -312,6 +341,25 @@ class ServicesReconciler:
             self._say_problems(state)
         for key in gone:
             self._problems.pop(key, None)
+
+    def _record(self, states: list[ServiceState], gone: list[str], complete: bool,
+                result: SyncResult, marked: dict[str, float]) -> None:
+        """The metrics of one committed sync (nothing without metrics)."""
+        if self.metrics is None:
+            return
+        if complete:
+            self._programmed.clear()
+        for key in gone:
+            self._programmed.pop(key, None)
+        for state in states:
+            if state.cluster_ips:
+                self._programmed[state.key] = sum(len(p.endpoints) for p in state.ports)
+            else:
+                self._programmed.pop(state.key, None)
+        now = time.monotonic()
+        self.metrics.synced(complete, result.transactions,
+                            [now - when for when in marked.values()])
+        self.metrics.programmed(len(self._programmed), sum(self._programmed.values()))
 
     def _state(self, key: str) -> ServiceState | None:
         """The state of Service ``key`` from the caches (None: gone or not ours)."""

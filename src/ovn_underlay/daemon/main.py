@@ -13,11 +13,12 @@ from ovn_underlay.cni import conflist
 from ovn_underlay.config import METRICS_OFF
 from ovn_underlay.daemon.agent import NodeAgent
 from ovn_underlay.daemon.isolation import IsolationKeeper
-from ovn_underlay.daemon.metrics import Metrics, split_address
+from ovn_underlay.daemon.metrics import Metrics
 from ovn_underlay.daemon.refill import DEFAULT_INTERVAL, DEFAULT_RECLAIM_AFTER, Refiller
 from ovn_underlay.daemon.server import DEFAULT_WORKERS, UnixServer
 from ovn_underlay.daemon.service import CniService
 from ovn_underlay.daemon.status import DaemonStatus, status_path, write_status
+from ovn_underlay.metrics_http import split_address
 
 LOG = logging.getLogger(__name__)
 

@@ -15,22 +15,21 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ovn_underlay.control.base import ControlPlane
+from ovn_underlay.metrics_http import serve
 from ovn_underlay.pods.pool import PoolStats
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-LOG = logging.getLogger(__name__)
 NAMESPACE = "ovn_underlay"
 REQUEST_BUCKETS = (0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
                    0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -83,14 +82,7 @@ class Metrics:
 
     def serve(self, address: str) -> WSGIServer:
         """Serve ``/metrics`` on ``address`` ("HOST:PORT", port 0 picks one) in a thread."""
-        host, port = split_address(address)
-        try:
-            server, _thread = start_http_server(port, host, registry=self.registry)
-        except OSError as exc:
-            raise OSError(exc.errno, f"cannot serve metrics on {address}: {exc.strerror} "
-                          "(--metrics-address; 'off' for none)") from exc
-        LOG.info("metrics on http://%s:%d/metrics", host, server.server_port)
-        return server
+        return serve(self.registry, address)
 
 
 class _PoolCollector(Collector):
@@ -111,14 +103,6 @@ class _PoolCollector(Collector):
                                 value=stats.total)
         yield GaugeMetricFamily(f"{NAMESPACE}_pool_in_use", "Pool ports held by pods",
                                 value=stats.attaching + stats.attached)
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """("HOST", PORT) of "HOST:PORT" (IPv6 hosts in brackets); ValueError if malformed."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"metrics address {address!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
 
 
 def timed(control: ControlPlane, backend: str, metrics: Metrics) -> ControlPlane:

@@ -207,8 +207,9 @@ def start_controller(state: LabState, lab_dir: Path, cluster_subnet: str, router
                      name: str = "controller") -> Path:
     """``ovn-k8s-underlay controller`` in the hypervisor, with the lab's control plane.
 
-    NB lab: the NB address; Neutron lab: the admin openrc the lab wrote.  Returns its
-    pid file (recorded in the lab's state as ``name``).
+    NB lab: the NB address; Neutron lab: the admin openrc the lab wrote.  Metrics on
+    a free port of the hypervisor's loopback (two controllers may run at once; the log
+    says where).  Returns its pid file (recorded in the lab's state as ``name``).
     """
     workdir = lab_dir / "hv" / name
     backend = ["--backend", "ovn", "--nb", state.nb]
@@ -223,6 +224,7 @@ def start_controller(state: LabState, lab_dir: Path, cluster_subnet: str, router
                                 "--kubeconfig", state.kube["kubeconfig"], *backend,
                                 "--cluster-subnet", cluster_subnet, "--router", router,
                                 "--namespace", CLUSTER_NAMESPACE,
+                                "--metrics-address", "127.0.0.1:0",
                                 "--log-file", str(workdir / f"{name}.log")),
                      workdir, state.hv_netns, net_only=True)
     state.daemons[name] = str(pidfile)
