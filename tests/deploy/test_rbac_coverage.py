@@ -252,6 +252,20 @@ def run_scenario(cluster: Cluster) -> None:
             refused = add_until_answered(runtime, "ctr-rbac-2", path, ("apps", "web-0"))
             assert "need the neutron backend" in json.dumps(refused.output), (
                 refused, agent.text()[-3000:], controller.text()[-3000:])
+            # A Service outside default that cannot be fully served (an FQDN slice): the
+            # controller's Warning Event goes to the Service's own namespace.
+            cluster.admin("POST", "/api/v1/namespaces/apps/services", {
+                "apiVersion": "v1", "kind": "Service", "metadata": {"name": "legacy"},
+                "spec": {"ports": [{"name": "http", "port": 80}]}})
+            cluster.admin("POST", "/apis/discovery.k8s.io/v1/namespaces/apps/endpointslices", {
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": "legacy-1",
+                             "labels": {"kubernetes.io/service-name": "legacy"}},
+                "addressType": "FQDN", "ports": [{"name": "http", "port": 80}],
+                "endpoints": [{"addresses": ["legacy.example"]}]})
+            wait(lambda: any(e["reason"] == "ServicePartlyProgrammed" for e in cluster.admin(
+                "GET", "/api/v1/namespaces/apps/events")["items"]), [controller, agent],
+                "a Warning Event on Service apps/legacy")
         finally:
             runtime.delete("ctr-rbac-2", path)
             netns.destroy(path.rsplit("/", 1)[1])
