@@ -70,9 +70,44 @@ def test_demo_the_kubernetes_way_is_all_green_and_leaves_nothing(fresh: tuple[Pa
     rundir, name = fresh
     demo = cli(rundir, name, "demo", "--kube", check=False)
     assert demo.returncode == 0, demo.stdout + demo.stderr
-    assert "50/50 checks green" in demo.stdout, demo.stdout
+    # 50 of the matrix, then one per client of the ClusterIP Service: every backend reached.
+    assert "52/52 checks green" in demo.stdout, demo.stdout
     assert "every pool port free ok" in demo.stdout, demo.stdout
     for vm in ("vm1", "vm2"):  # set up by the agents, from the controller's answer
         assert f"{vm}: NetworkUnavailable=False (OvnUnderlayReady)" in demo.stdout, demo.stdout
     assert json.loads(cli(rundir, name, "status", "--json", check=False).stdout)["up"] is False
     assert_gone(rundir, name, [])
+    assert_service_spread(demo.stdout)
+
+
+def assert_service_spread(out: str) -> None:
+    """The demo's Service part: allocated, sliced, programmed, spread over all four Pods on
+    both VMs from a pod on each VM, and deleted (rows gone, ClusterIP silent)."""
+    lines = out.splitlines()
+    created = [line for line in lines if line.startswith("Service default/demo created")]
+    assert len(created) == 1 and "type ClusterIP" in created[0], out
+    cluster_ip = created[0].rsplit("ClusterIP ", 1)[1]
+    assert cluster_ip.startswith("198.18.1"), out  # the API server's service range
+    assert "EndpointSlice demo-" in out and "4 ready endpoints" in out, out
+    assert (f"OVN Load_Balancer Service_default/demo_tcp (written by the controller): "
+            f"{cluster_ip}:80 -> 4 backends, in group ovn-underlay-services on switches "
+            "node-vm1, node-vm2") in out, out
+    head = next(i for i, line in enumerate(lines) if line.startswith("backend "))
+    assert lines[head].split()[-4:] == ["from", "pod-vm1-a", "from", "pod-vm2-a"], out
+    rows = {line.split()[0]: line.split() for line in lines[head + 1:head + 5]}
+    assert sorted(rows) == ["pod-vm1-a", "pod-vm1-b", "pod-vm2-a", "pod-vm2-b"], out
+    for name, row in rows.items():
+        assert row[1] == name.split("-")[1], out  # the backend's VM
+        assert int(row[3]) > 0 and int(row[4]) > 0, out  # hit from each client
+    for column in (3, 4):
+        assert sum(int(row[column]) for row in rows.values()) == 40, out
+    assert lines[head + 5].split()[-2:] == ["0", "0"], out  # no answer / other
+    for client in ("pod-vm1-a", "pod-vm2-a"):
+        assert any(line.startswith(f"service every backend  {client} ")
+                   and line.endswith(f"demo ({cluster_ip}:80)  ok: 4/4 backends, "
+                                     "40/40 answered") for line in lines), out
+    gone = [line for line in lines if line.startswith("teardown: Service default/demo")]
+    assert len(gone) == 1 and "rows removed by the controller" in gone[0], out
+    assert f"{cluster_ip}:80 answers pod-vm1-a no more" in gone[0] and gone[0].endswith(": ok")
+    assert lines.index(gone[0]) < next(i for i, line in enumerate(lines)
+                                       if line.startswith("teardown: 4 Pods deleted")), out

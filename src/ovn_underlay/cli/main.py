@@ -66,7 +66,9 @@ def _add_lab(sub: SubParsers) -> None:
     demo.add_argument("--neutron", action="store_true", help="the same through a real "
                       "neutron-server (VM 1 trunk subports, VM 2 binding:profile)")
     demo.add_argument("--kube", action="store_true", help="Pods made through the test "
-                      "Kubernetes API, run by a kubelet stand-in and containerd per VM")
+                      "Kubernetes API, run by a kubelet stand-in and containerd per VM; "
+                      "after the matrix a ClusterIP Service over them (OVN backend): the "
+                      "hits per backend from a pod on each VM")
     demo.set_defaults(func=lab_cmds.cmd_lab_demo)
     run = verbs.add_parser(
         "exec", help="run a command on a VM, with that VM's own paths and OVS database",

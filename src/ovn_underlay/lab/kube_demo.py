@@ -16,6 +16,14 @@ them (each sandbox's network namespace bind-mounted under /var/run/netns as
 API, every pool port must be free again, and the lab goes down.  The matrix includes
 pods to every VM's primary address and back and pods to the external host (seen as the
 router's SNAT address).
+
+After the matrix, a ClusterIP Service over the four Pods (:mod:`ovn_underlay.lab.demo_service`):
+created through the API (``selector: app=demo``, port 80 -> 8080), its ClusterIP and
+EndpointSlice made by the test API server, its OVN load balancer by the controller; from
+one pod per VM :data:`~ovn_underlay.lab.demo_service.REQUESTS` HTTP GETs to the ClusterIP,
+a table of the hits per backend (each Pod's page names it), and one check per client that
+every backend answered, counted into the demo's total.  The Service is deleted before the
+Pods: the controller removes its rows and the ClusterIP stops answering.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from ovn_underlay.lab import external, kube, netns, probe
+from ovn_underlay.lab import demo_service, external, kube, netns, probe
 from ovn_underlay.lab.cluster import CLUSTER_ROUTER, CLUSTER_SUBNET, Node
 from ovn_underlay.lab.containerd import Containerd
 from ovn_underlay.lab.daemons import DaemonError, read_live_pid, run
@@ -58,11 +66,14 @@ def require_tools() -> None:
 
 
 def pod_manifest(name: str, node: str) -> dict[str, Any]:
-    """A Pod bound to ``node`` serving HTTP on :data:`PORT` (the image's httpd)."""
+    """A Pod bound to ``node`` serving HTTP on :data:`PORT` (the image's httpd), a page
+    naming the Pod (:data:`ovn_underlay.lab.demo_service.POD_COMMAND`)."""
     return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": "default", "labels": {"app": "demo"}},
+            "metadata": {"name": name, "namespace": "default",
+                         "labels": dict(demo_service.SELECTOR)},
             "spec": {"nodeName": node, "containers": [
                 {"name": "web", "image": "oul-busybox:lab",
+                 "command": list(demo_service.POD_COMMAND),
                  "ports": [{"containerPort": PORT, "protocol": "TCP"}]}]}}
 
 
@@ -159,6 +170,7 @@ def run_kube_demo(lab: Lab, vms: int = 2, keep: bool = False, neutron: bool = Fa
     state = lab.up(vms, neutron=neutron, kube=True)
     engines: list[tuple[Node, Containerd]] = []
     bound: list[str] = []
+    service: demo_service.DemoService | None = None
     try:
         _say(f"lab up in {time.monotonic() - started:.1f}s: NB {state.nb}, Kubernetes API "
              f"{state.kube['url']} (kubeconfig {state.kube['kubeconfig']})")
@@ -203,9 +215,25 @@ def run_kube_demo(lab: Lab, vms: int = 2, keep: bool = False, neutron: bool = Fa
             ends.append((node, probe.Endpoint(name, ns_name, ip)))
         checks = (vm_checks + matrix(ends, node_ends)
                   + reach(ends, vm_ends, outside(state), snat_ip))
-        _say(probe.render(checks))
+        _say(probe.table(checks))
+        oks = [c.ok for c in checks]
+        clients = [pod for i, (node, pod) in enumerate(ends)
+                   if all(n is not node for n, _ in ends[:i])]  # one pod per VM
+        if state.neutron:
+            _say("Services: none with the Neutron backend (a tenant cannot write OVN's "
+                 "Northbound; the controller programs no Service and says so)")
+        else:
+            service = demo_service.DemoService(state, {
+                name: (str(pods[name]["spec"]["nodeName"]), str(pods[name]["status"]["podIP"]))
+                for name in owners})
+            if service.show_programmed(clients[0]):
+                oks += [s.ok for s in service.spread(clients)]
+            else:
+                oks += [False] * len(clients)
+        _say(probe.verdict(oks))
         if keep:
-            return 0 if all(c.ok for c in checks) else 1
+            return 0 if all(oks) else 1
+        service_gone = service is None or service.delete(clients[0])
         for ns_name in bound:
             _unbind_netns(ns_name)
         bound.clear()
@@ -220,11 +248,17 @@ def run_kube_demo(lab: Lab, vms: int = 2, keep: bool = False, neutron: bool = Fa
         _say(f"teardown: {len(owners)} Pods deleted through the API "
              f"{'ok' if deleted else 'FAILED'}, every pool port free "
              f"{'ok' if free else 'FAILED'}")
-        return 0 if all(c.ok for c in checks) and deleted and free else 1
+        return 0 if all(oks) and service_gone and deleted and free else 1
     finally:
         if keep:
             _say("lab left running (--keep); 'ovn-k8s-underlay lab down' removes it")
         else:
+            if service is not None and service.created:
+                try:
+                    service.delete(None)
+                except Exception as exc:  # lab down removes it with the rest
+                    _say(f"Service {demo_service.NAMESPACE}/{demo_service.NAME} not "
+                         f"deleted ({exc})")
             for ns_name in bound:
                 _unbind_netns(ns_name)
             for node, engine in engines:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ovn_underlay.lab.daemons import netns_argv
@@ -122,14 +123,27 @@ def _shown(c: Check) -> str:
     return f"{c.seen_as}{verdict}{answer}"
 
 
+def columns(rows: Sequence[Sequence[str]]) -> str:
+    """Rows of cells as plain-text columns (the first row the heading)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                     .rstrip() for row in rows)
+
+
+def table(checks: list[Check]) -> str:
+    """The checks as a plain-text table."""
+    head = ("check", "from", "to", "ping", "tcp", "seen as")
+    return columns([head, *[(c.kind, f"{c.src.label} ({c.src.ip})",
+                             f"{c.dst.label} ({c.dst.ip})", "ok" if c.ping else "FAIL",
+                             "ok" if c.tcp else "FAIL", _shown(c)) for c in checks]])
+
+
+def verdict(oks: Iterable[bool]) -> str:
+    """The verdict line over checks' results: ``<green>/<all> checks green``."""
+    results = list(oks)
+    return f"{sum(results)}/{len(results)} checks green"
+
+
 def render(checks: list[Check]) -> str:
     """The checks as a plain-text table with a verdict line."""
-    head = ("check", "from", "to", "ping", "tcp", "seen as")
-    rows = [(c.kind, f"{c.src.label} ({c.src.ip})", f"{c.dst.label} ({c.dst.ip})",
-             "ok" if c.ping else "FAIL", "ok" if c.tcp else "FAIL", _shown(c)) for c in checks]
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in [head, *rows]]
-    passed = sum(c.ok for c in checks)
-    lines.append(f"{passed}/{len(checks)} checks green")
-    return "\n".join(lines)
+    return f"{table(checks)}\n{verdict(c.ok for c in checks)}"
