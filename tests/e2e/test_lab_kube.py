@@ -108,6 +108,6 @@ def assert_service_spread(out: str) -> None:
                                      "40/40 answered") for line in lines), out
     gone = [line for line in lines if line.startswith("teardown: Service default/demo")]
     assert len(gone) == 1 and "rows removed by the controller" in gone[0], out
-    assert f"{cluster_ip}:80 answers pod-vm1-a no more" in gone[0] and gone[0].endswith(": ok")
+    assert f"{cluster_ip}:80 silent for pod-vm1-a" in gone[0] and gone[0].endswith(": ok")
     assert lines.index(gone[0]) < next(i for i, line in enumerate(lines)
                                        if line.startswith("teardown: 4 Pods deleted")), out

@@ -257,8 +257,8 @@ class DemoService:
                          f"{self.cluster_ip}:{PORT} still answers {client.label}: FAILED")
                     return False
                 time.sleep(0.05)
-            silent = (f", {self.cluster_ip}:{PORT} answers {client.label} no more after "
-                      f"{time.monotonic() - t0:.1f}s")
+            silent = (f", {self.cluster_ip}:{PORT} silent for {client.label} (no answer "
+                      f"within 0.5s) {time.monotonic() - t0:.1f}s after the delete")
         _say(f"teardown: Service {NAMESPACE}/{NAME} deleted through the API, its OVN rows "
              f"removed by the controller after {rows_gone:.1f}s{silent}: ok")
         return True
