@@ -30,7 +30,12 @@ def parser() -> argparse.ArgumentParser:
         description="A test Kubernetes API server: core/v1, events, discovery, coordination, "
                     "networking and apiextensions resources with resourceVersions, watches, "
                     "selectors, patches and optimistic concurrency as kube-apiserver has them. "
-                    "Prints its URL once it listens; stops on SIGINT or SIGTERM.")
+                    "Prints its URL once it listens; stops on SIGINT or SIGTERM.",
+        epilog="SIGUSR1: the watch cache re-initializes (as kube-apiserver's does when its "
+               "watch of etcd breaks): every open watch ends and watch requests get 429 "
+               "'storage is (re)initializing' until SIGUSR2, after which the history "
+               "begins anew (a watch from an older resourceVersion gets 410 Expired). Each "
+               "prints what it did.")
     p.add_argument("--listen", type=_host_port, default=("127.0.0.1", 6443), metavar="HOST:PORT",
                    help="address and port to listen on (port 0: any free port; default "
                         "127.0.0.1:6443)")
@@ -87,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
+    signal.signal(signal.SIGUSR1, lambda *_: print(
+        f"watches dropped: {server.drop_watches()} ended; watch requests get 429 until "
+        "SIGUSR2", flush=True))
+    signal.signal(signal.SIGUSR2, lambda *_: print(
+        f"watches resumed: history begins at resourceVersion {server.resume_watches()}",
+        flush=True))
     server.start()
     print(server.url, flush=True)
     done.wait()

@@ -174,6 +174,13 @@ def too_large_resource_version(requested: int, current: int) -> ApiError:
                      "retryAfterSeconds": 1}, retry_after=1)
 
 
+def too_many_requests(message: str, retry_after: int = 1) -> ApiError:
+    """429, as apiserver's ``errors.NewTooManyRequests`` (the watch cache while it
+    (re)initializes: ``storage is (re)initializing``, Retry-After 1 s)."""
+    return ApiError(429, "TooManyRequests", message, {"retryAfterSeconds": retry_after},
+                    retry_after=retry_after)
+
+
 def route_not_found() -> ApiError:
     return ApiError(404, "NotFound", "the server could not find the requested resource",
                     {"causes": [{"reason": "UnexpectedServerResponse",

@@ -338,7 +338,11 @@ class _Handler(BaseHTTPRequestHandler):
                              kube.bookmark_interval)
         if params.get("resourceVersion") not in (None, "", "0"):
             parse_rv(params["resourceVersion"])
-        stream.open()
+        with kube.watch_lock:
+            if kube.watches_dropped:
+                raise err.too_many_requests("storage is (re)initializing")
+            stream.open()
+            kube.open_watches.add(stream)
         try:
             self._log(200)
             self.send_response(200)
@@ -352,6 +356,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
         finally:
+            with kube.watch_lock:
+                kube.open_watches.discard(stream)
             stream.close()
 
     def _client_alive(self) -> bool:
@@ -400,6 +406,10 @@ class KubeApiServer:
         self.log = RequestLog(request_log)
         self.bookmark_interval = bookmark_interval
         self.stopping = False
+        self.watch_lock = threading.Lock()
+        self.open_watches: set[WatchStream] = set()
+        self.watches_dropped = False
+        """Between drop_watches() and resume_watches(): watch requests get 429."""
         self._host, self._port = host, port
         self._tls = (tls_cert, tls_key) if tls_cert else None
         self._advertise = advertise_address
@@ -491,3 +501,26 @@ class KubeApiServer:
     def compact(self) -> int:
         """Test hook: drop the watch history; a watch from an older RV now gets 410."""
         return self.api.store.compact()
+
+    def drop_watches(self) -> int:
+        """The watch cache re-initializes, as kube-apiserver's does when its watch of etcd
+        breaks (etcd compacted past it, etcd restarted): every open watch ends now, and
+        watch requests are answered 429 ``storage is (re)initializing`` (Retry-After: 1)
+        until :meth:`resume_watches`; lists and writes go on.  Returns how many watches
+        were ended."""
+        with self.watch_lock:
+            self.watches_dropped = True
+            streams = list(self.open_watches)
+        for stream in streams:
+            stream.end()
+        return len(streams)
+
+    def resume_watches(self) -> int:
+        """The watch cache is ready again, its history beginning now: watches are served,
+        and one from an older resourceVersion gets 410 Expired (the writes made while it
+        was down cannot be replayed: a client lists again).  Returns the resourceVersion
+        the history begins at."""
+        with self.watch_lock:
+            rv = self.api.store.compact()
+            self.watches_dropped = False
+        return rv

@@ -19,6 +19,12 @@ changes", "Watch bookmarks", "Semantics for watch", "410 Gone responses":
   annotated ``k8s.io/initial-events-end: "true"``.
 * ``timeoutSeconds`` ends the stream; unset, the server picks 30 to 60 minutes
   (kube-apiserver's ``--min-request-timeout`` rule).
+* The watch cache re-initializing (``KubeApiServer.drop_watches`` / ``resume_watches``,
+  SIGUSR1 / SIGUSR2 to the program): what kube-apiserver's cacher does when its watch of
+  etcd breaks, e.g. after etcd compacted past it (``terminateAllWatchers``, then a
+  relist): every open watch ends, watch requests are answered 429 ``storage is
+  (re)initializing`` (Retry-After 1) until it is ready again, and then its history
+  begins at that moment, so a watch resuming from an older resourceVersion gets the 410.
 """
 
 from __future__ import annotations
@@ -166,6 +172,13 @@ class WatchStream:
             if translated is not None:
                 yield translated
                 next_bookmark = time.monotonic() + self.bookmark_interval
+
+    def end(self) -> None:
+        """End the stream as the server does at its timeout (from any thread): the
+        events iterator returns, the response ends cleanly; the client watches again."""
+        subscription = self._subscription
+        if subscription is not None:
+            subscription.queue.put(None)
 
     def close(self) -> None:
         if self._subscription is not None:
