@@ -5,6 +5,7 @@ server."""
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from pathlib import Path
 
@@ -156,3 +157,55 @@ def condition_of(admin: Client, name: str) -> NodeCondition:
     status = admin.get(Node, name).status or NodeStatus()
     return next((c for c in status.conditions or [] if c.type == CONDITION),
                 NodeCondition(type=CONDITION, status="Unknown"))
+
+
+def test_the_service_range_from_a_file_or_the_command_line(tmp_path: Path) -> None:
+    """The file ``service-cidr`` gives it, the command line wins; the network is
+    normalised; without either there is none."""
+    (tmp_path / "service-cidr").write_text(" 10.96.0.0/12\n")
+    (tmp_path / "cluster-subnet").write_text("198.19.0.0/16\n")
+    args = agent.with_config_dir(parsed("--config-dir", str(tmp_path)))
+    assert agent.service_cidr(args) == "10.96.0.0/12"
+    args = agent.with_config_dir(parsed("--config-dir", str(tmp_path), "--service-cidr",
+                                        "198.18.128.0/20"))
+    assert agent.service_cidr(args) == "198.18.128.0/20"
+    assert agent.service_cidr(parsed("--config-dir", "/nonexistent/agent")) == ""
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("banana", "is not a CIDR"),
+    ("10.96.0.1", "is not a CIDR"),
+    ("10.96.0.0/33", "is not an IPv4 CIDR"),
+    ("10.96.0.1/12", "has host bits set"),
+    ("fd00:10:96::/108", "IPv6 Service ranges are not supported yet"),
+    ("10.96.0.0/12,fd00:10:96::/108", "IPv6 Service ranges are not supported yet"),
+    ("198.19.128.0/20", "overlaps --cluster-subnet 198.19.0.0/16"),
+])
+def test_a_bad_service_range_is_refused_by_option_and_value(tmp_path: Path, value: str,
+                                                           says: str) -> None:
+    (tmp_path / "service-cidr").write_text(value)
+    args = agent.with_config_dir(parsed("--config-dir", str(tmp_path), "--cluster-subnet",
+                                        "198.19.0.0/16"))
+    with pytest.raises(ConfigError, match="service-cidr") as refused:
+        agent.service_cidr(args)
+    assert repr(value) in str(refused.value) and says in str(refused.value)
+
+
+@pytest.mark.parametrize("services", ["", "198.18.128.0/20"])
+def test_the_agent_says_at_start_whether_the_node_reaches_cluster_ips(
+        kubeconfig: str, caplog: pytest.LogCaptureFixture, services: str) -> None:
+    """One line at start: the range routed (INFO), or no range, so host-network processes
+    cannot reach ClusterIPs (WARNING)."""
+    made = ClusterAgent(AgentSettings("unix:/nonexistent", "w3", NodeConfig(),
+                                      service_cidr=services),
+                        functools.partial(load_config, kubeconfig))
+    made.stop()  # run() says it, then finds itself stopped before set-up
+    with caplog.at_level(logging.INFO, logger="ovn_underlay.daemon.node_agent"):
+        assert made.run() == 0
+    said = [r for r in caplog.records if "ClusterIPs" in r.getMessage()]
+    assert len(said) == 1
+    if services:
+        assert said[0].levelno == logging.INFO and services in said[0].getMessage()
+    else:
+        assert said[0].levelno == logging.WARNING
+        assert "cannot reach ClusterIPs" in said[0].getMessage()

@@ -14,6 +14,7 @@ The work itself is :class:`~ovn_underlay.daemon.node_agent.ClusterAgent`'s.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import socket
 from dataclasses import replace
@@ -52,6 +53,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", help=f"the pool's directory (default: {DEFAULT_STATE_DIR})")
     p.add_argument("--cluster-subnet", help="all pods' addresses, routed from the "
                    "management port (the controller's cluster-subnet)")
+    p.add_argument("--service-cidr", metavar="CIDR", help="the Services' ClusterIP range "
+                   "(IPv4; kube-apiserver's --service-cluster-ip-range), routed from the "
+                   "management port so that the node's own processes (host-network pods, "
+                   "kubelet, the API server's webhooks) reach ClusterIPs (default: none: "
+                   "they cannot)")
     p.add_argument("--pool-low", type=int, help="refill below this many free ports")
     p.add_argument("--pool-high", type=int, help="... up to this many; also the pool "
                    "asked of the controller at start")
@@ -87,6 +93,37 @@ def _merged(args: argparse.Namespace, lower: dict[str, Any]) -> argparse.Namespa
         if merged.get(dest) is None:
             merged[dest] = value
     return argparse.Namespace(**merged)
+
+
+def service_cidr(args: argparse.Namespace) -> str:
+    """--service-cidr checked and normalised ("" when not given); ConfigError naming the
+    option and the value when it is not an IPv4 network (an IPv6 or dual-stack range is
+    refused as not supported yet), or when it overlaps --cluster-subnet."""
+    value = (args.service_cidr or "").strip()
+    if not value:
+        return ""
+    where = f"--service-cidr (file 'service-cidr') {value!r}"
+    if "," in value:
+        raise ConfigError(f"{where}: give the IPv4 range only; IPv6 Service ranges are not "
+                          "supported yet")
+    if "/" not in value:
+        raise ConfigError(f"{where} is not a CIDR (ADDRESS/PREFIX, e.g. 10.96.0.0/12)")
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ConfigError(f"{where} is not an IPv4 CIDR: {exc}") from None
+    if net.version != 4:
+        raise ConfigError(f"{where}: IPv6 Service ranges are not supported yet (IPv4 only)")
+    cluster = getattr(args, "cluster_subnet", None)
+    if cluster:
+        try:
+            pods = ipaddress.ip_network(cluster, strict=False)
+        except ValueError:
+            pods = None
+        if pods is not None and net.overlaps(pods):
+            raise ConfigError(f"{where} overlaps --cluster-subnet {cluster}: the Service "
+                              "range and the pods' addresses must be apart")
+    return str(net)
 
 
 def node_name(args: argparse.Namespace) -> str:
@@ -155,9 +192,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
     _setup_logging(args.log_file, args.verbose)
     if not args.verbose:  # httpx logs every request at INFO: the watches' too
         logging.getLogger("httpx").setLevel(logging.WARNING)
+    services = service_cidr(args)
     node = node_name(args)
     cfg = node_settings(args, node)
-    settings = AgentSettings(args.ovsdb, node, cfg, args.ready_timeout or 0.0)
+    settings = AgentSettings(args.ovsdb, node, cfg, args.ready_timeout or 0.0, services)
     install = None if args.install_cni == "no" else functools.partial(_install_cni, args)
     agent = ClusterAgent(settings, functools.partial(load_config, cfg.kubeconfig), install)
 

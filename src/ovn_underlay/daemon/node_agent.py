@@ -16,7 +16,8 @@ stopped (and a rebooted node is set up again the same way):
 4. *network*: record the node network in external_ids as lswitch-setup does, add the
    status's pool ports to the local pool, set up the management port (the node's own
    addresses its preferred source once the controller routes them to it:
-   ``status.hostAddresses``);
+   ``status.hostAddresses``; the Service range routed through it too when the agent
+   was given one, :attr:`AgentSettings.service_cidr`);
 5. *CNI*: install the CNI binary (the ``install_cni`` callback) and record where the
    conflist goes; the daemon writes the conflist once it serves (the node can then
    serve pods, which the container runtime reports to the kubelet as NetworkReady);
@@ -153,6 +154,9 @@ class AgentSettings:
     """The node's settings to record (backend cluster, the node name and kubeconfig)."""
     ready_timeout: float = 0.0
     """Give up waiting for the controller after this many seconds (0: never)."""
+    service_cidr: str = ""
+    """The Services' ClusterIP range (IPv4, checked), routed through the management port
+    ("": not routed: the node's own processes cannot reach ClusterIPs)."""
 
 
 class ClusterAgent:
@@ -186,6 +190,15 @@ class ClusterAgent:
         """Set up (retrying failed steps) and serve until :meth:`stop`; the exit code (1:
         not set up within the ready timeout)."""
         self._started = time.monotonic()
+        if self.settings.service_cidr:
+            LOG.info("service range %s: routed through the management port with the node "
+                     "network, so host-network processes reach ClusterIPs",
+                     self.settings.service_cidr)
+        else:
+            LOG.warning("no --service-cidr: host-network processes on this node (kubelet, "
+                        "host-network pods, the API server's webhooks) cannot reach "
+                        "ClusterIPs through the management port (only through kube-proxy's "
+                        "rules, if it runs here)")
         failures = 0
         while not self._stopping.is_set() and not self._late():
             try:
@@ -339,7 +352,8 @@ class ClusterAgent:
             if added:
                 LOG.info("added %d pool ports of %s to the local pool", added, net.switch)
             if net.mgmt is not None:
-                ensure_mgmt_port(ovs, new, admitted=st.host_addresses)
+                ensure_mgmt_port(ovs, new, admitted=st.host_addresses,
+                                 service_cidr=self.settings.service_cidr)
         except Exception as exc:
             raise SetupFailed(SETUP_FAILED, f"node network {net.switch}: {exc}") from exc
         return from_external_ids(ovs.get_config())

@@ -15,6 +15,13 @@ host-network endpoint un-NATs in the pod's own datapath.  When the caller says
 the management port admits the primary address, both routes prefer it as the
 source, so the node's own connections to pods (kubelet's probes) come from the
 VM's own address too; otherwise they come from the management port's.
+
+The Service range (the agent's ``--service-cidr``), when given, is routed the same
+way as the cluster subnet (via the gateway, same preferred source): the node's own
+connections to ClusterIPs (host-network pods, kubelet, kube-apiserver's webhooks) then
+enter the node switch, whose OVN load balancers translate them as they do a pod's.
+The routes through the management port are the node's own: any other static route
+on it (a cluster subnet or Service range no longer set) is removed.
 """
 
 from __future__ import annotations
@@ -33,13 +40,20 @@ from ovn_underlay.names import EXT_PREFIX, MGMT_IFNAME
 EXT_ROLE = EXT_PREFIX + "role"
 IFA_F_NOPREFIXROUTE = 0x200
 RT_SCOPE_LINK = 253
+RT_TABLE_MAIN = 254
+RTPROT_STATIC = 4
+"""What pyroute2 marks the routes it adds with (``proto static``)."""
 
 
-def ensure_mgmt_port(ovs: Ovs, cfg: NodeConfig, admitted: Collection[str] = ()) -> None:
+def ensure_mgmt_port(ovs: Ovs, cfg: NodeConfig, admitted: Collection[str] = (),
+                     service_cidr: str = "") -> None:
     """Create or repair the management port from the settings of ``cfg``; idempotent.
 
     ``admitted``: the node's own addresses the management port admits as sources;
     the primary address, if among them, becomes the routes' preferred source.
+    ``service_cidr``: the Service range to route via the gateway besides the cluster
+    subnet ("": none).  Static IPv4 routes of the main table on the port to any other
+    destination are deleted.
     """
     cfg.require("mgmt_port", "mgmt_mac", "mgmt_ip", "gateway_ip", "subnet")
     ovs.add_access_port(cfg.bridge, MGMT_IFNAME, cfg.mgmt_tag,
@@ -57,8 +71,10 @@ def ensure_mgmt_port(ovs: Ovs, cfg: NodeConfig, admitted: Collection[str] = ()) 
         source = primary_address(ipr, cfg)
         src = {"prefsrc": source} if source and source in admitted else {}
         ipr.route("replace", dst=str(iface.network), oif=index, scope=RT_SCOPE_LINK, **src)
-        for net in _routed(cfg):
+        routed = _routed(cfg, service_cidr)
+        for net in routed:
             ipr.route("replace", dst=net, gateway=cfg.gateway_ip, oif=index, **src)
+        _remove_other_routes(ipr, index, {str(iface.network), *routed})
     if cfg.userspace_datapath:
         links.set_tx_offload(MGMT_IFNAME, False)
 
@@ -74,12 +90,28 @@ def primary_address(ipr: IPRoute, cfg: NodeConfig) -> str | None:
     return str(addrs[0].get_attr("IFA_ADDRESS")) if addrs else None
 
 
-def _routed(cfg: NodeConfig) -> list[str]:
-    """Networks reached through the router: the cluster subnet, minus the node's own."""
-    if not cfg.cluster_subnet:
-        return []
-    cluster, own = IPv4Network(cfg.cluster_subnet), IPv4Network(cfg.subnet)
-    return [] if cluster == own else [str(cluster)]
+def _routed(cfg: NodeConfig, service_cidr: str = "") -> list[str]:
+    """Networks reached through the router: the cluster subnet unless it is the node's
+    own, and ``service_cidr`` if given."""
+    nets = []
+    if cfg.cluster_subnet:
+        cluster, own = IPv4Network(cfg.cluster_subnet), IPv4Network(cfg.subnet)
+        if cluster != own:
+            nets.append(str(cluster))
+    if service_cidr:
+        nets.append(str(IPv4Network(service_cidr)))
+    return nets
+
+
+def _remove_other_routes(ipr: IPRoute, index: int, wanted: set[str]) -> None:
+    """Delete the static IPv4 routes of the main table through link ``index`` whose
+    destination (``NET/PREFIX``) is not in ``wanted``."""
+    for route in ipr.get_routes(family=AF_INET, table=RT_TABLE_MAIN):
+        if route.get_attr("RTA_OIF") != index or route["proto"] != RTPROT_STATIC:
+            continue
+        dst = f"{route.get_attr('RTA_DST') or '0.0.0.0'}/{route['dst_len']}"
+        if dst not in wanted:
+            ipr.route("del", dst=dst, oif=index, table=RT_TABLE_MAIN)
 
 
 def remove_mgmt_port(ovs: Ovs) -> None:

@@ -234,9 +234,11 @@ def start_controller(state: LabState, lab_dir: Path, cluster_subnet: str, router
 def start_agent(state: LabState, vm: VmInfo, cluster_subnet: str) -> Path:
     """``ovn-k8s-underlay agent`` in ``vm``: its directories as options, no control plane.
 
-    Returns its pid file (recorded as the VM's ``agent``).
+    The Service range routed from its management port is the test API server's default
+    ``--service-cluster-ip-range``.  Returns its pid file (recorded as the VM's ``agent``).
     """
     from ovn_underlay.lab.cluster import Node
+    from ovn_underlay.lab.kubeapi.api import Config
 
     node = Node(state, vm)
     workdir = Path(vm.rundir) / "agent"
@@ -246,6 +248,7 @@ def start_agent(state: LabState, vm: VmInfo, cluster_subnet: str) -> Path:
                                    "--kubeconfig", state.kube["kubeconfig"],
                                    "--state-dir", str(node.state_dir),
                                    "--cluster-subnet", cluster_subnet,
+                                   "--service-cidr", Config.service_cluster_ip_range,
                                    "--daemon-socket", str(Path(vm.rundir) / "run" / "cni.sock"),
                                    "--metrics-address", "off",
                                    "--cni-bin-dir", str(node.cni_bin_dir),
