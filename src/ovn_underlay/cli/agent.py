@@ -57,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(IPv4; kube-apiserver's --service-cluster-ip-range), routed from the "
                    "management port so that the node's own processes (host-network pods, "
                    "kubelet, the API server's webhooks) reach ClusterIPs (default: none: "
-                   "they cannot)")
+                   "they reach them only through kube-proxy's rules, where it runs)")
     p.add_argument("--pool-low", type=int, help="refill below this many free ports")
     p.add_argument("--pool-high", type=int, help="... up to this many; also the pool "
                    "asked of the controller at start")
