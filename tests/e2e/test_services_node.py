@@ -35,6 +35,7 @@ from typing import Any
 
 import pytest
 
+from ovn_underlay.dataplane.mgmt import RTPROT_OVN_UNDERLAY
 from ovn_underlay.lab import daemons, netns
 from ovn_underlay.lab import kube as lab_kube
 from ovn_underlay.lab.cluster import CLUSTER_SUBNET, CniRuntime, pod_ip
@@ -275,6 +276,7 @@ def test_node_to_cluster_ip_over_the_service_route(kube_lab: LabState, agents: l
         route = mgmt_routes(agent.node.vm)[SERVICE_RANGE]
         assert (route["gateway"], route.get("prefsrc")) == (cfg["gateway_ip"],
                                                              agent.node.vm.ip), route
+        assert route["protocol"] == str(RTPROT_OVN_UNDERLAY), route
         assert CLUSTER_SUBNET in mgmt_routes(agent.node.vm)
     backend_ns, backend_ip = pods.add(agents[1], "nodebe")
     try:
@@ -304,7 +306,8 @@ def test_the_service_route_follows_the_setting_restarts_and_a_reboot(
     one there, the ClusterIP (outside it) unreachable from the VM; without the setting:
     no route, unreachable, and the start says so; with it again: reachable.  Then a
     simulated power cut (the VM's OVS devices, the management port with its routes and
-    the nftables rules lost): the same routes are back and the ClusterIP answers."""
+    the nftables rules lost): the same routes are back and the ClusterIP answers.  A
+    route somebody else put on the management port stays through the restarts."""
     agent, vm = agents[0], agents[0].node.vm
     setting = agent.settings / "service-cidr"
     other = "198.18.160.0/20"
@@ -315,6 +318,8 @@ def test_the_service_route_follows_the_setting_restarts_and_a_reboot(
         with who_server(backend_ns, backend_ip, 7802):
             assert ask(in_netns(vm.netns), "tcp", vip, 7802, PROGRAMMED_WITHIN).get(
                 "seen") == vm.ip
+            daemons.run(["ip", "route", "add", OPERATORS_ROUTE, "dev", MGMT_IFNAME,
+                         "proto", "static"], netns=vm.netns)
             for value, routed in ((other, other), ("", None),
                                   (SERVICE_RANGE, SERVICE_RANGE)):
                 assert agent.stop() == 0
@@ -327,12 +332,14 @@ def test_the_service_route_follows_the_setting_restarts_and_a_reboot(
                 routes = mgmt_routes(vm)
                 assert {SERVICE_RANGE, other} & set(routes) == (
                     {routed} if routed else set()), routes
-                assert CLUSTER_SUBNET in routes
+                assert CLUSTER_SUBNET in routes and OPERATORS_ROUTE in routes
                 if not value:
                     assert "cannot reach ClusterIPs" in agent.log_text()
                 got = ask(in_netns(vm.netns), "tcp", vip, 7802, 3.0)
                 assert (got.get("seen") == vm.ip) == (routed == SERVICE_RANGE), (value, got)
 
+            daemons.run(["ip", "route", "del", OPERATORS_ROUTE, "dev", MGMT_IFNAME],
+                        netns=vm.netns)
             before = mgmt_routes(vm)
             agent.kill()
             stop_ovs(vm)
@@ -354,6 +361,11 @@ def test_the_service_route_follows_the_setting_restarts_and_a_reboot(
         if agent.proc is None or agent.proc.poll() is not None:
             agent.start()
         agent.ready()
+
+
+OPERATORS_ROUTE = "198.51.100.0/24"
+"""A route an operator's tooling adds on the management port (``proto static``, as
+netplan's or NetworkManager's): not ours, so it stays."""
 
 
 # --- with kube-proxy's rules ------------------------------------------------------------

@@ -20,8 +20,9 @@ The Service range (the agent's ``--service-cidr``), when given, is routed the sa
 way as the cluster subnet (via the gateway, same preferred source): the node's own
 connections to ClusterIPs (host-network pods, kubelet, kube-apiserver's webhooks) then
 enter the node switch, whose OVN load balancers translate them as they do a pod's.
-The routes through the management port are the node's own: any other static route
-on it (a cluster subnet or Service range no longer set) is removed.
+The routes made here carry a routing protocol of their own (:data:`RTPROT_OVN_UNDERLAY`,
+``proto 197`` in ``ip route``): one of those no longer wanted (a cluster subnet or
+Service range changed) is removed; routes anybody else put on the port are left alone.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ EXT_ROLE = EXT_PREFIX + "role"
 IFA_F_NOPREFIXROUTE = 0x200
 RT_SCOPE_LINK = 253
 RT_TABLE_MAIN = 254
-RTPROT_STATIC = 4
-"""What pyroute2 marks the routes it adds with (``proto static``)."""
+RTPROT_OVN_UNDERLAY = 197
+"""The routing protocol (rtm_protocol) marking the routes made here as ours: a value
+no routing daemon uses (the kernel's list: rtnetlink.h; iproute2's rt_protos)."""
 
 
 def ensure_mgmt_port(ovs: Ovs, cfg: NodeConfig, admitted: Collection[str] = (),
@@ -52,8 +54,8 @@ def ensure_mgmt_port(ovs: Ovs, cfg: NodeConfig, admitted: Collection[str] = (),
     ``admitted``: the node's own addresses the management port admits as sources;
     the primary address, if among them, becomes the routes' preferred source.
     ``service_cidr``: the Service range to route via the gateway besides the cluster
-    subnet ("": none).  Static IPv4 routes of the main table on the port to any other
-    destination are deleted.
+    subnet ("": none).  Routes of ours (:data:`RTPROT_OVN_UNDERLAY`) on the port to any
+    other destination are deleted.
     """
     cfg.require("mgmt_port", "mgmt_mac", "mgmt_ip", "gateway_ip", "subnet")
     ovs.add_access_port(cfg.bridge, MGMT_IFNAME, cfg.mgmt_tag,
@@ -70,10 +72,12 @@ def ensure_mgmt_port(ovs: Ovs, cfg: NodeConfig, admitted: Collection[str] = (),
                      prefixlen=iface.network.prefixlen, flags=IFA_F_NOPREFIXROUTE)
         source = primary_address(ipr, cfg)
         src = {"prefsrc": source} if source and source in admitted else {}
-        ipr.route("replace", dst=str(iface.network), oif=index, scope=RT_SCOPE_LINK, **src)
+        ipr.route("replace", dst=str(iface.network), oif=index, scope=RT_SCOPE_LINK,
+                  proto=RTPROT_OVN_UNDERLAY, **src)
         routed = _routed(cfg, service_cidr)
         for net in routed:
-            ipr.route("replace", dst=net, gateway=cfg.gateway_ip, oif=index, **src)
+            ipr.route("replace", dst=net, gateway=cfg.gateway_ip, oif=index,
+                      proto=RTPROT_OVN_UNDERLAY, **src)
         _remove_other_routes(ipr, index, {str(iface.network), *routed})
     if cfg.userspace_datapath:
         links.set_tx_offload(MGMT_IFNAME, False)
@@ -104,10 +108,10 @@ def _routed(cfg: NodeConfig, service_cidr: str = "") -> list[str]:
 
 
 def _remove_other_routes(ipr: IPRoute, index: int, wanted: set[str]) -> None:
-    """Delete the static IPv4 routes of the main table through link ``index`` whose
-    destination (``NET/PREFIX``) is not in ``wanted``."""
+    """Delete our IPv4 routes of the main table through link ``index`` whose destination
+    (``NET/PREFIX``) is not in ``wanted``."""
     for route in ipr.get_routes(family=AF_INET, table=RT_TABLE_MAIN):
-        if route.get_attr("RTA_OIF") != index or route["proto"] != RTPROT_STATIC:
+        if route.get_attr("RTA_OIF") != index or route["proto"] != RTPROT_OVN_UNDERLAY:
             continue
         dst = f"{route.get_attr('RTA_DST') or '0.0.0.0'}/{route['dst_len']}"
         if dst not in wanted:
