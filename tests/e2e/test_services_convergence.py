@@ -210,13 +210,16 @@ class Cluster:
         self.procs.append(proc)
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
 
-    def service(self, name: str, backends: list[Pod]) -> str:
-        """A Service without selector (port 80 to 8080) and its EndpointSlice; its IP."""
+    def service(self, name: str, backends: list[Pod], local: bool = False) -> str:
+        """A Service without selector (port 80 to 8080; ``local``: internalTrafficPolicy
+        Local) and its EndpointSlice; its IP."""
+        spec: dict[str, Any] = {"ports": [{"name": "http", "port": PORT, "targetPort": TARGET,
+                                           "protocol": "TCP"}]}
+        if local:
+            spec["internalTrafficPolicy"] = "Local"
         made = lab_kube.request(self.state, "POST", f"/api/v1/namespaces/{NAMESPACE}/services", {
             "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {"ports": [{"name": "http", "port": PORT, "targetPort": TARGET,
-                                "protocol": "TCP"}]}})
+            "metadata": {"name": name, "namespace": NAMESPACE}, "spec": spec})
         ip = str(made["spec"]["clusterIP"])
         lab_kube.request(self.state, "POST", SLICES, {
             "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
@@ -247,6 +250,15 @@ class Cluster:
         self.clients.append(client)
         return client
 
+    def requests(self, pod: Pod, service: str, count: int) -> list[Outcome]:
+        """``count`` requests from ``pod`` to ``service``, one after the other."""
+        out = self.lab.dir / f"requests-{pod.name}-{service}-{time.monotonic_ns()}.txt"
+        subprocess.run(netns_argv(pod.netns, [
+            sys.executable, SUPPORT, "client", self.ips[service], str(PORT), str(INTERVAL),
+            str(TIMEOUT), str(out), str(count)]), stdin=subprocess.DEVNULL, check=True,
+            timeout=count * (TIMEOUT + 1) + 10)
+        return read_outcomes(str(out))
+
     # -- the NB ---------------------------------------------------------------------------
 
     def rows(self) -> dict[str, Any]:
@@ -260,12 +272,15 @@ class Cluster:
                                      sorted(as_list(r["load_balancer_group"])))
                          for r in tables["Logical_Switch table"]}}
 
-    def vips(self, name: str) -> dict[str, str]:
-        row = self.rows()["lbs"].get(f"Service_{NAMESPACE}/{name}_tcp")
+    def vips(self, name: str, node: str = "") -> dict[str, str]:
+        """The vips of Service ``name``'s row (``node``: its row for that node)."""
+        row = self.rows()["lbs"].get(f"Service_{NAMESPACE}/{name}_tcp"
+                                     + (f"_node_{node}" if node else ""))
         return dict(row["vips"]) if row else {}
 
-    def backends_in_nb(self, name: str) -> set[str]:
-        return {b.split(":")[0] for v in self.vips(name).values() for b in v.split(",") if b}
+    def backends_in_nb(self, name: str, node: str = "") -> set[str]:
+        return {b.split(":")[0] for v in self.vips(name, node).values()
+                for b in v.split(",") if b}
 
     def close(self) -> None:
         for client in self.clients:
@@ -455,10 +470,18 @@ def test_a_dropped_watch_is_followed_by_a_complete_sync_and_no_request_fails(
 def test_a_node_added_after_the_services_gets_them_and_serves_them(
         cluster: Cluster) -> None:
     """vm3's Node registers (and its agent starts) after the Services are programmed: its
-    switch gets the group, a pod on vm3 reaches ``steady``, and a pod on vm3 as the
-    backend of a new Service is reached from pods on vm1 and vm2."""
+    switch gets the group, and the ``internalTrafficPolicy: Local`` Service a row of its
+    own there, nothing else is written; a pod on vm3 reaches ``steady``, its requests to
+    the Local Service are dropped until a backend on vm3 is there, then reach only that
+    one; a pod on vm3 as the backend of a new Service is reached from pods on vm1 and
+    vm2."""
     state = cluster.state
     vm3 = state.vms[2]
+    a1 = cluster.pods["a1"]
+    local = f"Service_{NAMESPACE}/local_tcp_node_"
+    cluster.service("local", [a1], local=True)
+    eventually(lambda: cluster.backends_in_nb("local", "vm1") == {a1.ip}
+               and cluster.vips("local", "vm2"), 20, "the Local Service's rows")
     before = cluster.rows()
     offset = cluster.log_size()
     started = time.monotonic()
@@ -475,23 +498,36 @@ def test_a_node_added_after_the_services_gets_them_and_serves_them(
 
     def grouped() -> dict[str, Any] | None:
         now = cluster.rows()
-        return now if now["switches"].get("node-vm3", ([], []))[1] == group else None
-    rows = eventually(grouped, 10, "the group on vm3's switch")
+        row = now["lbs"].get(f"{local}vm3")
+        switch = now["switches"].get("node-vm3", ([], []))
+        return now if switch[1] == group and row and switch[0] == [row["_uuid"]] else None
+    rows = eventually(grouped, 10, "the group and the Local row on vm3's switch")
     attached = time.monotonic() - started
-    assert rows["lbs"] == before["lbs"] and rows["groups"] == before["groups"]
+    assert list(rows["lbs"][f"{local}vm3"]["vips"].values()) == [""]  # no endpoint there
+    assert {k: v for k, v in rows["lbs"].items() if k != f"{local}vm3"} == before["lbs"]
+    assert rows["groups"] == before["groups"]
     assert {k: v for k, v in rows["switches"].items() if k != "node-vm3"} == \
         before["switches"]
     syncs = sync_lines(cluster.log_since(offset))
     assert any(s[0] == "complete" for s in syncs), syncs  # the switches changed
-    assert [s[1:4] for s in syncs if s[1:4] != (0, 0, 0)] == [], syncs  # no row rewritten
+    assert [s[1:4] for s in syncs if s[1:4] != (0, 0, 0)] == [(1, 0, 0)], syncs
 
     c3 = cluster.plumb("vm3", "c3")
     from_vm3 = cluster.traffic(c3, "steady")
     backends = {p.name for p in cluster.pods.values()
                 if p.ip in cluster.backends_in_nb("steady")}
     from_vm3.warm(backends)
+    dropped = cluster.requests(c3, "local", 2)
+    assert [o.ok for o in dropped] == [False, False], dropped
+    assert {o.what for o in cluster.requests(cluster.pods["c1"], "local", 5)} == {"a1"}
     v3 = cluster.plumb("vm3", "v3")
     cluster.serve(v3)
+    cluster.set_backends("local", [a1, v3])
+    eventually(lambda: cluster.backends_in_nb("local", "vm3") == {v3.ip}, 20,
+               "v3 in the Local row of vm3")
+    on_vm3 = cluster.requests(c3, "local", 10)
+    assert {o.what for o in on_vm3} == {"v3"} and all(o.ok for o in on_vm3), on_vm3
+    assert {o.what for o in cluster.requests(cluster.pods["c1"], "local", 5)} == {"a1"}
     cluster.service("on-vm3", [v3])
     eventually(lambda: cluster.backends_in_nb("on-vm3") == {v3.ip}, 20, "on-vm3's row")
     towards = [cluster.traffic(cluster.pods[name], "on-vm3") for name in ("c1", "c2")]
