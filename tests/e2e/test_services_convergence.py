@@ -116,7 +116,7 @@ class Traffic:
                     and backends <= {o.what for o in seen if o.ok})
         eventually(ready, timeout, f"{sorted(backends)} answering {self.pod.name}: "
                    f"{self.outcomes()[-5:]}")
-        self.mark = self.outcomes()[-1].at + INTERVAL / 2
+        self.mark = self.outcomes()[-1].at + 0.0001
 
     def hits(self, since: float = 0.0) -> Counter[str]:
         return Counter(o.what for o in self.counted() if o.ok and o.at >= since)
@@ -138,9 +138,11 @@ class Traffic:
         failed = self.failures()
         span = counted[-1].at - counted[0].at if len(counted) > 1 else 0.0
         worst = max((o.ms for o in counted), default=0.0)
+        warm = [o for o in self.outcomes() if o.at < self.mark]
         return (f"{label}: {len(counted)} requests over {span:.1f} s from {self.pod.name} "
                 f"({self.pod.vm}), {len(failed)} failed, slowest {worst:.0f} ms, hits "
-                f"{dict(sorted(self.hits().items()))}"
+                f"{dict(sorted(self.hits().items()))} (warm-up: {len(warm)} requests, "
+                f"{sum(not o.ok for o in warm)} failed)"
                 + (f"; failures: {failed[:5]}" if failed else ""))
 
 
