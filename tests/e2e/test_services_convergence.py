@@ -3,7 +3,7 @@ dropped watch, a node added after the Services exist, changes made around a rest
 
 A kube lab of three VMs runs the real cluster controller (``ovn-k8s-underlay
 controller``, a process in the hypervisor, as :func:`ovn_underlay.lab.kube.start_controller`
-starts it) and node agents on vm1 and vm2; vm3's Node is registered only by the last
+starts it) and node agents on vm1 and vm2; vm3's Node is registered only by the node
 test.  Pods are plumbed through each node's installed CNI binary, as a runtime calls it;
 their backends are small TCP servers (``services_convergence_support.py serve``), and
 selector-less Services get EndpointSlices written by the test, as a user writes them.  A
@@ -64,16 +64,18 @@ SYNC_LINE = re.compile(r"epoch (\d+): (complete|incremental) sync of .*: (\d+) r
                        r"created, (\d+) updated, (\d+) deleted in (\d+) transaction")
 
 
-def eventually(check: Callable[[], Any], timeout: float, what: str,
+def eventually(check: Callable[[], Any], timeout: float, what: str | Callable[[], str],
                step: float = 0.05) -> Any:
-    """``check()``'s first true value within ``timeout`` s, else an AssertionError."""
+    """``check()``'s first true value within ``timeout`` s, else an AssertionError saying
+    ``what`` (or what ``what()`` says then)."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
+            raise AssertionError(f"not within {timeout:g} s: "
+                                 f"{what() if callable(what) else what}")
         time.sleep(step)
 
 
@@ -114,7 +116,7 @@ class Traffic:
             tail = seen[-WARM_OK:]
             return (len(tail) == WARM_OK and all(o.ok for o in tail)
                     and backends <= {o.what for o in seen if o.ok})
-        eventually(ready, timeout, f"{sorted(backends)} answering {self.pod.name}: "
+        eventually(ready, timeout, lambda: f"{sorted(backends)} answering {self.pod.name}: "
                    f"{self.outcomes()[-5:]}")
         self.mark = self.outcomes()[-1].at + 0.0001
 
