@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ovn_underlay.cli.daemon import _setup_logging
+from ovn_underlay.cli.daemon import QUIET_LIBRARIES, _setup_logging
 from ovn_underlay.config import ConfigError
 from ovn_underlay.control.base import ChildPort
 from ovn_underlay.daemon.gate import KeyedGate
@@ -317,10 +317,14 @@ def test_exported_metrics_cover_the_issue(netns: str) -> None:
 
 @pytest.fixture
 def restore_root_logger() -> Iterator[None]:
-    """The daemon's logging set-up replaces the root logger's handlers; put them back."""
+    """The daemon's logging set-up replaces the root logger's handlers and quiets the HTTP
+    libraries; put them back."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    quiet = {name: logging.getLogger(name).level for name in QUIET_LIBRARIES}
     yield
+    for name, was in quiet.items():
+        logging.getLogger(name).setLevel(was)
     for handler in root.handlers[:]:
         root.removeHandler(handler)
         if handler not in handlers:
@@ -339,5 +343,9 @@ def test_daemon_log_file_is_created_private(tmp_path: Path) -> None:
     finally:
         os.umask(umask)
     logging.getLogger("ovn_underlay.daemon").info("serving")
+    logging.getLogger("httpx").info('HTTP Request: GET http://api/ "HTTP/1.1 200 OK"')
+    logging.getLogger("httpx").warning("HTTP trouble")
     assert stat.S_IMODE(log_file.stat().st_mode) == 0o600
-    assert "serving" in log_file.read_text()
+    text = log_file.read_text()
+    assert "serving" in text and "HTTP trouble" in text
+    assert "HTTP Request" not in text

@@ -44,8 +44,14 @@ def stop_on_signals(stop: Callable[[], None]) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+QUIET_LIBRARIES = ("httpx", "httpcore")
+"""Libraries that log every HTTP request at INFO (the Kubernetes client's): warnings only,
+unless -v."""
+
+
 def _setup_logging(log_file: str | None, verbose: bool) -> None:
-    """Info (debug with -v) to ``log_file`` (created 0600) or stderr, with each line's thread."""
+    """Info (debug with -v) to ``log_file`` (created 0600) or stderr, with each line's
+    thread; :data:`QUIET_LIBRARIES` at warning unless -v."""
     import logging
 
     from ovn_underlay.logfile import private_file_handler
@@ -58,3 +64,5 @@ def _setup_logging(log_file: str | None, verbose: bool) -> None:
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for chatty in QUIET_LIBRARIES:
+        logging.getLogger(chatty).setLevel(logging.DEBUG if verbose else logging.WARNING)
