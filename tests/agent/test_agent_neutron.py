@@ -46,7 +46,7 @@ def neutron_kube_lab(lab_rundir: Path) -> Iterator[LabState]:
     if missing:
         pytest.skip(f"Neutron lab programs missing: {', '.join(missing)}")
     lab = Lab(f"an{os.getpid() % 1000}", lab_rundir)
-    state = lab.up(1, neutron=True, kube=True)
+    state = lab.up(1, neutron=True, kube=True, octavia=False)
     try:
         lab_kube.install_cluster_mode(state)
         lab_kube.request(state, "POST", "/api/v1/namespaces", {

@@ -19,12 +19,15 @@ def _lab(args: argparse.Namespace) -> Lab:
 
 def cmd_lab_up(args: argparse.Namespace) -> int:
     """Start the lab (no-op when healthy)."""
-    _require_tools(args.neutron)
-    state = _lab(args).up(args.vms, neutron=args.neutron, kube=args.kube)
+    octavia = args.neutron and not args.no_octavia
+    _require_tools(args.neutron, octavia)
+    state = _lab(args).up(args.vms, neutron=args.neutron, kube=args.kube, octavia=octavia)
     print(f"lab {state.name!r} is up: {len(state.vms)} VMs")
     print(f"  NB: {state.nb}\n  SB: {state.sb}")
     if state.neutron:
         print(_neutron_line(state.neutron))
+    if state.octavia:
+        print(_octavia_line(state.octavia))
     if state.kube:
         print(_kube_line(state.kube))
     for vm in state.vms:
@@ -48,6 +51,17 @@ def _neutron_line(neutron: dict[str, str]) -> str:
     """Where a Neutron lab's API is (``lab up`` and ``lab status``)."""
     log = f", log {neutron['log']}" if "log" in neutron else ""  # up not finished: none yet
     return f"  Neutron: {neutron['url']} (noauth; the VMs reach it on eth0){log}"
+
+
+def _octavia_line(octavia: dict[str, str]) -> str:
+    """Where a Neutron lab's Octavia is (``lab up`` and ``lab status``)."""
+    if "log" not in octavia:  # up not finished
+        return f"  Octavia: {octavia['url']} (noauth, provider ovn)"
+    return (f"  Octavia: {octavia['url']} (noauth, provider ovn; creates name project_id "
+            f"{octavia['project_id']}), log {octavia['log']}\n"
+            f"       openrc {octavia['openrc']}, clouds.yaml {octavia['clouds']}\n"
+            f"       Service range {octavia['service_range']} in the Neutron subnet "
+            f"{octavia['service_subnet']}")
 
 
 def _openrc_line(openrc: str, mgmt_ip: str) -> str:
@@ -79,6 +93,8 @@ def cmd_lab_status(args: argparse.Namespace) -> int:
     print(f"  NB: {status['nb']}\n  SB: {status['sb']}\n  chassis: {status['chassis']}")
     if status["neutron"]:
         print(_neutron_line(status["neutron"]))
+    if status.get("octavia"):
+        print(_octavia_line(status["octavia"]))
     if status.get("kube"):
         print(_kube_line(status["kube"]))
     for owner, pids in status["pids"].items():
@@ -98,7 +114,7 @@ def cmd_lab_demo(args: argparse.Namespace) -> int:
     """Up, connectivity matrix, down."""
     from ovn_underlay.lab.demo import run_demo
 
-    _require_tools(args.neutron)
+    _require_tools(args.neutron, args.neutron)
     if args.kube:
         from ovn_underlay.lab.kube_demo import require_tools, run_kube_demo
 
@@ -107,14 +123,17 @@ def cmd_lab_demo(args: argparse.Namespace) -> int:
     return run_demo(_lab(args), args.vms, keep=args.keep, neutron=args.neutron)
 
 
-def _require_tools(neutron: bool) -> None:
+def _require_tools(neutron: bool, octavia: bool = False) -> None:
     """Refuse, naming what is missing, unless the lab's programs are installed."""
     from ovn_underlay.lab import neutron as lab_neutron
+    from ovn_underlay.lab import octavia as lab_octavia
     from ovn_underlay.lab.topology import require_tools
 
     require_tools()
     if neutron:
         lab_neutron.require_tools()
+    if octavia:
+        lab_octavia.require_tools()
 
 
 def cmd_lab_exec(args: argparse.Namespace) -> int:

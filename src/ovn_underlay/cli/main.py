@@ -50,7 +50,10 @@ def _add_lab(sub: SubParsers) -> None:
     up = verbs.add_parser("up", help="start the lab; a no-op when it is already healthy")
     up.add_argument("--vms", type=int, default=2, help="number of VMs (default: %(default)s)")
     up.add_argument("--neutron", action="store_true", help="also run a real neutron-server "
-                    "(ML2/OVN, with its MariaDB) that makes the VMs' ports")
+                    "(ML2/OVN, with its MariaDB) that makes the VMs' ports, and Octavia "
+                    "(octavia-api, its driver agent, the OVN provider) with a Service network")
+    up.add_argument("--no-octavia", action="store_true", help="with --neutron: without "
+                    "Octavia (starts ~5 s faster, ~275 MiB less)")
     up.add_argument("--kube", action="store_true", help="also run the test Kubernetes API "
                     "server (reachable from the VMs) with a Node per VM, and write a "
                     "kubeconfig")

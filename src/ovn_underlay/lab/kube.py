@@ -121,16 +121,21 @@ def kubeconfig(url: str, lab: str) -> str:
         "current-context": lab}, indent=2) + "\n"
 
 
-def up(state: LabState, lab_dir: Path) -> None:
-    """The management bridge (unless Neutron made it) and the API server, ready."""
+def up(state: LabState, lab_dir: Path, service_range: str = "") -> None:
+    """The management bridge (unless Neutron made it) and the API server, ready.
+
+    ``service_range``: its ``--service-cluster-ip-range`` (default: the API server's).
+    """
     workdir = lab_dir / "hv" / "kubeapi"
     if not state.neutron:
         add_mgmt_bridge(state)
     log = workdir / "kubeapi.log"
+    ranges = ["--service-cluster-ip-range", service_range] if service_range else []
     pidfile = _spawn("kubeapi", [sys.executable, "-m", "ovn_underlay.lab.kubeapi", "--listen",
                                  f"{hv_mgmt_ip()}:{API_PORT}", "--advertise-address",
                                  hv_mgmt_ip(), "--request-log",
-                                 str(workdir / "requests.log")], workdir, state.hv_netns)
+                                 str(workdir / "requests.log"), *ranges], workdir,
+                     state.hv_netns)
     state.daemons["kubeapi"] = str(pidfile)
     pid = int(pidfile.read_text())
     deadline = time.monotonic() + READY_TIMEOUT

@@ -29,6 +29,7 @@ from typing import Any
 from ovn_underlay.lab import daemons, external, netns
 from ovn_underlay.lab import kube as lab_kube
 from ovn_underlay.lab import neutron as lab_neutron
+from ovn_underlay.lab import octavia as lab_octavia
 from ovn_underlay.lab.daemons import DaemonError, run
 
 DEFAULT_RUNDIR = Path("/run/ovn-underlay-lab")
@@ -79,6 +80,9 @@ class LabState:
     """Neutron mode only: its API URL, log and config, and the VMs' network and subnet."""
     kube: dict[str, str] = field(default_factory=dict)
     """Kubernetes mode only: the test API server's URL, log, request log and kubeconfig."""
+    octavia: dict[str, str] = field(default_factory=dict)
+    """Neutron mode with Octavia only: its API URL, logs, config, openrc, clouds.yaml,
+    project, and the Service network, subnet and range."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LabState:
@@ -117,22 +121,29 @@ class Lab:
         os.replace(tmp, self.state_file)
 
     # -- up ------------------------------------------------------------------
-    def up(self, vms: int = 2, neutron: bool = False, kube: bool = False) -> LabState:
+    def up(self, vms: int = 2, neutron: bool = False, kube: bool = False,
+           octavia: bool = True) -> LabState:
         """Bring the lab up; a no-op when it is already up and healthy.
 
         With ``neutron``, a real neutron-server runs too and makes the VMs'
-        ports (see :mod:`ovn_underlay.lab.neutron`); with ``kube``, the test
-        Kubernetes API server with a Node per VM (see :mod:`ovn_underlay.lab.kube`).
+        ports (see :mod:`ovn_underlay.lab.neutron`), and unless ``octavia`` is
+        false Octavia with its OVN provider and the Service network (see
+        :mod:`ovn_underlay.lab.octavia`); with ``kube``, the test Kubernetes API
+        server with a Node per VM (see :mod:`ovn_underlay.lab.kube`), whose
+        Service range is the Service network's in a lab with Octavia.
         """
         if not 1 <= vms <= MAX_VMS:
             raise LabError(f"--vms must be between 1 and {MAX_VMS}, not {vms}")
+        octavia = octavia and neutron
         existing = self.load()
         if existing is not None or netns.listed(f"{self.name}-"):
-            return self._already_up(existing, vms, neutron, kube)
+            return self._already_up(existing, vms, neutron, kube, octavia)
         self.dir.mkdir(parents=True, exist_ok=True)
         state = LabState(name=self.name, rundir=str(self.dir))
         if neutron:
             state.neutron["url"] = lab_neutron.api_url()
+        if octavia:
+            state.octavia["url"] = lab_octavia.api_url()
         if kube:
             state.kube["url"] = lab_kube.api_url()
         self._save(state)
@@ -141,8 +152,12 @@ class Lab:
             if neutron:
                 lab_neutron.up(state, self.dir)
                 self._save(state)
+            if octavia:
+                lab_octavia.up(state, self.dir)
+                self._save(state)
             if kube:
-                lab_kube.up(state, self.dir)
+                lab_kube.up(state, self.dir, service_range=state.octavia.get("service_range",
+                                                                             ""))
                 self._save(state)
             external.up(state)
             self._save(state)
@@ -160,7 +175,7 @@ class Lab:
         return state
 
     def _already_up(self, state: LabState | None, vms: int, neutron: bool = False,
-                    kube: bool = False) -> LabState:
+                    kube: bool = False, octavia: bool = False) -> LabState:
         problems = self.health(state) if state else ["no lab.json, but namespaces exist"]
         if state is None or problems:
             raise LabError(f"lab {self.name!r} exists but is not healthy "
@@ -168,6 +183,10 @@ class Lab:
         if bool(state.neutron) != neutron:
             mode = "with" if state.neutron else "without"
             raise LabError(f"lab {self.name!r} is already up {mode} Neutron; run 'lab down' "
+                           "first")
+        if bool(state.octavia) != octavia:
+            mode = "with" if state.octavia else "without"
+            raise LabError(f"lab {self.name!r} is already up {mode} Octavia; run 'lab down' "
                            "first")
         if bool(state.kube) != kube:
             mode = "with" if state.kube else "without"
