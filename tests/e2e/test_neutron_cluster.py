@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 from ovn_underlay.control import credentials
-from ovn_underlay.control.base import Conflict, ControlPlaneError
+from ovn_underlay.control.base import Conflict, ControlPlaneError, PortOwner
 from ovn_underlay.control.neutron import NeutronControlPlane
 from ovn_underlay.control.neutron_view import BINDING_PROFILE, TRUNK, mark
 from ovn_underlay.lab import neutron as lab_neutron
@@ -200,3 +200,124 @@ def test_port_holding_node_switches_port_exists_and_destroy_without_the_vm(
     assert [d for d, _ in after["router"]] == [mark("cluster-router")], "the router stays"
     assert with_plane(neutron_lab, lambda plane: [
         s for s in plane.node_switches() if s.startswith("ctl-")]) == []
+
+
+def test_ensure_router_interface_attaches_a_subnet_once(
+        neutron_lab: LabState, cleanup: None) -> None:
+    """The Service subnet on the cluster router (Octavia's OVN provider needs it there):
+    attached once, by name or id, and a missing router or subnet is an error."""
+    def subnet(conn: Any) -> str:
+        net = conn.network.create_network(name="ctl-services")
+        return str(conn.network.create_subnet(
+            network_id=net.id, name="ctl-services", cidr="198.19.224.0/20", ip_version=4,
+            enable_dhcp=False, gateway_ip="198.19.232.1",
+            allocation_pools=[{"start": "198.19.232.2", "end": "198.19.239.254"}]).id)
+
+    def interfaces(conn: Any, sub: str) -> list[str]:
+        router = conn.network.find_router(ROUTER)
+        return [str(p.id) for p in conn.network.ports(device_id=router.id)
+                if any(f["subnet_id"] == sub for f in p.fixed_ips or ())]
+
+    sub = lab_neutron.call(neutron_lab, subnet)
+    try:
+        with_plane(neutron_lab, lambda plane: plane.ensure_router(ROUTER))
+        assert with_plane(neutron_lab, lambda plane: plane.ensure_router_interface(
+            ROUTER, "ctl-services")) is True
+        first = lab_neutron.call(neutron_lab, lambda conn: interfaces(conn, sub))
+        assert len(first) == 1
+        assert with_plane(neutron_lab, lambda plane: [
+            plane.ensure_router_interface(ROUTER, "ctl-services"),
+            plane.ensure_router_interface(ROUTER, sub)]) == [False, False]
+        assert lab_neutron.call(neutron_lab, lambda conn: interfaces(conn, sub)) == first
+        with pytest.raises(ControlPlaneError, match="subnet ctl-nothing not found"):
+            with_plane(neutron_lab, lambda plane: plane.ensure_router_interface(
+                ROUTER, "ctl-nothing"))
+        with pytest.raises(ControlPlaneError, match="router ctl-norouter does not exist"):
+            with_plane(neutron_lab, lambda plane: plane.ensure_router_interface(
+                "ctl-norouter", sub))
+    finally:
+        def detach(conn: Any) -> None:
+            router = conn.network.find_router(ROUTER)
+            if router is not None and interfaces(conn, sub):
+                conn.network.remove_interface_from_router(router, subnet=sub)
+            conn.network.delete_network(conn.network.find_network("ctl-services"))
+        lab_neutron.call(neutron_lab, detach)
+
+
+def group_rules(conn: Any, group: str) -> list[tuple[str, str, Any, Any]]:
+    return sorted((r.direction, r.ether_type, r.protocol, r.remote_ip_prefix)
+                  for r in conn.network.security_group_rules(security_group_id=group))
+
+
+def port_groups(conn: Any, port: str) -> list[str]:
+    return sorted(conn.network.get_security_group(g).name
+                  for g in conn.network.get_port(port).security_group_ids)
+
+
+def test_the_services_group_has_one_rule_and_every_pool_port_keeps_it(
+        neutron_lab: LabState, cleanup: None) -> None:
+    """The hairpin group: one ingress rule from the Service range and nothing else (not the
+    egress rules Neutron gives a new group: a pod's own groups decide its egress); a
+    changed range replaces the rule.  With it as ``pod_groups`` pool ports are made with
+    ``default`` and it, a pod's annotation groups come with it and a reset keeps it;
+    ``ensure_pod_groups`` adds it to pool ports made before; the management port has
+    neither."""
+    name = "ctl-services-sg"
+    parent = vm_port(neutron_lab, "ctl-vm-sg", "198.18.0.203")
+    lab_neutron.call(neutron_lab, lambda conn: conn.network.create_security_group(
+        name="ctl-web"))
+    switch = "ctl-sg"
+    try:
+        group = with_plane(neutron_lab, lambda plane: plane.ensure_services_group(
+            name, "198.18.128.0/20"))
+        assert lab_neutron.call(neutron_lab, lambda conn: group_rules(conn, group)) == [
+            ("ingress", "IPv4", None, "198.18.128.0/20")]
+        assert with_plane(neutron_lab, lambda plane: plane.ensure_services_group(
+            name, "198.18.128.0/20")) == group
+        assert with_plane(neutron_lab, lambda plane: plane.ensure_services_group(
+            name, "10.96.0.0/12")) == group
+        assert lab_neutron.call(neutron_lab, lambda conn: group_rules(conn, group)) == [
+            ("ingress", "IPv4", None, "10.96.0.0/12")]
+
+        def before(plane: NeutronControlPlane) -> Any:
+            plane.ensure_router(ROUTER)
+            return plane.create_node_network(switch, "198.19.211.0/24", ROUTER, parent, 2,
+                                             create_router=False)
+
+        old = with_plane(neutron_lab, before)
+        assert lab_neutron.call(neutron_lab, lambda conn: port_groups(
+            conn, old.ports[0].name)) == ["default"]
+
+        def with_group(plane: NeutronControlPlane) -> tuple[int, int, Any]:
+            plane.pod_groups = (group,)
+            added = plane.ensure_pod_groups(ROUTER)
+            again = plane.ensure_pod_groups(ROUTER)
+            new = plane.add_pool_ports(switch, 2)
+            plane.set_port_security_groups(new[0].name, ["ctl-web"],
+                                           PortOwner("apps", "web", "c1"))
+            plane.clear_port_security_groups(new[1].name)
+            return added, again, new
+
+        added, again, new = with_plane(neutron_lab, with_group)
+        assert (added, again) == (2, 0)
+        groups = lab_neutron.call(neutron_lab, lambda conn: {
+            p: port_groups(conn, p) for p in [*(q.name for q in old.ports),
+                                              *(q.name for q in new)]})
+        assert groups == {old.ports[0].name: sorted(["default", name]),
+                          old.ports[1].name: sorted(["default", name]),
+                          new[0].name: sorted([name, "ctl-web"]),
+                          new[1].name: sorted(["default", name])}
+        assert old.mgmt is not None
+        assert lab_neutron.call(neutron_lab, lambda conn: port_groups(
+            conn, old.mgmt.name)) == ["default"]
+        with pytest.raises(Conflict, match="security groups are named 'ctl-web'"):
+            with_plane(neutron_lab, lambda plane: plane.ensure_services_group(
+                "ctl-web", "10.96.0.0/12"))
+    finally:
+        with_plane(neutron_lab, lambda plane: plane.destroy_node_network(switch))
+
+        def remove(conn: Any) -> None:
+            for sg in conn.network.security_groups():
+                if str(sg.name).startswith("ctl-"):
+                    conn.network.delete_security_group(sg)
+        lab_neutron.call(neutron_lab, remove)

@@ -142,6 +142,10 @@ class NeutronControlPlane(ControlPlane):
         self.mode = child_ports
         self.lock_path = lock_path
         self.timeout = timeout
+        self.pod_groups: tuple[str, ...] = ()
+        """Security groups (ids) every pool port holds besides its own: a fresh one's
+        ``default``, a pod's annotation groups (the cluster controller's Services group,
+        :meth:`ensure_services_group`); the management port never gets them."""
         self._connection: Connection | None = None
 
     # --- connection and errors ---------------------------------------------------------
@@ -491,12 +495,16 @@ class NeutronControlPlane(ControlPlane):
         """One bulk POST of ``chunk`` and, in trunk mode, one request adding the subports."""
         meta = view.meta
         mgmt = mgmt_port_name(view.network.name)
+        fresh = self._fresh_groups(str(view.network.project_id or "")) if self.pod_groups \
+            and any(name != mgmt for name, _, _ in chunk) else []
         bodies = []
         for name, ip, tag in chunk:
             body: dict[str, Any] = {
                 "network_id": view.network.id, "name": name, "device_owner": PORT_OWNER,
                 "description": mark("mgmt-port" if name == mgmt else "pool-port"),
                 "fixed_ips": [{"subnet_id": view.subnet.id, "ip_address": ip}]}
+            if name != mgmt and self.pod_groups:
+                body["security_groups"] = fresh
             if meta.mode == BINDING_PROFILE:
                 body["binding_profile"] = {"parent_name": meta.parent, "tag": tag}
             bodies.append(body)
@@ -683,17 +691,103 @@ class NeutronControlPlane(ControlPlane):
         del owner
         found = self._get_port(port)
         ids = [self._group_id(name, found.project_id) for name in groups]
-        if list(found.security_group_ids or ()) != ids:
+        ids += [g for g in self.pod_groups if g not in ids]
+        if set(found.security_group_ids or ()) != set(ids):  # Neutron does not keep order
             self._call(f"set security groups {', '.join(groups)} on port {port}",
                        lambda: self.conn.network.update_port(found, security_group_ids=ids))
 
     def clear_port_security_groups(self, port: str) -> None:
-        """Give ``port`` its project's default security group back, as a new port has."""
+        """Give ``port`` its project's default security group back, as a new port has (and
+        :attr:`pod_groups`)."""
         found = self._get_port(port)
-        default = [self._group_id("default", found.project_id)]
-        if list(found.security_group_ids or ()) != default:
+        default = self._fresh_groups(found.project_id)
+        if set(found.security_group_ids or ()) != set(default):
             self._call(f"reset the security groups of port {port}",
                        lambda: self.conn.network.update_port(found, security_group_ids=default))
+
+    def _fresh_groups(self, project_id: str) -> list[str]:
+        """The groups of a fresh pool port: the project's ``default``, then :attr:`pod_groups`."""
+        default = self._group_id("default", project_id)
+        return [default, *(g for g in self.pod_groups if g != default)]
+
+    def ensure_pod_groups(self, router: str) -> int:
+        """Add the :attr:`pod_groups` a pool port of a node network on ``router`` (name or
+        id) lacks (one made before they were set), keeping its other groups; how many
+        ports were updated.  One listing of the networks and one of the ports, then an
+        update per port that lacks them."""
+        found = self._one_router(router) if self.pod_groups else None
+        if found is None:
+            return 0
+        nets = self._call("list the networks", lambda: list(self.conn.network.networks()))
+        mine = {str(n.id) for n in nets
+                if (meta := Meta.decode(n.description)) is not None and meta.router == found.id}
+        ports = self._call("list the ports", lambda: list(self.conn.network.ports()))
+        updated = 0
+        for port in ports:
+            if str(port.network_id) not in mine or not marked(port.description, "pool-port"):
+                continue
+            have = list(port.security_group_ids or ())
+            missing = [g for g in self.pod_groups if g not in have]
+            if missing:
+                self._call(f"add security group(s) {', '.join(missing)} to port {port.id}",
+                           lambda p=port, ids=have + missing: self.conn.network.update_port(
+                               p, security_group_ids=ids))
+                updated += 1
+        return updated
+
+    def ensure_services_group(self, name: str, cidr: str) -> str:
+        """The security group ``name`` (marked ``services-group``) with exactly one rule:
+        ingress from ``cidr`` (IPv4, any protocol); made if missing, its other rules (the
+        egress rules Neutron gives a new group, a former range's) removed.  Its id.
+
+        It admits a pod's own traffic back through its Service (hairpin: OVN's load
+        balancer SNATs it to the VIP), one rule for the whole Service range however many
+        Services there are; a group of that name not made here is a Conflict.
+        """
+        net = ipaddress.ip_network(cidr)
+        groups = self._call(f"look up security group {name}", lambda: list(
+            self.conn.network.security_groups(name=name)))
+        ours = [g for g in groups if marked(g.description, "services-group")]
+        if len(groups) > len(ours) or len(ours) > 1:
+            raise Conflict(f"{len(groups)} security groups are named {name!r}, "
+                           f"{len(ours)} of them made by ovn-underlay: remove all but one")
+        group = ours[0] if ours else self._call(
+            f"create security group {name}", lambda: self.conn.network.create_security_group(
+                name=name, description=mark("services-group")))
+        rules = self._call(f"list the rules of security group {name}", lambda: list(
+            self.conn.network.security_group_rules(security_group_id=group.id)))
+        wanted = [r for r in rules if r.direction == "ingress" and r.ether_type == "IPv4"
+                  and r.protocol is None and r.port_range_min is None
+                  and r.remote_group_id is None and r.remote_ip_prefix == str(net)]
+        for rule in rules:
+            if wanted and rule.id == wanted[0].id:
+                continue
+            self._call(f"delete rule {rule.id} of security group {name}",
+                       lambda r=rule: self.conn.network.delete_security_group_rule(
+                           r, ignore_missing=True))
+        if not wanted:
+            self._call(f"admit {net} in security group {name}",
+                       lambda: self.conn.network.create_security_group_rule(
+                           security_group_id=group.id, direction="ingress",
+                           ether_type="IPv4", remote_ip_prefix=str(net)))
+        return str(group.id)
+
+    def ensure_router_interface(self, router: str, subnet: str) -> bool:
+        """Attach the subnet ``subnet`` (name or id) to the router ``router`` (name or id)
+        unless it is; True if it was attached now.  ControlPlaneError when either is
+        missing (Conflict: several routers of that name)."""
+        found = self._one_router(router)
+        if found is None:
+            raise ControlPlaneError(f"router {router} does not exist")
+        sub = self._call(f"look up subnet {subnet}",
+                         lambda: self.conn.network.find_subnet(subnet))
+        if sub is None:
+            raise ControlPlaneError(f"subnet {subnet} not found in Neutron")
+        if any(s.id == sub.id for s in self._router_subnets(found)):
+            return False
+        self._call(f"attach subnet {sub.name or sub.id} to router {found.name or found.id}",
+                   lambda: self.conn.network.add_interface_to_router(found, subnet=sub.id))
+        return True
 
     def _get_port(self, port: str) -> Any:
         found = self._call(f"look up port {port}", lambda: self.conn.network.find_port(port))
