@@ -50,6 +50,8 @@ from ovn_underlay.lab.topology import Lab, LabState, nbctl
 from tests.conftest import skip_unless_containerd_possible, skip_unless_lab_possible
 
 NAMESPACE = "default"
+ECHO_PORT = 9100
+"""Where :class:`TcpEchoes` answer (in the pods they are started for)."""
 TCP_PORT = 8080
 """Where a pod's container answers TCP (unless its spec says another number)."""
 UDP_PORT = 8081
@@ -277,6 +279,56 @@ class UdpNamers:
         assert ready.wait(10) and not failure, failure
 
     def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(5)
+
+
+class TcpEchoes:
+    """For each pod given, a thread inside its namespace accepting TCP connections on
+    :data:`ECHO_PORT` and answering each message on them with ``NAME:MESSAGE``, for as long
+    as the client keeps the connection (the containers' ``nc -e echo`` closes at once)."""
+
+    def __init__(self, *pods: RunningPod) -> None:
+        self.pods = pods
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def __enter__(self) -> TcpEchoes:
+        for pod in self.pods:
+            ready = threading.Event()
+            thread = threading.Thread(target=self._serve, args=(pod, ready), daemon=True,
+                                      name=f"echo-{pod.name}")
+            thread.start()
+            self._threads.append(thread)
+            assert ready.wait(10), f"no echo server in {pod.name}"
+        return self
+
+    def _serve(self, pod: RunningPod, ready: threading.Event) -> None:
+        enter_netns(pod.netns)
+        with socket.create_server(("0.0.0.0", ECHO_PORT)) as server:
+            server.settimeout(0.2)
+            ready.set()
+            while not self._stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    continue
+                threading.Thread(target=self._echo, args=(pod, conn), daemon=True).start()
+
+    def _echo(self, pod: RunningPod, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(0.2)
+            while not self._stop.is_set():
+                try:
+                    data = conn.recv(256)
+                except TimeoutError:
+                    continue
+                if not data:
+                    return
+                conn.sendall(pod.name.encode() + b":" + data)
+
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         for thread in self._threads:
             thread.join(5)

@@ -11,6 +11,7 @@ module.  Hit counts are printed (``pytest -s`` shows them).
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 from collections import Counter
 
@@ -18,9 +19,11 @@ import pytest
 
 from ovn_underlay.dataplane.nsenter import run_in_netns
 from tests.e2e.services_lab import (
+    ECHO_PORT,
     TCP_PORT,
     UDP_PORT,
     ServicesLab,
+    TcpEchoes,
     TcpStream,
     retried_after_ovs_abort,
     service_port,
@@ -108,6 +111,46 @@ def test_a_backend_made_not_ready_gets_no_new_connection_within_a_second(
               f"within 1 s after it {dict(around)}, later {dict(after)}")
         assert last_r1 - patched < 1.0
         assert set(after) == {"r2"}, after
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "OVN 23.03.1 flushes the conntrack entries of a load balancer's removed backend (always "
+    "in 23.03; the controller also asks for it with ct_flush=true on TCP rows): established "
+    "TCP connections to a backend made not ready are reset at once, where kube-proxy lets "
+    "them run on (a terminating pod drains its connections)"))
+@retried_after_ovs_abort
+def test_established_connections_to_a_not_ready_backend_run_on(svc_lab: ServicesLab) -> None:
+    r1, r2 = svc_lab.pods["r1"], svc_lab.pods["r2"]
+    with TcpEchoes(r1, r2), contextlib.ExitStack() as cleanup:
+        cleanup.callback(svc_lab.set_ready, "r1", True)
+        vip = cleanup.enter_context(svc_lab.service(
+            "drain", [service_port("tcp", 80, ECHO_PORT)], {"app": "flip"}))
+        svc_lab.wait_backends("drain", f"{vip}:80", {None: _backends(svc_lab, ("r1", "r2"),
+                                                                     ECHO_PORT)})
+
+        def connect() -> list[tuple[socket.socket, str]]:
+            opened: list[tuple[socket.socket, str]] = []
+            while len(opened) < 20 and sum(a == "r1:a" for _, a in opened) < 3:
+                sock = socket.create_connection((vip, 80), timeout=2)
+                cleanup.callback(sock.close)
+                sock.sendall(b"a")
+                opened.append((sock, sock.recv(256).decode()))
+            return opened
+
+        opened = run_in_netns(svc_lab.pods["c1"].netns, connect)
+        svc_lab.set_ready("r1", False)
+        svc_lab.wait_backends("drain", f"{vip}:80", {None: _backends(svc_lab, ("r2",),
+                                                                     ECHO_PORT)})
+        after = []
+        for sock, _ in opened:
+            try:
+                sock.sendall(b"b")
+                after.append(sock.recv(256).decode() or "EOF")
+            except OSError as exc:
+                after.append(type(exc).__name__)
+        print(f"established connections, r1 made not Ready: before {[a for _, a in opened]}, "
+              f"after {after}")
+        assert [a.split(":")[0] for a in after] == [a.split(":")[0] for _, a in opened]
 
 
 @retried_after_ovs_abort
