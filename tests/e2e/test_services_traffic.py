@@ -114,10 +114,10 @@ def test_a_backend_made_not_ready_gets_no_new_connection_within_a_second(
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "OVN 23.03.1 flushes the conntrack entries of a load balancer's removed backend (always "
-    "in 23.03; the controller also asks for it with ct_flush=true on TCP rows): established "
-    "TCP connections to a backend made not ready are reset at once, where kube-proxy lets "
-    "them run on (a terminating pod drains its connections)"))
+    "OVN 23.03.1 flushes the conntrack entries of a load balancer's removed backend always "
+    "(from 23.06 only with ct_flush=true, which the controller sets on UDP rows only): "
+    "established TCP connections to a backend made not ready are reset at once, where "
+    "kube-proxy lets them run on (a terminating pod drains its connections)"))
 @retried_after_ovs_abort
 def test_established_connections_to_a_not_ready_backend_run_on(svc_lab: ServicesLab) -> None:
     r1, r2 = svc_lab.pods["r1"], svc_lab.pods["r2"]

@@ -113,8 +113,9 @@ def test_one_row_per_service_and_protocol_in_the_group(nb: str, lbs: OvnLoadBala
     for row in (tcp, udp):
         assert row["external_ids"] == {"ovn-underlay:role": "service",
                                        "ovn-underlay:service": "ns/web"}
-        assert row["options"] == {"ct_flush": "true", "reject": "true"}
         assert as_list(row["selection_fields"]) == []
+    assert tcp["options"] == {"reject": "true"}  # established connections drain
+    assert udp["options"] == {"ct_flush": "true", "reject": "true"}
     group = named(nb, "Load_Balancer_Group", GROUP)
     assert sorted(as_list(group["load_balancer"])) == sorted([tcp["_uuid"], udp["_uuid"]])
     for switch in SWITCHES.values():
@@ -151,7 +152,7 @@ def test_local_traffic_policy_makes_one_row_per_node(nb: str, lbs: OvnLoadBalanc
     assert "Service_ns/loc_tcp" not in rows
     assert a["vips"] == {"10.96.0.40:80": "10.1.0.8:80,10.1.0.9:80"}
     assert b["vips"] == {"10.96.0.40:80": ""}
-    assert a["options"] == b["options"] == {"ct_flush": "true", "reject": "false"}
+    assert a["options"] == b["options"] == {"reject": "false"}
     assert a["external_ids"]["ovn-underlay:node"] == "a"
     assert as_list(named(nb, "Logical_Switch", "sw-a")["load_balancer"]) == [a["_uuid"]]
     assert as_list(named(nb, "Logical_Switch", "sw-b")["load_balancer"]) == [b["_uuid"]]
@@ -326,13 +327,14 @@ def test_a_fenced_writer_writes_no_services(nb: str, plane: OvnNbControlPlane,
 
 def test_what_northd_makes_of_the_rows(ovsdb_factory: Callable[[str, Path], str], nb: str,
                                        lbs: OvnLoadBalancers, tmp_path: Path) -> None:
-    """An empty VIP rejects with reject=true and drops without; ct_flush reaches the SB
-    (ovn-controller reads it there); hairpin needs no option: SNAT to the VIP."""
+    """An empty VIP rejects with reject=true and drops without; a UDP row's ct_flush
+    reaches the SB (ovn-controller reads it there); hairpin needs no option: SNAT to the
+    VIP."""
     sb = ovsdb_factory("sb", daemons.SB_SCHEMA)
     (tmp_path / "northd").mkdir()
     northd = daemons.start_northd("northd", tmp_path / "northd", nb, sb, None)
     try:
-        lbs.sync([svc("empty", "10.96.0.30", ServicePort("tcp", 80)),
+        lbs.sync([svc("empty", "10.96.0.30", ServicePort("tcp", 80), ServicePort("udp", 53)),
                   svc("loc", "10.96.0.40", ServicePort("tcp", 80), local_only=True)],
                  SWITCHES, complete=True)
         flows = _lflows_with(sb, "10.96.0.40", "10.96.0.30", "ct_snat_to_vip")
@@ -349,7 +351,7 @@ def test_what_northd_makes_of_the_rows(ovsdb_factory: Callable[[str, Path], str]
     assert drop and all("action=(drop;)" in f for f in drop)
     assert any("ls_in_nat_hairpin" in f and "ct.new" in f for f in flows
                if "ct_snat_to_vip" in f)
-    assert sb_lbs.count('ct_flush="true"') == 3
+    assert sb_lbs.count('ct_flush="true"') == 1
 
 
 def _lflows_with(sb: str, *needles: str) -> list[str]:
