@@ -229,6 +229,8 @@ def test_ensure_router_interface_attaches_a_subnet_once(
             plane.ensure_router_interface(ROUTER, "ctl-services"),
             plane.ensure_router_interface(ROUTER, sub)]) == [False, False]
         assert lab_neutron.call(neutron_lab, lambda conn: interfaces(conn, sub)) == first
+        assert with_plane(neutron_lab, lambda plane: plane.subnet_layout("ctl-services")) == (
+            "198.19.224.0/20", "198.19.232.1", (("198.19.232.2", "198.19.239.254"),))
         with pytest.raises(ControlPlaneError, match="subnet ctl-nothing not found"):
             with_plane(neutron_lab, lambda plane: plane.ensure_router_interface(
                 ROUTER, "ctl-nothing"))

@@ -772,6 +772,16 @@ class NeutronControlPlane(ControlPlane):
                            ether_type="IPv4", remote_ip_prefix=str(net)))
         return str(group.id)
 
+    def subnet_layout(self, subnet: str) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+        """(CIDR, gateway IP or "", allocation pools as (start, end)) of the subnet
+        ``subnet`` (name or id); ControlPlaneError when it is missing."""
+        sub = self._call(f"look up subnet {subnet}",
+                         lambda: self.conn.network.find_subnet(subnet))
+        if sub is None:
+            raise ControlPlaneError(f"subnet {subnet} not found in Neutron")
+        pools = tuple((str(p["start"]), str(p["end"])) for p in sub.allocation_pools or ())
+        return str(sub.cidr), str(sub.gateway_ip or ""), pools
+
     def ensure_router_interface(self, router: str, subnet: str) -> bool:
         """Attach the subnet ``subnet`` (name or id) to the router ``router`` (name or id)
         unless it is; True if it was attached now.  ControlPlaneError when either is
