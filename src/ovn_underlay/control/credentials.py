@@ -59,6 +59,7 @@ _OPTION_KEYS = {
     "OS_INTERFACE": "interface",
     "OS_CACERT": "cacert",
     "OS_NETWORK_ENDPOINT_OVERRIDE": "network_endpoint_override",
+    "OS_LOAD_BALANCER_ENDPOINT_OVERRIDE": "load_balancer_endpoint_override",
 }
 SECRET_OPTIONS = ("password", "token", "application_credential_secret")
 VIF_ID = "OS_VIF_ID"

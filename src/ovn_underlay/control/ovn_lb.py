@@ -220,6 +220,11 @@ class OvnLoadBalancers:
         return SyncResult(deleted=sum(map(len, ops.values())),
                           transactions=self._run(ops, "delete Services"))
 
+    def limits(self, state: ServiceState) -> tuple[str, ...]:
+        """Nothing: OVN's Northbound does all of a ServiceState."""
+        del state
+        return ()
+
     # --- reads (under the connection lock) --------------------------------------------
 
     def _ours(self, keys: Collection[str] | None) -> dict[str, list[tuple[Any, LbRow]]]:

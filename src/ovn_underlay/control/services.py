@@ -92,3 +92,7 @@ class ServicesBackend(Protocol):
     def delete(self, keys: Iterable[str]) -> SyncResult:
         """Remove the rows of the Services ``namespace/name``; idempotent."""
         ...
+
+    def limits(self, state: ServiceState) -> tuple[str, ...]:
+        """What this backend cannot do of ``state``, as plain sentences (() when nothing)."""
+        ...
