@@ -107,3 +107,33 @@ def test_the_process_serves_nodes_and_releases_the_lease_on_sigterm(
     assert "epoch 1: leading" in text
     assert "node n1: Ready=True" in text
     assert "stopped writing" in text
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    (["--backend", "neutron", "--service-subnet", "services"],
+     "--service-subnet needs --service-cidr"),
+    (["--nb", "unix:/nonexistent", "--service-subnet", "services", "--service-cidr",
+      "10.96.0.0/12"], "--service-subnet is a Neutron subnet: it needs --backend neutron"),
+    (["--nb", "unix:/nonexistent", "--service-cidr", "10.96.0.0/33"], "is not an IPv4 CIDR"),
+    (["--nb", "unix:/nonexistent", "--service-cidr", "fd00::/108"],
+     "IPv6 Service ranges are not supported yet"),
+    (["--nb", "unix:/nonexistent", "--cluster-subnet", "10.0.0.0/8", "--service-cidr",
+      "10.96.0.0/12"], "overlaps --cluster-subnet 10.0.0.0/8"),
+])
+def test_service_settings_are_checked_before_anything_starts(
+        tmp_path: Path, options: list[str], said: str) -> None:
+    run = subprocess.run([sys.executable, "-m", "ovn_underlay.cli", "controller",
+                          "--config-dir", str(tmp_path), "--kubeconfig", str(tmp_path / "none"),
+                          "--metrics-address", "off", *options],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode != 0
+    assert said in run.stderr, run.stderr
+
+
+def test_service_settings_come_from_files_too(tmp_path: Path) -> None:
+    (tmp_path / "service-subnet").write_text("k8s-services\n")
+    (tmp_path / "service-cidr").write_text("10.96.0.0/12\n")
+    args = with_config_dir(parse("--config-dir", str(tmp_path)))
+    assert (args.service_subnet, args.service_cidr) == ("k8s-services", "10.96.0.0/12")
+    assert (DEFAULTS["service_subnet"], DEFAULTS["service_cidr"]) == (
+        main.ControllerConfig().service_subnet, main.ControllerConfig().service_cidr)

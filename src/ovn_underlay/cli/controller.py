@@ -29,7 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "child_ports": DEFAULT_CHILD_PORTS, "cluster_subnet": "", "node_subnet_size": 24,
     "router": "ovn-underlay", "pool_size": 16, "max_pool_ports": 128, "pool_batch": 32,
     "namespace": "ovn-underlay", "resync": 30.0, "kubeconfig": "",
-    "metrics_address": "127.0.0.1:9477"}
+    "metrics_address": "127.0.0.1:9477", "service_subnet": "", "service_cidr": ""}
 """Each option's value when neither the command line nor a settings file gives one (the
 controller's own defaults, which a test holds these to: this module imports no controller
 code until the command runs)."""
@@ -76,6 +76,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resync", type=float, metavar="SECONDS", help="every node is reconciled "
                    "again this often; how soon a deleted Node's network goes once its VM "
                    "port is gone (default: 30)")
+    p.add_argument("--service-subnet", metavar="NAME_OR_ID", help="with --backend neutron: "
+                   "the Neutron subnet holding the Service range, where Octavia's VIPs are "
+                   "(its allocation pool and gateway outside the range); attached to the "
+                   "router at every term's start; ClusterIP Services go through Octavia's "
+                   "OVN provider (needs --service-cidr) (default: none: no Services on "
+                   "Neutron)")
+    p.add_argument("--service-cidr", metavar="CIDR", help="the Services' ClusterIP range, "
+                   "kube-apiserver's --service-cluster-ip-range (IPv4, apart from "
+                   "--cluster-subnet); with --service-subnet every pool port gets the "
+                   "security group ovn-underlay-services, whose one rule admits it (a pod "
+                   "reaching itself through its Service)")
     p.add_argument("--metrics-address", metavar="HOST:PORT", help="where Prometheus "
                    "scrapes /metrics (port 0: any free one, logged), or 'off' (default: "
                    "127.0.0.1:9477; the Deployment runs on the host network)")
@@ -96,6 +107,7 @@ def with_config_dir(args: argparse.Namespace) -> argparse.Namespace:
 
 def cmd_controller(args: argparse.Namespace) -> int:
     """Run the controller until SIGTERM or SIGINT (then release the Lease)."""
+    from ovn_underlay.cli.agent import service_cidr
     from ovn_underlay.cli.daemon import _setup_logging, stop_on_signals
     from ovn_underlay.config import METRICS_OFF
     from ovn_underlay.controller.main import Controller, ControllerConfig
@@ -114,11 +126,20 @@ def cmd_controller(args: argparse.Namespace) -> int:
             split_address(args.metrics_address)
         except ValueError as exc:
             raise ConfigError(f"--metrics-address: {exc} (or 'off')") from None
+    services = service_cidr(args)
+    if args.service_subnet and args.backend != "neutron":
+        raise ConfigError("--service-subnet is a Neutron subnet: it needs --backend neutron "
+                          "(with --backend ovn Services are OVN's own load balancers)")
+    if args.service_subnet and not services:
+        raise ConfigError("--service-subnet needs --service-cidr (kube-apiserver's "
+                          "--service-cluster-ip-range): without the hairpin rule a pod "
+                          "could not reach itself through its Service")
     settings = Settings(router=args.router, cluster_subnet=args.cluster_subnet,
                         pool_size=args.pool_size, max_pool_ports=args.max_pool_ports,
                         pool_batch=args.pool_batch)
     config = ControllerConfig(settings=settings, node_prefix=args.node_subnet_size,
-                              namespace=args.namespace, resync=args.resync)
+                              namespace=args.namespace, resync=args.resync,
+                              service_subnet=args.service_subnet, service_cidr=services)
     metrics = ControllerMetrics()
     controller = Controller(load_config(args.kubeconfig), config, lambda: _connect(args),
                             metrics)

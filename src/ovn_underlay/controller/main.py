@@ -24,27 +24,41 @@ Every replica runs the same :class:`Controller`:
   retried for that node after a backoff (1 s doubling to 30 s); others go on.
 * Services: a :class:`~ovn_underlay.controller.services.ServicesReconciler` with its
   own informers and thread; each term hands it the backend of the term's fenced
-  connection (:func:`services_backend`: OVN's load balancers, none on Neutron) and the
+  connection (:func:`services_backend`: OVN's load balancers; on Neutron, Octavia's
+  with a Service subnet set, else none) and the
   node switches from the UnderlayNodes' ``status.switch`` (looked at on every Node or
   UnderlayNode event); a stop lets it finish its pending sync first (up to
-  :data:`STOP_DRAIN` s).
+  :data:`STOP_DRAIN` s).  On Neutron with a Service subnet every term starts by
+  attaching that subnet to the cluster router (the OVN provider puts each load
+  balancer on the VIP's switch, its router and every switch on that router) and by
+  making the hairpin group :data:`SERVICES_GROUP` (one ingress rule from the whole
+  Service range), which every pool port gets besides its own groups
+  (:attr:`~ovn_underlay.control.neutron.NeutronControlPlane.pod_groups`; pool ports
+  made before get it added then).
 * :meth:`Controller.stop` (SIGTERM) stops writing, releases the Lease (a successor
   takes over at its next try) and stops the informers.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from lightkube import SingleConfig
 from lightkube.resources.core_v1 import Node
 
-from ovn_underlay.control.base import ControlPlane, ControlPlaneUnavailable, Fenced
+from ovn_underlay.control.base import (
+    ControlPlane,
+    ControlPlaneError,
+    ControlPlaneUnavailable,
+    Fenced,
+)
+from ovn_underlay.control.neutron import NeutronControlPlane
 from ovn_underlay.control.ovn_lb import OvnLoadBalancers
 from ovn_underlay.control.ovn_nb import OvnNbControlPlane
 from ovn_underlay.control.services import ServicesBackend
@@ -63,9 +77,11 @@ DEFAULT_NAMESPACE = "ovn-underlay"
 DEFAULT_RESYNC = 30.0
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 SYNC_WAIT = 0.5
+"""Seconds between the worker's looks at the caches' first sync (and at the term)."""
 STOP_DRAIN = 1.0
 """Seconds a stop waits for the Services' pending sync before the Lease is released."""
-"""Seconds between the worker's looks at the caches' first sync (and at the term)."""
+SERVICES_GROUP = "ovn-underlay-services"
+"""The Neutron security group admitting the Service range on every pool port (hairpin)."""
 
 
 @dataclass(frozen=True)
@@ -84,12 +100,48 @@ class ControllerConfig:
     resync: float = DEFAULT_RESYNC
     services_window: float = DEFAULT_WINDOW
     """Seconds Service changes are collected before one sync of them."""
+    service_subnet: str = ""
+    """Neutron: the subnet (name or id) holding the Service range, where Octavia's VIPs
+    are ("": no Services on Neutron)."""
+    service_cidr: str = ""
+    """The Service range (kube-apiserver's --service-cluster-ip-range): the hairpin
+    group's one rule admits it (Neutron with ``service_subnet``)."""
 
 
-def services_backend(control: ControlPlane) -> ServicesBackend | None:
-    """Where a term's Services go: OVN's load balancers on an OVN NB connection; None on
-    any other control plane (Neutron: Services need Octavia, a later issue)."""
-    return OvnLoadBalancers(control) if isinstance(control, OvnNbControlPlane) else None
+def service_network_problems(service_cidr: str, cidr: str, gateway: str,
+                             pools: Iterable[tuple[str, str]]) -> list[str]:
+    """What is wrong with a Service subnet (``cidr``, ``gateway``, allocation ``pools``) for
+    the Service range ``service_cidr``: each VIP is a port at its ClusterIP, so the range
+    must lie in the subnet and Neutron must never hand out one of its addresses."""
+    wanted = ipaddress.IPv4Network(service_cidr)
+    subnet = ipaddress.ip_network(cidr)
+    if not (isinstance(subnet, ipaddress.IPv4Network) and wanted.subnet_of(subnet)):
+        return [f"the Service range {wanted} is not inside the Service subnet's {cidr}: "
+                "Octavia cannot make a VIP at a ClusterIP"]
+    said = []
+    if gateway and ipaddress.ip_address(gateway) in wanted:
+        said.append(f"the Service subnet's gateway {gateway} is in the Service range "
+                    f"{wanted}: a Service given that ClusterIP cannot get its VIP")
+    for start, end in pools:
+        first, last = ipaddress.IPv4Address(start), ipaddress.IPv4Address(end)
+        if first <= wanted[-1] and last >= wanted[0]:
+            said.append(f"the Service subnet's allocation pool {start}-{end} overlaps the "
+                        f"Service range {wanted}: Neutron may give a ClusterIP to another "
+                        "port (set the pool outside the range)")
+    return said
+
+
+def services_backend(control: ControlPlane, service_subnet: str = "") -> ServicesBackend | None:
+    """Where a term's Services go: OVN's load balancers on an OVN NB connection; Octavia's
+    (OVN provider) on Neutron with ``service_subnet``, the Neutron subnet of the VIPs;
+    else None."""
+    if isinstance(control, OvnNbControlPlane):
+        return OvnLoadBalancers(control)
+    if isinstance(control, NeutronControlPlane) and service_subnet:
+        from ovn_underlay.control.octavia_lb import OctaviaLoadBalancers
+
+        return OctaviaLoadBalancers(control, service_subnet)
+    return None
 
 
 class WorkQueue:
@@ -310,6 +362,7 @@ class Controller:
                        lambda name: self.underlays.get("", name)), self._may_write,
                 EventRecorder(self.kube, self._may_write, self.config.identity))
             names = reconciler.start_term(self.nodes.list(), self.underlays.list())
+            services_ready = self._prepare_services(control)
         except NotLeading as exc:
             LOG.info("epoch %d: %s", epoch, exc)
             self._end_term()
@@ -325,12 +378,48 @@ class Controller:
             self._end_term()
             return False
         self._reconciler = reconciler
-        self.services.begin_term(epoch, services_backend(control))
+        self.services.begin_term(epoch, services_backend(control, self.config.service_subnet)
+                                 if services_ready else None)
         self._failures.clear()
         self._fresh.clear()
         for name in names:
             self.queue.add(name)
         LOG.info("epoch %d: leading; %d node(s) queued", epoch, len(names))
+        return True
+
+    def _prepare_services(self, control: ControlPlane) -> bool:
+        """Neutron with a Service subnet: the subnet on the cluster router, the hairpin
+        group made and on every pool port (module docstring); idempotent.  False (said):
+        the Service network cannot be made, so the term programs no Service (its nodes
+        are served all the same)."""
+        config = self.config
+        if not (isinstance(control, NeutronControlPlane) and config.service_subnet):
+            return True
+        if not self._may_write():
+            raise NotLeading("the term ended before the Service network was checked")
+        try:
+            if control.ensure_router_interface(config.settings.router, config.service_subnet):
+                LOG.info("attached the Service subnet %s to router %s",
+                         config.service_subnet, config.settings.router)
+            if config.service_cidr:
+                for problem in service_network_problems(
+                        config.service_cidr, *control.subnet_layout(config.service_subnet)):
+                    LOG.error("Service subnet %s: %s", config.service_subnet, problem)
+            group = (control.ensure_services_group(SERVICES_GROUP, config.service_cidr)
+                     if config.service_cidr else "")
+        except (ControlPlaneUnavailable, Fenced):
+            raise
+        except ControlPlaneError as exc:
+            LOG.error("Services are not programmed in this term: the Service subnet %s "
+                      "cannot be used: %s", config.service_subnet, exc)
+            return False
+        if not group:
+            return True
+        control.pod_groups = (group,)
+        updated = control.ensure_pod_groups(config.settings.router)
+        LOG.info("security group %s (%s) admits the Service range %s on every pool port "
+                 "(hairpin)%s", SERVICES_GROUP, group, config.service_cidr,
+                 f"; added to {updated} pool port(s) made before" if updated else "")
         return True
 
     def _end_term(self) -> None:

@@ -15,7 +15,13 @@
 ``ovn_underlay_service_sync_errors_total``             failed syncs by reason (unavailable:
                                                        the control plane or the API did not
                                                        answer; fenced: a later leader;
-                                                       error: anything else, logged)
+                                                       pending: a load balancer stayed
+                                                       PENDING_*, the rest done; error:
+                                                       anything else, logged)
+``ovn_underlay_services_pending``                      Services whose load balancer the
+                                                       last sync found pending (Octavia:
+                                                       PENDING_* beyond the backend's
+                                                       wait), retried until programmed
 =====================================================  =====================================
 
 The two ``programmed`` gauges describe what this replica last wrote; a replica that
@@ -33,7 +39,7 @@ from prometheus_client.registry import Collector
 NAMESPACE = "ovn_underlay"
 SYNC_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0,
                 10.0, 30.0, 60.0)
-ERROR_REASONS = ("unavailable", "fenced", "error")
+ERROR_REASONS = ("unavailable", "fenced", "pending", "error")
 
 
 class ControllerMetrics:
@@ -60,6 +66,10 @@ class ControllerMetrics:
         self.errors = Counter(
             "service_sync_errors", "Services syncs that failed, by reason", ["reason"],
             namespace=NAMESPACE, registry=self.registry)
+        self.pending_services = Gauge(
+            "services_pending", "Services whose load balancer the last sync found pending "
+            "(Octavia's PENDING_* states), retried until programmed", namespace=NAMESPACE,
+            registry=self.registry)
         for kind in ("complete", "incremental"):
             self.syncs.labels(kind)
         for reason in ERROR_REASONS:
@@ -80,6 +90,10 @@ class ControllerMetrics:
         """What the control plane holds after a sync."""
         self.services.set(services)
         self.backends.set(backends)
+
+    def pending(self, services: int) -> None:
+        """How many Services wait for their load balancer after a sync."""
+        self.pending_services.set(services)
 
     def failed(self, reason: str) -> None:
         """One sync failed (``reason``: one of :data:`ERROR_REASONS`)."""

@@ -22,7 +22,15 @@
   ends writing for the term (a later leader has the control plane; the elector hears
   of it through the Lease).
 * A Service whose state has ``problems`` (an IPv6 ClusterIP, an FQDN slice) is logged
-  once per change of them, with a Warning Event on the Service (best effort).
+  once per change of them, with a Warning Event on the Service (best effort),
+  ``ServicePartlyProgrammed``; what the backend cannot do of it (its ``limits``, e.g.
+  Octavia's OVN provider and sessionAffinity) likewise, ``ServiceLimitedByBackend``.
+* A backend that raises :class:`~ovn_underlay.control.octavia_lb.ServicesPending` (a
+  load balancer stayed PENDING_*, which Octavia lets nobody change) has done the rest:
+  the other Services' deletions are still made, the Services pending are logged, get a
+  Warning Event each when they become pending (``LoadBalancerPending``) and a Normal one
+  once programmed (``LoadBalancerProgrammed``), are counted in the metrics' pending
+  gauge, and the work is retried after the backoff as for an unavailable control plane.
 * :meth:`ServicesReconciler.nudge` makes it look at the switches at once (a node's
   status changed); :meth:`ServicesReconciler.drain` waits until the pending work is
   done (before a planned stop, so that a successor finds nothing left to write).
@@ -31,9 +39,9 @@
   committed sync, its transactions, the latency of each Service it carried (from the
   first informer event that marked it in this term to the commit), what is programmed
   after it, and each failure by reason.
-* ``begin_term`` with no backend (the Neutron control plane: a tenant cannot write
-  OVN's Northbound; Services there need Octavia's OVN provider, a later issue) programs
-  nothing and says so once.
+* ``begin_term`` with no backend (the Neutron control plane without a Service subnet:
+  a tenant cannot write OVN's Northbound, and Octavia needs one) programs nothing and
+  says so once.
 """
 
 from __future__ import annotations
@@ -50,8 +58,9 @@ from lightkube.models.core_v1 import ObjectReference
 from lightkube.resources.core_v1 import Service
 
 from ovn_underlay.control.base import ControlPlaneUnavailable, Fenced
+from ovn_underlay.control.octavia_lb import ServicesPending
 from ovn_underlay.control.services import ServicesBackend, ServiceState, SyncResult
-from ovn_underlay.controller.events import WARNING, EventRecorder
+from ovn_underlay.controller.events import NORMAL, WARNING, EventRecorder
 from ovn_underlay.controller.metrics import ControllerMetrics
 from ovn_underlay.controller.service_model import SERVICE_NAME_LABEL, service_state
 from ovn_underlay.kube.client import KubeClient, KubeError, describe
@@ -71,8 +80,10 @@ DRAIN_POLL = 0.01
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 NEUTRON_NOTICE = (
     "Services are not programmed: the control plane is Neutron, where a tenant cannot "
-    "write OVN's Northbound; ClusterIP Services need Octavia's OVN provider (a later "
-    "issue) and do not answer from pods until then")
+    "write OVN's Northbound, and no --service-subnet is set; ClusterIP Services go "
+    "through Octavia's OVN provider with --service-subnet (the Neutron subnet holding "
+    "the Service range) and --service-cidr (kube-apiserver's --service-cluster-ip-range), "
+    "and do not answer from pods until then")
 
 
 def service_key(obj: Any) -> str:
@@ -124,6 +135,10 @@ class ServicesReconciler:
         self._term_lock = threading.Lock()
         """Held by a sync and by end_term: a term ends after its sync under way."""
         self._problems: dict[str, tuple[str, ...]] = {}
+        self._limits: dict[str, tuple[str, ...]] = {}
+        """What the backend said it cannot do of each Service (said once per change)."""
+        self._pending: set[str] = set()
+        """Services whose load balancer the backend last found pending (PENDING_*)."""
         self._synced_switches: dict[str, str] | None = None
         self._programmed: dict[str, int] = {}
         """The programmed Services' endpoint counts, by Service (for the metrics)."""
@@ -270,7 +285,7 @@ class ServicesReconciler:
                 marked, self._marked = self._marked, {}
                 self._complete = False
             try:
-                self._sync(backend, epoch, switches, complete, dirty, marked)
+                pending = self._sync(backend, epoch, switches, complete, dirty, marked)
             except Fenced as exc:
                 self._failed("fenced")
                 LOG.error("epoch %d: Services not synced: %s; writing no more Services in "
@@ -288,6 +303,13 @@ class ServicesReconciler:
                 self._failed("error")
                 LOG.exception("epoch %d: Services not synced: %s", epoch, describe(exc))
                 return False
+            if pending:
+                self._keep(complete, dirty, marked)
+                self._failed("pending")
+                LOG.warning("epoch %d: %d Service(s) not programmed, their load balancer "
+                            "pending (PENDING_*: Octavia refuses changes meanwhile): %s; the "
+                            "others are; again soon", epoch, len(pending), ", ".join(pending))
+                return False
             self._synced_switches = switches
             self._failures = 0
             return True
@@ -304,8 +326,9 @@ class ServicesReconciler:
             self.metrics.failed(reason)
 
     def _sync(self, backend: ServicesBackend, epoch: int, switches: dict[str, str],
-              complete: bool, dirty: set[str], marked: dict[str, float]) -> None:
+              complete: bool, dirty: set[str], marked: dict[str, float]) -> tuple[str, ...]:
         """A complete sync, or one of the ``dirty`` Services; only while ``may_write()``.
+        The Services whose load balancer the backend found pending (the rest is done).
 
         ``marked``: when the Services it carries were first marked (for the latency)."""
         started = time.monotonic()
@@ -319,28 +342,42 @@ class ServicesReconciler:
             else:
                 states.append(state)
         if not self._may_write():
-            return
-        result = backend.sync(states, switches, complete)
+            return ()
+        pending: tuple[str, ...] | None = None
+        try:
+            result = backend.sync(states, switches, complete)
+        except ServicesPending as exc:  # the others are done: their deletions too
+            pending, result = exc.keys, SyncResult()
         self.results.append(result)
         if gone and not complete:
             if not self._may_write():
-                return
-            deleted = backend.delete(gone)
+                return ()
+            try:
+                deleted = backend.delete(gone)
+            except ServicesPending as exc:
+                pending, deleted = (*(pending or ()), *exc.keys), SyncResult()
             self.results.append(deleted)
             result = SyncResult(result.created, result.updated,
                                 result.deleted + deleted.deleted,
                                 result.transactions + deleted.transactions)
-        self._record(states, gone, complete, result, marked)
-        level = logging.INFO if complete or result.transactions else logging.DEBUG
-        LOG.log(level, "epoch %d: %s sync of %d Service(s) (%d gone) over %d switch(es): "
-                "%d row(s) created, %d updated, %d deleted in %d transaction(s), %.0f ms",
-                epoch, "complete" if complete else "incremental", len(states), len(gone),
-                len(switches), result.created, result.updated, result.deleted,
-                result.transactions, (time.monotonic() - started) * 1000)
         for state in states:
             self._say_problems(state)
+            self._say_limits(backend, state)
         for key in gone:
             self._problems.pop(key, None)
+            self._limits.pop(key, None)
+        carried = {s.key for s in states} | set(gone)
+        self._say_pending(states, carried, complete, pending or ())
+        if pending is None:
+            self._record(states, gone, complete, result, marked)
+        level = logging.INFO if complete or result.transactions else logging.DEBUG
+        LOG.log(level, "epoch %d: %s sync of %d Service(s) (%d gone) over %d switch(es): "
+                "%d row(s) created, %d updated, %d deleted in %d transaction(s), %.0f ms%s",
+                epoch, "complete" if complete else "incremental", len(states), len(gone),
+                len(switches), result.created, result.updated, result.deleted,
+                result.transactions, (time.monotonic() - started) * 1000,
+                "" if pending is None else f" ({len(set(pending))} pending)")
+        return tuple(sorted(set(pending or ())))
 
     def _record(self, states: list[ServiceState], gone: list[str], complete: bool,
                 result: SyncResult, marked: dict[str, float]) -> None:
@@ -379,18 +416,53 @@ class ServicesReconciler:
             self._problems[state.key] = state.problems
             message = "; ".join(state.problems)
             LOG.warning("Service %s: %s", state.key, message)
-            self._event(state, message)
+            self._event(state.key, WARNING, "ServicePartlyProgrammed", message)
         else:
             self._problems.pop(state.key, None)
 
-    def _event(self, state: ServiceState, message: str) -> None:
-        """A Warning Event on the Service, best effort (a failure is logged)."""
-        service = self.services.get(state.namespace, state.name)
+    def _say_limits(self, backend: ServicesBackend, state: ServiceState) -> None:
+        """Log what the backend cannot do of a Service once per change, with a Warning
+        Event on it."""
+        limits = backend.limits(state)
+        if self._limits.get(state.key, ()) == limits:
+            return
+        if limits:
+            self._limits[state.key] = limits
+            message = "; ".join(limits)
+            LOG.warning("Service %s: %s", state.key, message)
+            self._event(state.key, WARNING, "ServiceLimitedByBackend", message)
+        else:
+            self._limits.pop(state.key, None)
+
+    def _say_pending(self, states: list[ServiceState], carried: set[str], complete: bool,
+                     pending: tuple[str, ...]) -> None:
+        """The Services whose load balancer is pending after a sync that carried
+        ``carried``: an Event on each one that becomes pending, and on each that no
+        longer is; the gauge."""
+        now = set(pending) | (set() if complete else self._pending - carried)
+        programmed = {s.key for s in states}
+        for key in sorted(set(pending) - self._pending):
+            self._event(key, WARNING, "LoadBalancerPending",
+                        "its load balancer stays in a PENDING_* state, in which Octavia "
+                        "refuses any change: the Service's latest state is not programmed "
+                        "yet; retrying")
+        for key in sorted((self._pending - now) & programmed):
+            LOG.info("Service %s: its load balancer is no longer pending: programmed", key)
+            self._event(key, NORMAL, "LoadBalancerProgrammed",
+                        "its load balancer left the PENDING_* state: the Service's state "
+                        "is programmed")
+        self._pending = now
+        if self.metrics is not None:
+            self.metrics.pending(len(now))
+
+    def _event(self, key: str, kind: str, reason: str, message: str) -> None:
+        """An Event on the Service ``key``, best effort (a failure is logged)."""
+        namespace, name = key.split("/", 1)
+        service = self.services.get(namespace, name)
         meta = service.metadata if service is not None else None
         if meta is None:
             return
-        about = ObjectReference(apiVersion="v1", kind="Service", namespace=state.namespace,
-                                name=state.name, uid=meta.uid,
+        about = ObjectReference(apiVersion="v1", kind="Service", namespace=namespace,
+                                name=name, uid=meta.uid,
                                 resourceVersion=meta.resourceVersion)
-        self.events.about(about, state.namespace, WARNING, "ServicePartlyProgrammed",
-                          message)
+        self.events.about(about, namespace, kind, reason, message)

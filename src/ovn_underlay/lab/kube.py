@@ -67,6 +67,10 @@ CONTROLLER_OPENRC = """\
 export OS_AUTH_TYPE=none
 export OS_NETWORK_ENDPOINT_OVERRIDE={url}
 """
+CONTROLLER_OPENRC_OCTAVIA = """\
+# ... and its Octavia (noauth: load balancers are made in the Service subnet's project).
+export OS_LOAD_BALANCER_ENDPOINT_OVERRIDE={url}
+"""
 READY_TIMEOUT = 20.0
 HTTP_TIMEOUT = 30.0
 
@@ -212,9 +216,12 @@ def start_controller(state: LabState, lab_dir: Path, cluster_subnet: str, router
                      name: str = "controller") -> Path:
     """``ovn-k8s-underlay controller`` in the hypervisor, with the lab's control plane.
 
-    NB lab: the NB address; Neutron lab: the admin openrc the lab wrote.  Metrics on
-    a free port of the hypervisor's loopback (two controllers may run at once; the log
-    says where).  Returns its pid file (recorded in the lab's state as ``name``).
+    NB lab: the NB address; Neutron lab: the admin openrc the lab wrote, with Octavia's
+    endpoint when the lab runs Octavia, and then ``--service-subnet`` (the lab's Service
+    subnet, :data:`ovn_underlay.lab.octavia.SERVICE_NETWORK_NAME`) and ``--service-cidr``
+    (its Service range): Services through Octavia.  Metrics on a free port of the
+    hypervisor's loopback (two controllers may run at once; the log says where).
+    Returns its pid file (recorded in the lab's state as ``name``).
     """
     workdir = lab_dir / "hv" / name
     backend = ["--backend", "ovn", "--nb", state.nb]
@@ -224,7 +231,14 @@ def start_controller(state: LabState, lab_dir: Path, cluster_subnet: str, router
         fd = os.open(openrc, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(CONTROLLER_OPENRC.format(lab=state.name, url=state.neutron["url"]))
+            if state.octavia.get("service_subnet"):
+                handle.write(CONTROLLER_OPENRC_OCTAVIA.format(url=state.octavia["url"]))
         backend = ["--backend", "neutron", "--neutron-config", str(openrc)]
+        if state.octavia.get("service_subnet"):
+            from ovn_underlay.lab.octavia import SERVICE_NETWORK_NAME
+
+            backend += ["--service-subnet", SERVICE_NETWORK_NAME,
+                        "--service-cidr", state.octavia["service_range"]]
     pidfile = _spawn(name, _cli("controller", "--config-dir", str(workdir / "settings"),
                                 "--kubeconfig", state.kube["kubeconfig"], *backend,
                                 "--cluster-subnet", cluster_subnet, "--router", router,
