@@ -14,19 +14,24 @@ is its ``namespace/name``):
   provider's only one);
 * members: the port's endpoints, ``address`` and target port, ``subnet_id`` the IPv4
   subnet of the endpoint's node network (``switches`` maps a Node to its switch, which is
-  the Neutron network's name); an endpoint whose node is unknown gets the subnet of a node
-  network containing its address, and one with none is left out (:meth:`limits` says so).
+  the Neutron network's name); an endpoint whose node is unknown, or whose node network
+  does not hold its address, gets the subnet of a node network holding it, and one with
+  none is left out (:meth:`limits` says so).
+
+A Service's load balancers on another address than its ClusterIP, and those of a given
+Service without an IPv4 ClusterIP, are deleted.
 
 A load balancer is ours when it has the tag, the name and the description above; only
 ours, their listeners and pools tagged :data:`TAG`, and those pools' members are read or
 changed.  A sync lists our load balancers, listeners and pools once (three requests, by
 tag), the members of each pool of a Service it converges (one request per pool), and
-the networks and subnets once (two requests); an unchanged Service gets no write.  A missing load
-balancer is created fully populated (listeners, pools and members in one POST, which the
-provider 3.0 takes); a changed one gets only the differences, one request each: a
-listener and its pool deleted or added, one member added or removed, or a pool's
-member set replaced with one batch member update (``PUT /v2/lbaas/pools/{id}/members``)
-when more than one member changes, a pool's session persistence set.
+the networks and subnets once (two requests); an unchanged Service gets no write.  A
+missing load balancer is created fully populated (listeners, pools and members in one
+POST, which the provider 3.0 takes); a changed one gets only the differences, one
+request each: a listener and its pool deleted or added, one member added or removed, or
+a pool's member set replaced with one batch member update (``PUT
+/v2/lbaas/pools/{id}/members``) when more than one member changes, a pool's session
+persistence set.
 Octavia makes a load balancer ``PENDING_UPDATE`` after each change and refuses (409) any
 other until it is ``ACTIVE`` again, so the writes of one Service are sequential, each
 waiting for ``ACTIVE`` (polled every 50 ms at first, backing off to 0.5 s), while
@@ -49,8 +54,9 @@ for it (the provider answers no flavor capabilities), so the first Service askin
 affinity probes it on one of its TCP pools: the providers that apply SOURCE_IP refuse
 any other type, so ``HTTP_COOKIE`` persistence refused (400/501 naming session
 persistence) means it is applied; accepted, it is not, and the pool is put back at once
-(two writes, no change in OVN: the provider ignores both).  The answer holds for the
-connection's life.
+(two writes, no change in OVN: the provider ignores both).  The answer is kept for the
+life of this object; a Service with affinity but no TCP port leaves it unknown (no
+persistence, and :meth:`OctaviaLoadBalancers.limits` says so).
 
 No health monitors: Kubernetes readiness already takes a failing endpoint out of the
 EndpointSlice, so the member goes with it; and a monitor of the OVN provider needs a
