@@ -1,0 +1,315 @@
+"""ClusterIP Services through Octavia's OVN provider (issue 16's "Done when"), end to end.
+
+A Neutron lab with Octavia and the test API server (``lab up --neutron --kube``: the API
+server's Service range is the lab's Service range, inside the Neutron subnet
+``services``), the real controller as :func:`ovn_underlay.lab.kube.start_controller`
+runs it on such a lab (``--backend neutron --service-subnet services --service-cidr
+198.18.128.0/20``, an openrc with Neutron's and Octavia's endpoints), agents on both VMs,
+pods plumbed through each node's installed CNI binary, selector-less Services with
+EndpointSlices the test writes, as a user writes them (the harness of
+:mod:`tests.e2e.test_services_convergence`).  Each backend answers a TCP connection with
+its name; clients open a new connection per request.
+
+Traffic reaches every ready backend from pods on both VMs; a backend made not ready in
+its slice stops getting traffic (how soon is printed); a deleted Service's load balancer
+goes and its ClusterIP stops answering; a pod reaching its own Service lands on itself
+(hairpin: the controller's security group ``ovn-underlay-services`` admits the Service
+range on every pool port); a controller restart (SIGTERM, start) with a client sending
+every 30 ms fails no request and leaves the same Octavia load balancers (ids) and
+members, the new term's complete sync writing nothing.  The repair of a load balancer
+forced into ERROR is the backend's own test.  Figures are printed (``pytest -s``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ovn_underlay.controller.main import SERVICES_GROUP
+from ovn_underlay.lab import kube as lab_kube
+from ovn_underlay.lab import neutron as lab_neutron
+from ovn_underlay.lab import octavia as lab_octavia
+from ovn_underlay.lab.cluster import CLUSTER_ROUTER, CLUSTER_SUBNET, Node
+from ovn_underlay.lab.topology import Lab, nbctl
+from tests.conftest import skip_unless_lab_possible
+from tests.e2e.test_services_convergence import (
+    NAMESPACE,
+    READY_WITHIN,
+    SLICES,
+    Cluster,
+    Pod,
+    eventually,
+    restart,
+)
+
+HITS = 30
+"""Requests per client where every one of three backends must answer: the chance that one
+gets none is below 3 x (2/3)^30, 2e-5."""
+PROGRAMMED_WITHIN = 30.0
+CONTROLLER_SETTINGS = {"pool-size": "4"}
+AGENT_SETTINGS = {"pool-high": "6", "pool-low": "2", "pool-batch": "4"}
+"""Small pools: a Neutron port costs ~0.2 s of server CPU, and 5 pods per node suffice."""
+
+
+def octavia_lbs(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    """Our load balancers by Service key: id, VIP, provisioning status, and the members
+    (address:port) of each pool by pool name."""
+    def read(conn: Any) -> dict[str, dict[str, Any]]:
+        found = {}
+        for lb in conn.load_balancer.load_balancers():
+            name = str(lb.name or "")
+            if not name.startswith("ovn-underlay:"):
+                continue
+            pools = {}
+            for pool in conn.load_balancer.pools(loadbalancer_id=lb.id):
+                pools[str(pool.name)] = sorted(
+                    f"{m.address}:{m.protocol_port}" for m in conn.load_balancer.members(pool))
+            found[name.removeprefix("ovn-underlay:")] = {
+                "id": lb.id, "vip": lb.vip_address, "status": lb.provisioning_status,
+                "pools": pools}
+        return found
+    return lab_octavia.call(cluster.state, read)
+
+
+def nb_lbs(cluster: Cluster) -> str:
+    """The NB's Load_Balancer rows (for a failure's message)."""
+    return "\n".join(nbctl(cluster.state.nb, f"--columns={columns}", "list", table)
+                     for table, columns in (
+                         ("Load_Balancer", "_uuid,name,vips,external_ids"),
+                         ("Logical_Switch", "name,load_balancer,external_ids"),
+                         ("Logical_Router", "name,load_balancer")))
+
+
+def members(cluster: Cluster, name: str) -> set[str]:
+    """The member addresses of Service ``name``'s load balancer (empty: none)."""
+    lb = octavia_lbs(cluster).get(f"{NAMESPACE}/{name}")
+    return {m.split(":")[0] for ms in (lb or {}).get("pools", {}).values() for m in ms}
+
+
+def set_endpoints(cluster: Cluster, name: str, ready: list[Pod], not_ready: list[Pod]) -> None:
+    endpoints = [{"addresses": [p.ip], "conditions": {"ready": r}, "nodeName": p.vm}
+                 for pods, r in ((ready, True), (not_ready, False)) for p in pods]
+    lab_kube.request(cluster.state, "PATCH", f"{SLICES}/{name}-user",
+                     {"endpoints": endpoints}, content_type="application/merge-patch+json")
+
+
+def group_id(cluster: Cluster) -> str:
+    return str(lab_neutron.call(cluster.state, lambda conn: conn.network.find_security_group(
+        SERVICES_GROUP).id))
+
+
+def delete_service(cluster: Cluster, name: str) -> None:
+    lab_kube.request(cluster.state, "DELETE",
+                     f"/api/v1/namespaces/{NAMESPACE}/services/{name}")
+    lab_kube.request(cluster.state, "DELETE", f"{SLICES}/{name}-user")
+
+
+def write_settings(directory: Path, settings: dict[str, str]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for option, value in settings.items():
+        (directory / option).write_text(f"{value}\n")
+
+
+@pytest.fixture(scope="module")
+def cluster(lab_rundir: Path) -> Iterator[Cluster]:
+    """The Neutron + Octavia lab, the controller, agents on vm1 and vm2, pods a1 a2 c1
+    (vm1) and b1 c2 (vm2), a1 a2 b1 serving; Service ``web`` (a1, a2, b1) programmed."""
+    skip_unless_lab_possible()
+    missing = lab_neutron.missing_tools() + lab_octavia.missing_tools()
+    if missing:
+        pytest.skip(f"Neutron/Octavia lab programs missing: {', '.join(missing)} (make deps "
+                    "installs them)")
+    lab = Lab(f"so{os.getpid() % 1000}", lab_rundir)
+    lab.down()
+    started = time.monotonic()
+    state = lab.up(2, neutron=True, kube=True)
+    made = Cluster(lab, state, {vm.name: Node(state, vm) for vm in state.vms})
+    try:
+        up = time.monotonic() - started
+        lab_kube.install_cluster_mode(state)
+        write_settings(lab.dir / "hv" / "controller" / "settings", CONTROLLER_SETTINGS)
+        for vm in state.vms:
+            write_settings(Path(vm.rundir) / "agent" / "settings", AGENT_SETTINGS)
+        made.start_controller()
+        for vm in state.vms:
+            lab_kube.start_agent(state, vm, CLUSTER_SUBNET)
+        lab.save(state)
+        for vm in state.vms:
+            lab_kube.wait_network_available(state, vm, READY_WITHIN * 2)
+        nodes = time.monotonic() - started - up
+        for vm, name in (("vm1", "a1"), ("vm1", "a2"), ("vm2", "b1"), ("vm1", "c1"),
+                         ("vm2", "c2")):
+            pod = made.plumb(vm, name)
+            if not name.startswith("c"):
+                made.serve(pod)
+        t0 = time.monotonic()
+        made.service("web", [made.pods[n] for n in ("a1", "a2", "b1")])
+        eventually(lambda: members(made, "web") == {made.pods[n].ip for n in ("a1", "a2", "b1")},
+                   PROGRAMMED_WITHIN, lambda: f"web's members: {octavia_lbs(made)}")
+        print(f"\nlab up (Neutron, Octavia, API server) in {up:.1f} s, both nodes' networks "
+              f"in {nodes:.1f} s, Service web's load balancer with 3 members "
+              f"{time.monotonic() - t0:.1f} s after its creation")
+        yield made
+    finally:
+        made.close()
+        lab.down()
+
+
+def test_traffic_reaches_every_ready_backend_and_a_not_ready_one_stops(
+        cluster: Cluster) -> None:
+    """From a pod on each VM every backend of ``web`` answers (the hits per backend are
+    printed); b1 made not ready in the slice stops getting traffic: its member goes and
+    a client on vm1 sending meanwhile stops reaching it, without a failed request."""
+    pods = cluster.pods
+    a1, a2, b1 = (pods[n] for n in ("a1", "a2", "b1"))
+    spread = {}
+    for client in ("c1", "c2"):
+        got = cluster.requests(pods[client], "web", HITS)
+        assert all(o.ok for o in got), got
+        spread[client] = {n: sum(o.what == n for o in got) for n in ("a1", "a2", "b1")}
+        assert all(spread[client].values()), spread
+    traffic = cluster.traffic(pods["c1"], "web")
+    traffic.warm({"a1", "a2", "b1"})
+    changed = time.time()
+    try:
+        set_endpoints(cluster, "web", [a1, a2], [b1])
+        eventually(lambda: members(cluster, "web") == {a1.ip, a2.ip}, PROGRAMMED_WITHIN,
+                   "b1's member gone")
+        gone = time.time() - changed
+        mark = time.time()
+        eventually(lambda: len([o for o in traffic.outcomes() if o.at > mark]) >= 40, 20,
+                   lambda: f"40 more requests: {traffic.summary('since the change')}; NB: "
+                   f"{nb_lbs(cluster)}")
+        traffic.stop()
+        last_b1 = max((o.at for o in traffic.counted() if o.ok and o.what == "b1"),
+                      default=changed)
+        print(f"\nhits per backend, {HITS} requests from each: {spread}; b1 not ready: its "
+              f"member gone from Octavia after {gone:.2f} s, its last hit "
+              f"{max(0.0, last_b1 - changed):.2f} s after the change; "
+              f"{traffic.summary('during the change')}")
+        assert not traffic.failures(), traffic.summary("during the change")
+        assert last_b1 <= mark, "b1 still reached once its member was gone"
+        assert {o.what for o in traffic.counted() if o.at > mark} == {"a1", "a2"}
+        assert set(cluster.nodes) == {"vm1", "vm2"}
+    finally:
+        traffic.stop()
+        set_endpoints(cluster, "web", [a1, a2, b1], [])
+        eventually(lambda: members(cluster, "web") == {a1.ip, a2.ip, b1.ip},
+                   PROGRAMMED_WITHIN, "b1 back")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "ovn-octavia-provider 3.0 removes a load balancer from a node switch when the last "
+    "member whose subnet_id is that node's subnet goes (its ls_refs count drops to 0), "
+    "though the router association had put it there for the switch's clients: pods on "
+    "that node then reach no backend (connections time out). Measured in the lab: with "
+    "the VIP's subnet as every member's subnet_id the load balancer stays on every switch "
+    "of the router (the provider accepts it; OVN's rows do not use it); a backend fix, "
+    "control/octavia_lb.py"))
+def test_a_client_on_a_node_whose_last_backend_went_still_reaches_the_service(
+        cluster: Cluster) -> None:
+    """b1, the one backend of ``web`` on vm2, made not ready: c2 on vm2 still reaches a1
+    and a2 on vm1."""
+    a1, a2, b1 = (cluster.pods[n] for n in ("a1", "a2", "b1"))
+    try:
+        set_endpoints(cluster, "web", [a1, a2], [b1])
+        eventually(lambda: members(cluster, "web") == {a1.ip, a2.ip}, PROGRAMMED_WITHIN,
+                   "b1's member gone")
+        time.sleep(0.5)
+        got = cluster.requests(cluster.pods["c2"], "web", 5)
+        assert [o.ok for o in got] == [True] * 5, f"{got}; NB: {nb_lbs(cluster)}"
+    finally:
+        set_endpoints(cluster, "web", [a1, a2, b1], [])
+        eventually(lambda: members(cluster, "web") == {a1.ip, a2.ip, b1.ip},
+                   PROGRAMMED_WITHIN, "b1 back")
+
+
+def test_a_pod_reaches_itself_through_its_own_service(cluster: Cluster) -> None:
+    """Hairpin: a1 to a Service whose one backend is a1 gets a1's own answer; it works
+    because the controller's group admits the Service range on a1's port (the provider
+    SNATs hairpin traffic to the VIP), and the Service subnet is on the cluster router."""
+    a1 = cluster.pods["a1"]
+    cluster.service("self", [a1])
+    eventually(lambda: members(cluster, "self") == {a1.ip}, PROGRAMMED_WITHIN, "self's member")
+    got = cluster.requests(a1, "self", 5)
+    assert [o.what for o in got] == ["a1"] * 5 and all(o.ok for o in got), got
+    assert {o.what for o in cluster.requests(cluster.pods["c2"], "self", 3)} == {"a1"}
+
+    def look(conn: Any) -> tuple[list[str], list[Any], bool]:
+        port = next(iter(conn.network.ports(fixed_ips=[f"ip_address={a1.ip}"])))
+        groups = sorted(conn.network.get_security_group(g).name
+                        for g in port.security_group_ids)
+        group = conn.network.find_security_group(SERVICES_GROUP)
+        rules = [(r.direction, r.remote_ip_prefix) for r in
+                 conn.network.security_group_rules(security_group_id=group.id)]
+        router = conn.network.find_router(CLUSTER_ROUTER)
+        subnet = cluster.state.octavia["service_subnet"]
+        attached = any(f["subnet_id"] == subnet for p in conn.network.ports(device_id=router.id)
+                       for f in p.fixed_ips or ())
+        return groups, rules, attached
+
+    groups, rules, attached = lab_neutron.call(cluster.state, look)
+    assert groups == sorted(["default", SERVICES_GROUP])
+    assert rules == [("ingress", lab_octavia.SERVICE_RANGE.with_prefixlen)]
+    assert attached
+    log = cluster.log_since(0)
+    assert f"attached the Service subnet services to router {CLUSTER_ROUTER}" in log, log
+    assert (f"security group {SERVICES_GROUP} ({group_id(cluster)}) admits the Service range "
+            f"{lab_octavia.SERVICE_RANGE} on every pool port (hairpin)") in log, log
+    assert "Service subnet services:" not in log, log  # its layout is right
+    delete_service(cluster, "self")
+
+
+def test_a_deleted_service_stops_answering(cluster: Cluster) -> None:
+    """Its load balancer goes from Octavia (cascade) and its ClusterIP stops answering:
+    how soon, from the delete, is printed."""
+    b1 = cluster.pods["b1"]
+    cluster.service("doomed", [b1])
+    eventually(lambda: members(cluster, "doomed") == {b1.ip}, PROGRAMMED_WITHIN,
+               "doomed's member")
+    traffic = cluster.traffic(cluster.pods["c1"], "doomed")
+    traffic.warm({"b1"})
+    deleted = time.time()
+    delete_service(cluster, "doomed")
+    eventually(lambda: f"{NAMESPACE}/doomed" not in octavia_lbs(cluster), PROGRAMMED_WITHIN,
+               "doomed's load balancer gone")
+    lb_gone = time.time() - deleted
+
+    def silent() -> bool:  # the last 5 requests all failed
+        tail = traffic.outcomes()[-5:]
+        return len(tail) == 5 and tail[0].at > deleted and not any(o.ok for o in tail)
+    eventually(silent, 20, lambda: f"doomed still answering: {traffic.outcomes()[-5:]}")
+    traffic.stop()
+    last_ok = max(o.at for o in traffic.outcomes() if o.ok)
+    print(f"\ndeleted Service: load balancer gone from Octavia {lb_gone:.2f} s after the "
+          f"delete, the last answer {max(0.0, last_ok - deleted):.2f} s after it")
+    after = [o for o in traffic.outcomes() if o.at > last_ok]
+    assert after and not any(o.ok for o in after)
+
+
+def test_a_controller_restart_fails_no_request_and_keeps_the_load_balancers(
+        cluster: Cluster) -> None:
+    """SIGTERM and start again while a client sends to ``web`` every 20 ms: not one request
+    fails, the load balancers (ids, VIPs, members) are the same, and the new term's
+    complete sync writes nothing."""
+    traffic = cluster.traffic(cluster.pods["c2"], "web")
+    traffic.warm({"a1", "a2", "b1"})
+    before = octavia_lbs(cluster)
+    done = restart(cluster, signal.SIGTERM)
+    mark = time.time()
+    eventually(lambda: len([o for o in traffic.outcomes() if o.at > mark]) >= 25, 10,
+               "25 more requests")
+    traffic.stop()
+    after = octavia_lbs(cluster)
+    print(f"\n{traffic.summary('controller restart')}; restart to leading "
+          f"{done.leading:.2f} s; its complete sync: {done.complete}")
+    assert not traffic.failures(), traffic.summary("controller restart")
+    assert after == before
+    assert done.complete[1:4] == (0, 0, 0), done.complete
+    assert set(traffic.hits()) == {"a1", "a2", "b1"}
