@@ -63,9 +63,11 @@ demo: deps
 demo-standalone: deps
 	$(BIN)/ovn-k8s-underlay lab --name standalone demo
 
-# The same demo through a real neutron-server (ML2/OVN, its own MariaDB) in the lab.
+# The Kubernetes way through a real neutron-server (ML2/OVN, its own MariaDB) and Octavia
+# (its OVN provider) in the lab: the Service is an Octavia load balancer. The standalone
+# Neutron demo (node-init and lswitch-setup on each VM) is `ovn-k8s-underlay lab demo --neutron`.
 demo-neutron: deps
-	$(BIN)/ovn-k8s-underlay lab --name neutron demo --neutron
+	$(BIN)/ovn-k8s-underlay lab --name neutron demo --neutron --kube
 
 lint: venv
 	$(BIN)/ruff check src tests bench

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import skip_unless_containerd_possible, skip_unless_lab_possible
-from tests.e2e.test_lab import all_pids, assert_gone, cli, status
+from tests.e2e.test_lab import CLI, all_pids, assert_gone, cli, status
 
 LIST_NODES = """\
 import sys
@@ -83,15 +83,28 @@ def test_demo_the_kubernetes_way_is_all_green_and_leaves_nothing(fresh: tuple[Pa
 def assert_service_spread(out: str) -> None:
     """The demo's Service part: allocated, sliced, programmed, spread over all four Pods on
     both VMs from a pod on each VM, and deleted (rows gone, ClusterIP silent)."""
-    lines = out.splitlines()
-    created = [line for line in lines if line.startswith("Service default/demo created")]
+    cluster_ip = service_created(out)
+    assert (f"OVN Load_Balancer Service_default/demo_tcp (written by the controller): "
+            f"{cluster_ip}:80 -> 4 backends, in group ovn-underlay-services on switches "
+            "node-vm1, node-vm2") in out, out
+    assert_spread_and_teardown(out, cluster_ip, "rows removed by the controller")
+
+
+def service_created(out: str) -> str:
+    """The demo Service's ClusterIP, once its creation and slice are said."""
+    created = [line for line in out.splitlines()
+               if line.startswith("Service default/demo created")]
     assert len(created) == 1 and "type ClusterIP" in created[0], out
     cluster_ip = created[0].rsplit("ClusterIP ", 1)[1]
     assert cluster_ip.startswith("198.18.1"), out  # the API server's service range
     assert "EndpointSlice demo-" in out and "4 ready endpoints" in out, out
-    assert (f"OVN Load_Balancer Service_default/demo_tcp (written by the controller): "
-            f"{cluster_ip}:80 -> 4 backends, in group ovn-underlay-services on switches "
-            "node-vm1, node-vm2") in out, out
+    return cluster_ip
+
+
+def assert_spread_and_teardown(out: str, cluster_ip: str, removed: str) -> None:
+    """The hits table (every backend from both clients, 40 answers each), the checks, and
+    the Service deleted before the Pods, ``removed`` said and the ClusterIP silent."""
+    lines = out.splitlines()
     head = next(i for i, line in enumerate(lines) if line.startswith("backend "))
     assert lines[head].split()[-4:] == ["from", "pod-vm1-a", "from", "pod-vm2-a"], out
     rows = {line.split()[0]: line.split() for line in lines[head + 1:head + 5]}
@@ -107,7 +120,36 @@ def assert_service_spread(out: str) -> None:
                    and line.endswith(f"demo ({cluster_ip}:80)  ok: 4/4 backends, "
                                      "40/40 answered") for line in lines), out
     gone = [line for line in lines if line.startswith("teardown: Service default/demo")]
-    assert len(gone) == 1 and "rows removed by the controller" in gone[0], out
+    assert len(gone) == 1 and removed in gone[0], out
     assert f"{cluster_ip}:80 silent for pod-vm1-a" in gone[0] and gone[0].endswith(": ok")
     assert lines.index(gone[0]) < next(i for i, line in enumerate(lines)
                                        if line.startswith("teardown: 4 Pods deleted")), out
+
+
+def test_demo_neutron_the_kubernetes_way_spreads_its_service_through_octavia(
+        fresh: tuple[Path, str]) -> None:
+    """``make demo-neutron``: the same 52 checks on Neutron, the Service an Octavia load
+    balancer made by the controller, whose row the OVN provider writes."""
+    skip_unless_containerd_possible()
+    from ovn_underlay.lab import neutron as lab_neutron
+    from ovn_underlay.lab import octavia as lab_octavia
+
+    missing = lab_neutron.missing_tools() + lab_octavia.missing_tools()
+    if missing:
+        pytest.skip(f"Neutron/Octavia lab programs missing: {', '.join(missing)}")
+    rundir, name = fresh
+    demo = subprocess.run([*CLI, "lab", "--name", name, "--rundir", str(rundir), "demo",
+                           "--neutron", "--kube"], capture_output=True, text=True,
+                          timeout=400, check=False)  # ~110 s here: 96 Neutron ports
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    out = demo.stdout
+    assert "52/52 checks green" in out and "every pool port free ok" in out, out
+    cluster_ip = service_created(out)
+    assert (f"Octavia load balancer ovn-underlay:default/demo (made by the controller, "
+            f"provider ovn): ACTIVE, VIP {cluster_ip}, listener TCP 80, 4 members") in out, out
+    assert ("(written by Octavia's OVN provider): "
+            f"{cluster_ip}:80 -> 4 backends, on switches of networks node-vm1, node-vm2, "
+            "services") in out, out
+    assert_spread_and_teardown(out, cluster_ip, "its Octavia load balancer and the "
+                               "provider's OVN row removed by the controller")
+    assert_gone(rundir, name, [])

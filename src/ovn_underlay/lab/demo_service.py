@@ -10,6 +10,13 @@ each Pod's httpd serves a page naming it (:data:`POD_COMMAND`: the Pod's hostnam
 which is its name).  One check per client: every backend reached, every request
 answered.  At the end the Service is deleted, the controller's rows must go and the
 ClusterIP must stop answering.
+
+On a Neutron lab (``lab demo --neutron --kube``) the controller makes an Octavia load
+balancer instead (``ovn-underlay:default/demo``, provider ``ovn``, its VIP the ClusterIP
+in the lab's Service subnet): the demo waits for it to be ACTIVE with the four
+members, then shows the OVN ``Load_Balancer`` row the OVN provider wrote from it (named
+by the load balancer's id) and the switches it is on; at the end the load balancer and
+its row must go.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
-from ovn_underlay.lab import kube, probe
+from ovn_underlay.lab import kube, octavia, probe
 from ovn_underlay.lab.daemons import run
 from ovn_underlay.lab.topology import LabState, nbctl
 
@@ -38,6 +45,8 @@ SERVICE_KEY = "ovn-underlay:service"
 lab, a layer beside the control plane, does not import)."""
 GROUP = "ovn-underlay-services"
 """The controller's Load_Balancer_Group (control.ovn_lb's GROUP)."""
+OCTAVIA_NAME = f"ovn-underlay:{NAMESPACE}/{NAME}"
+"""The name of the Service's Octavia load balancer (control.octavia_lb's lb_name)."""
 POD_COMMAND = ["sh", "-c", f"mkdir -p /tmp/www && hostname > /tmp/www/index.html && "
                f"exec httpd -f -p {TARGET_PORT} -h /tmp/www"]
 """The demo Pods' command: httpd serving a page that names the Pod (its hostname, which the
@@ -108,6 +117,37 @@ def _rows(state: LabState) -> list[dict[str, Any]]:
     return rows
 
 
+def _octavia_lb(state: LabState) -> dict[str, Any] | None:
+    """The Service's Octavia load balancer: {"id", "status", "members"} (None: none)."""
+    def read(conn: Any) -> dict[str, Any] | None:
+        for lb in conn.load_balancer.load_balancers(name=OCTAVIA_NAME):
+            found = sorted(f"{m.address}:{m.protocol_port}"
+                           for pool in conn.load_balancer.pools(loadbalancer_id=lb.id)
+                           for m in conn.load_balancer.members(pool))
+            return {"id": str(lb.id), "status": str(lb.provisioning_status),
+                    "members": found}
+        return None
+    return octavia.call(state, read)
+
+
+def _provider_row(state: LabState, lb_id: str) -> tuple[dict[str, str], list[str]]:
+    """The OVN row the OVN provider wrote for load balancer ``lb_id``: (its vips, the
+    Neutron networks of the switches it is on)."""
+    rows = json.loads(nbctl(state.nb, "--format=json", "--columns=_uuid,vips", "find",
+                            "Load_Balancer", f"name={lb_id}"))["data"]
+    if not rows:
+        return {}, []
+    uuid, vips = rows[0][0][1], dict(rows[0][1][1])
+    switches = json.loads(nbctl(state.nb, "--format=json", "--columns=load_balancer,"
+                                "external_ids", "list", "Logical_Switch"))["data"]
+    on = []
+    for lbs, ext in switches:
+        refs = [g[1] for g in lbs[1]] if lbs[0] == "set" else [lbs[1]]
+        if uuid in refs:
+            on.append(dict(ext[1]).get("neutron:network_name", "?"))
+    return vips, sorted(on)
+
+
 def _switches_with_group(state: LabState, lb_uuid: str) -> tuple[str, list[str]]:
     """(the group holding row ``lb_uuid``, the switches the group is attached to)."""
     groups = json.loads(nbctl(state.nb, "--format=json", "--columns=_uuid,name,load_balancer",
@@ -162,6 +202,8 @@ class DemoService:
         self.backends = backends
         self.cluster_ip = ""
         self.created = False
+        self.lb_id = ""
+        """The Octavia load balancer's id (a Neutron lab), once seen."""
 
     def create(self) -> str:
         """Create the Service; its ClusterIP."""
@@ -191,6 +233,50 @@ class DemoService:
              f"server's EndpointSlice controller): {len(ready)} ready endpoints after "
              f"{time.monotonic() - t0:.1f}s")
         vip = f"{self.cluster_ip}:{PORT}"
+        if self.state.octavia:
+            if not self._show_octavia(want, deadline, t0):
+                return False
+        elif not self._show_rows(want, deadline, t0):
+            return False
+        while gets(client.netns, self.cluster_ip, timeout=1.0) == ["-"]:
+            if time.monotonic() > deadline:
+                _say(f"  http://{vip}/ does not answer {client.label} after "
+                     f"{PROGRAM_TIMEOUT:.0f}s: FAILED")
+                return False
+        _say(f"  http://{vip}/ answers {client.label} after {time.monotonic() - t0:.1f}s")
+        return True
+
+    def _show_octavia(self, want: list[str], deadline: float, t0: float) -> bool:
+        """Wait for the Octavia load balancer with ``want`` as members, ACTIVE; say it
+        and the OVN row its provider wrote."""
+        members = sorted(f"{ip}:{TARGET_PORT}" for ip in want)
+        while not ((lb := _octavia_lb(self.state)) and lb["members"] == members
+                   and lb["status"] == "ACTIVE"):
+            if time.monotonic() > deadline:
+                _say(f"  Octavia: no ACTIVE load balancer {OCTAVIA_NAME} with members "
+                     f"{', '.join(members)} after {PROGRAM_TIMEOUT:.0f}s ({lb}): FAILED (see "
+                     "the controller's log)")
+                return False
+            time.sleep(0.1)
+        self.lb_id = str(lb["id"])
+        _say(f"  Octavia load balancer {OCTAVIA_NAME} (made by the controller, provider "
+             f"ovn): ACTIVE, VIP {self.cluster_ip}, listener TCP {PORT}, {len(members)} "
+             f"members, after {time.monotonic() - t0:.1f}s")
+        vip = f"{self.cluster_ip}:{PORT}"
+        while sorted((row := _provider_row(self.state, self.lb_id))[0].get(
+                vip, "").split(",")) != members:
+            if time.monotonic() > deadline:
+                _say(f"  OVN Load_Balancer {self.lb_id}: {row[0]} after "
+                     f"{PROGRAM_TIMEOUT:.0f}s, not {vip} -> {members}: FAILED")
+                return False
+            time.sleep(0.05)
+        _say(f"  OVN Load_Balancer {self.lb_id} (written by Octavia's OVN provider): {vip} "
+             f"-> {len(members)} backends, on switches of networks {', '.join(row[1])}")
+        return True
+
+    def _show_rows(self, want: list[str], deadline: float, t0: float) -> bool:
+        """Wait for the controller's OVN row with ``want`` as backends; say it."""
+        vip = f"{self.cluster_ip}:{PORT}"
         backends = ",".join(sorted(f"{ip}:{TARGET_PORT}" for ip in want))
         while not (rows := [r for r in _rows(self.state)
                             if sorted(r["vips"].get(vip, "").split(",")) == backends.split(",")]):
@@ -203,12 +289,6 @@ class DemoService:
         _say(f"  OVN Load_Balancer {rows[0]['name']} (written by the controller): {vip} -> "
              f"{len(want)} backends, in group {group or '-'} on switches "
              f"{', '.join(switches) or '-'}, after {time.monotonic() - t0:.1f}s")
-        while gets(client.netns, self.cluster_ip, timeout=1.0) == ["-"]:
-            if time.monotonic() > deadline:
-                _say(f"  http://{vip}/ does not answer {client.label} after "
-                     f"{PROGRAM_TIMEOUT:.0f}s: FAILED")
-                return False
-        _say(f"  http://{vip}/ answers {client.label} after {time.monotonic() - t0:.1f}s")
         return True
 
     def spread(self, clients: list[probe.Endpoint], count: int = REQUESTS) -> list[Spread]:
@@ -242,10 +322,11 @@ class DemoService:
         deadline = t0 + GONE_TIMEOUT
         kube.request(self.state, "DELETE", f"/api/v1/namespaces/{NAMESPACE}/services/{NAME}")
         self.created = False
-        while _rows(self.state):
+        while self._rows_left():
             if time.monotonic() > deadline:
-                _say(f"teardown: Service {NAMESPACE}/{NAME} deleted, its OVN rows still "
-                     f"there after {GONE_TIMEOUT:.0f}s: FAILED")
+                _say(f"teardown: Service {NAMESPACE}/{NAME} deleted, its "
+                     f"{'load balancer' if self.state.octavia else 'OVN rows'} still there "
+                     f"after {GONE_TIMEOUT:.0f}s: FAILED")
                 return False
             time.sleep(0.05)
         rows_gone = time.monotonic() - t0
@@ -259,6 +340,15 @@ class DemoService:
                 time.sleep(0.05)
             silent = (f", {self.cluster_ip}:{PORT} silent for {client.label} (no answer "
                       f"within 0.5s) {time.monotonic() - t0:.1f}s after the delete")
-        _say(f"teardown: Service {NAMESPACE}/{NAME} deleted through the API, its OVN rows "
-             f"removed by the controller after {rows_gone:.1f}s{silent}: ok")
+        what = ("its Octavia load balancer and the provider's OVN row removed"
+                if self.state.octavia else "its OVN rows removed")
+        _say(f"teardown: Service {NAMESPACE}/{NAME} deleted through the API, {what} by the "
+             f"controller after {rows_gone:.1f}s{silent}: ok")
         return True
+
+    def _rows_left(self) -> bool:
+        """Whether the Service's rows (or its load balancer and its provider row) remain."""
+        if not self.state.octavia:
+            return bool(_rows(self.state))
+        return _octavia_lb(self.state) is not None or bool(
+            self.lb_id and _provider_row(self.state, self.lb_id)[0])

@@ -23,7 +23,9 @@ EndpointSlice made by the test API server, its OVN load balancer by the controll
 one pod per VM :data:`~ovn_underlay.lab.demo_service.REQUESTS` HTTP GETs to the ClusterIP,
 a table of the hits per backend (each Pod's page names it), and one check per client that
 every backend answered, counted into the demo's total.  The Service is deleted before the
-Pods: the controller removes its rows and the ClusterIP stops answering.
+Pods: the controller removes its rows and the ClusterIP stops answering.  With Neutron
+(``lab demo --neutron --kube``, ``make demo-neutron``) the controller makes the Service an
+Octavia load balancer (the OVN provider writes its row) and the rest is the same.
 """
 
 from __future__ import annotations
@@ -219,9 +221,9 @@ def run_kube_demo(lab: Lab, vms: int = 2, keep: bool = False, neutron: bool = Fa
         oks = [c.ok for c in checks]
         clients = [pod for i, (node, pod) in enumerate(ends)
                    if all(n is not node for n, _ in ends[:i])]  # one pod per VM
-        if state.neutron:
-            _say("Services: none with the Neutron backend (a tenant cannot write OVN's "
-                 "Northbound; the controller programs no Service and says so)")
+        if state.neutron and not state.octavia:
+            _say("Services: none with the Neutron backend without Octavia (a tenant cannot "
+                 "write OVN's Northbound; the controller programs no Service and says so)")
         else:
             service = demo_service.DemoService(state, {
                 name: (str(pods[name]["spec"]["nodeName"]), str(pods[name]["status"]["podIP"]))
