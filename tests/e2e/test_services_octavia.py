@@ -14,7 +14,8 @@ Traffic reaches every ready backend from pods on both VMs; a backend made not re
 its slice stops getting traffic (how soon is printed); a deleted Service's load balancer
 goes and its ClusterIP stops answering; a pod reaching its own Service lands on itself
 (hairpin: the controller's security group ``ovn-underlay-services`` admits the Service
-range on every pool port); a controller restart (SIGTERM, start) with a client sending
+range on every pool port, also on a pod whose annotation names a group without any
+ingress rule); a controller restart (SIGTERM, start) with a client sending
 every 30 ms fails no request and leaves the same Octavia load balancers (ids) and
 members, the new term's complete sync writing nothing.  The repair of a load balancer
 forced into ERROR is the backend's own test.  Figures are printed (``pytest -s``).
@@ -37,6 +38,7 @@ from ovn_underlay.lab import neutron as lab_neutron
 from ovn_underlay.lab import octavia as lab_octavia
 from ovn_underlay.lab.cluster import CLUSTER_ROUTER, CLUSTER_SUBNET, Node
 from ovn_underlay.lab.topology import Lab, nbctl
+from ovn_underlay.pods.security_groups import ALLOWED_ANNOTATION, ANNOTATION
 from tests.conftest import skip_unless_lab_possible
 from tests.e2e.test_services_convergence import (
     NAMESPACE,
@@ -48,6 +50,8 @@ from tests.e2e.test_services_convergence import (
     restart,
 )
 
+CLOSED = "so-closed"
+"""A security group with Neutron's default rules only: egress, no ingress."""
 HITS = 30
 """Requests per client where every one of three backends must answer: the chance that one
 gets none is below 3 x (2/3)^30, 2e-5."""
@@ -264,6 +268,39 @@ def test_a_pod_reaches_itself_through_its_own_service(cluster: Cluster) -> None:
             f"{lab_octavia.SERVICE_RANGE} on every pool port (hairpin)") in log, log
     assert "Service subnet services:" not in log, log  # its layout is right
     delete_service(cluster, "self")
+
+
+def test_a_pod_with_groups_from_its_annotation_reaches_itself_too(cluster: Cluster) -> None:
+    """A pod whose annotation names a group without any ingress rule: another pod cannot
+    reach it (the group is in force), yet it reaches itself through its own Service: its
+    port has the annotation's group and ``ovn-underlay-services``."""
+    state = cluster.state
+    lab_neutron.call(state, lambda conn: conn.network.find_security_group(CLOSED) or
+                     conn.network.create_security_group(name=CLOSED))
+    lab_kube.request(state, "PATCH", f"/api/v1/namespaces/{NAMESPACE}",
+                     {"metadata": {"annotations": {ALLOWED_ANNOTATION: CLOSED}}},
+                     content_type="application/merge-patch+json")
+    lab_kube.request(state, "POST", f"/api/v1/namespaces/{NAMESPACE}/pods", {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "g1", "namespace": NAMESPACE,
+                     "annotations": {ANNOTATION: CLOSED}},
+        "spec": {"nodeName": "vm1", "containers": [{"name": "c", "image": "lab/none:1"}]}})
+    g1 = cluster.plumb("vm1", "g1")
+    cluster.serve(g1)
+    cluster.service("gself", [g1])
+    eventually(lambda: members(cluster, "gself") == {g1.ip}, PROGRAMMED_WITHIN,
+               "gself's member")
+    try:
+        def groups(conn: Any) -> list[str]:
+            port = next(iter(conn.network.ports(fixed_ips=[f"ip_address={g1.ip}"])))
+            return sorted(conn.network.get_security_group(g).name
+                          for g in port.security_group_ids)
+        assert lab_neutron.call(state, groups) == sorted([CLOSED, SERVICES_GROUP])
+        got = cluster.requests(g1, "gself", 5)
+        assert [o.what for o in got] == ["g1"] * 5 and all(o.ok for o in got), got
+        assert not any(o.ok for o in cluster.requests(cluster.pods["c2"], "gself", 2))
+    finally:
+        delete_service(cluster, "gself")
 
 
 def test_a_deleted_service_stops_answering(cluster: Cluster) -> None:
