@@ -31,7 +31,7 @@ from ovn_underlay.control.octavia_lb import OctaviaLoadBalancers, ServicesPendin
 from ovn_underlay.control.services import ServiceState, SyncResult
 from ovn_underlay.controller.main import service_network_problems, services_backend
 from ovn_underlay.controller.metrics import ControllerMetrics
-from ovn_underlay.controller.services import ServicesReconciler
+from ovn_underlay.controller.services import NEUTRON_NOTICE, ServicesReconciler
 from ovn_underlay.kube.client import KubeClient, load_config
 from ovn_underlay.lab.kubeapi import KubeApiServer
 from tests.kube.support import eventually, write_kubeconfig
@@ -206,3 +206,18 @@ def test_a_service_subnet_is_checked_against_the_service_range() -> None:
     assert [p.split(" is ")[0].split(" overlaps ")[0] for p in said] == [
         "the Service subnet's gateway 198.18.128.1",
         "the Service subnet's allocation pool 198.18.128.2-198.18.159.254"]
+
+
+def test_a_term_without_backend_for_a_reason_said_adds_no_notice(
+        server: KubeApiServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The controller logged why the Service subnet cannot be used: the reconciler does
+    not add that no --service-subnet is set."""
+    path = write_kubeconfig(tmp_path / "kubeconfig", server.url)
+    kube = KubeClient(load_config(path))
+    try:
+        reconciler = ServicesReconciler(lambda: load_config(path), kube, lambda: True, dict)
+        reconciler.begin_term(1, None, said=True)
+        reconciler.end_term()
+    finally:
+        kube.close()
+    assert not [r for r in caplog.records if r.getMessage() == NEUTRON_NOTICE]

@@ -379,7 +379,7 @@ class Controller:
             return False
         self._reconciler = reconciler
         self.services.begin_term(epoch, services_backend(control, self.config.service_subnet)
-                                 if services_ready else None)
+                                 if services_ready else None, said=not services_ready)
         self._failures.clear()
         self._fresh.clear()
         for name in names:

@@ -168,11 +168,13 @@ class ServicesReconciler:
         self.services.stop(timeout)
         self.slices.stop(timeout)
 
-    def begin_term(self, epoch: int, backend: ServicesBackend | None) -> None:
+    def begin_term(self, epoch: int, backend: ServicesBackend | None,
+                   said: bool = False) -> None:
         """Write to ``backend`` (on a connection fenced at ``epoch``) from now on, starting
-        with a complete sync; None: program nothing (said once)."""
+        with a complete sync; None: program nothing (said once, unless ``said``: the
+        caller said why)."""
         if backend is None:
-            if not self._told_neutron:
+            if not (self._told_neutron or said):
                 LOG.warning(NEUTRON_NOTICE)
                 self._told_neutron = True
             return
