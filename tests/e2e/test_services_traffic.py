@@ -113,13 +113,10 @@ def test_a_backend_made_not_ready_gets_no_new_connection_within_a_second(
         assert set(after) == {"r2"}, after
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "OVN 23.03.1 flushes the conntrack entries of a load balancer's removed backend always "
-    "(from 23.06 only with ct_flush=true, which the controller sets on UDP rows only): "
-    "established TCP connections to a backend made not ready are reset at once, where "
-    "kube-proxy lets them run on (a terminating pod drains its connections)"))
 @retried_after_ovs_abort
 def test_established_connections_to_a_not_ready_backend_run_on(svc_lab: ServicesLab) -> None:
+    """A backend made not ready gets no new connections but keeps its established ones
+    (TCP rows have no ct_flush), as with kube-proxy: a terminating pod drains."""
     r1, r2 = svc_lab.pods["r1"], svc_lab.pods["r2"]
     with TcpEchoes(r1, r2), contextlib.ExitStack() as cleanup:
         cleanup.callback(svc_lab.set_ready, "r1", True)

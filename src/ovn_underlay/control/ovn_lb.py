@@ -18,8 +18,8 @@ conntrack entries of a backend that is removed, so a UDP flow does not keep reac
 old backend: tests/functional/test_ovn_lb.py measures it).  TCP and SCTP rows have
 none, so established connections to a removed backend run on, as with kube-proxy
 (which clears the stale entries of UDP Services only): that is how a terminating pod
-drains.  OVN from 23.06 flushes only when asked; the lab's 23.03.1 flushes always, so
-there they are reset (a strict expected failure in tests/e2e/test_services_traffic.py).
+drains (tests/e2e/test_services_traffic.py: with ct_flush on the TCP row the lab's OVN
+23.03.1 reset them at once).
 
 A ClientIP affinity is source-IP selection, ``selection_fields=ip_src``: the backend is
 chosen by hashing the client's address alone, so one client stays on one backend as
