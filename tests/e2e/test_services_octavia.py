@@ -213,9 +213,9 @@ def test_traffic_reaches_every_ready_backend_and_a_not_ready_one_stops(
     "member whose subnet_id is that node's subnet goes (its ls_refs count drops to 0), "
     "though the router association had put it there for the switch's clients: pods on "
     "that node then reach no backend (connections time out). Measured in the lab: with "
-    "the VIP's subnet as every member's subnet_id the load balancer stays on every switch "
-    "of the router (the provider accepts it; OVN's rows do not use it); a backend fix, "
-    "control/octavia_lb.py"))
+    "the VIP's subnet as every member's subnet_id (in OctaviaLoadBalancers._want) the load "
+    "balancer stays on every switch of the router and this test passes (the provider "
+    "accepts it; OVN's rows do not use it); a backend fix, control/octavia_lb.py"))
 def test_a_client_on_a_node_whose_last_backend_went_still_reaches_the_service(
         cluster: Cluster) -> None:
     """b1, the one backend of ``web`` on vm2, made not ready: c2 on vm2 still reaches a1
