@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Node
@@ -24,6 +25,7 @@ from ovn_underlay.control.neutron import NeutronControlPlane
 from ovn_underlay.control.neutron_view import TRUNK
 from ovn_underlay.controller.main import DEFAULT_NAMESPACE, Controller, ControllerConfig
 from ovn_underlay.controller.nodes import Settings
+from ovn_underlay.controller.services import NEUTRON_NOTICE
 from ovn_underlay.kube.client import KubeClient, load_config
 from ovn_underlay.lab import neutron as lab_neutron
 from ovn_underlay.lab.kubeapi import KubeApiServer
@@ -46,10 +48,10 @@ def plane() -> NeutronControlPlane:
 
 
 def in_hypervisor(state: LabState, tmp_path: Path,
-                  scenario: Callable[[Any, Any, str], None]) -> None:
+                  scenario: Callable[[Any, Any, str], None], **services: str) -> None:
     """``scenario(admin, conn, vm_port)`` in the hypervisor's namespace with an API server,
-    a started controller on Neutron and an openstacksdk connection; everything removed
-    afterwards."""
+    a started controller on Neutron (``services``: its service_subnet and service_cidr)
+    and an openstacksdk connection; everything removed afterwards."""
     import openstack
 
     def run() -> None:
@@ -71,7 +73,7 @@ def in_hypervisor(state: LabState, tmp_path: Path,
                     settings=Settings(router=ROUTER, cluster_subnet="198.19.0.0/16",
                                       pool_size=2, max_pool_ports=4, pool_batch=2),
                     identity="ctl", lease_duration=2, renew_deadline=1.0,
-                    renew_interval=0.3, retry_period=0.1, resync=0.5)
+                    renew_interval=0.3, retry_period=0.1, resync=0.5, **services)
                 connect: Callable[[], ControlPlane] = plane
                 controller = Controller(load_config(path), config, connect)
                 controller.start()
@@ -152,3 +154,20 @@ def test_a_node_on_neutron_its_security_groups_and_its_removal(
         assert list(conn.network.networks(name="node-ctlnode")) == []
 
     in_hypervisor(neutron_lab, tmp_path, scenario)
+
+
+def test_an_unusable_service_subnet_is_said_and_the_nodes_are_served(
+        neutron_lab: LabState, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """--service-subnet naming no subnet: each term says why it programs no Service (and
+    not that the setting is missing), and the node gets its network all the same."""
+    def scenario(admin: Any, conn: Any, vm_port: str) -> None:
+        del conn, vm_port
+        add_node(admin, "ctlnode", VM_IP)
+        wait_ready(admin, "ctlnode", timeout=60)
+
+    in_hypervisor(neutron_lab, tmp_path, scenario, service_subnet="ctl-nosuch",
+                  service_cidr="198.18.128.0/20")
+    said = [r.getMessage() for r in caplog.records]
+    assert ("Services are not programmed in this term: the Service subnet ctl-nosuch "
+            "cannot be used: subnet ctl-nosuch not found in Neutron") in said, said
+    assert NEUTRON_NOTICE not in said
