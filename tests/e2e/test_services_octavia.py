@@ -137,7 +137,7 @@ def cluster(lab_rundir: Path) -> Iterator[Cluster]:
     try:
         up = time.monotonic() - started
         lab_kube.install_cluster_mode(state)
-        write_settings(lab.dir / "hv" / "controller" / "settings", CONTROLLER_SETTINGS)
+        write_settings(lab.dir / "hv" / "cluster-controller" / "settings", CONTROLLER_SETTINGS)
         for vm in state.vms:
             write_settings(Path(vm.rundir) / "agent" / "settings", AGENT_SETTINGS)
         made.start_controller()
@@ -208,14 +208,6 @@ def test_traffic_reaches_every_ready_backend_and_a_not_ready_one_stops(
                    PROGRAMMED_WITHIN, "b1 back")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ovn-octavia-provider 3.0 removes a load balancer from a node switch when the last "
-    "member whose subnet_id is that node's subnet goes (its ls_refs count drops to 0), "
-    "though the router association had put it there for the switch's clients: pods on "
-    "that node then reach no backend (connections time out). Measured in the lab: with "
-    "the VIP's subnet as every member's subnet_id (in OctaviaLoadBalancers._want) the load "
-    "balancer stays on every switch of the router and this test passes (the provider "
-    "accepts it; OVN's rows do not use it); a backend fix, control/octavia_lb.py"))
 def test_a_client_on_a_node_whose_last_backend_went_still_reaches_the_service(
         cluster: Cluster) -> None:
     """b1, the one backend of ``web`` on vm2, made not ready: c2 on vm2 still reaches a1

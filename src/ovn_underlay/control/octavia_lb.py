@@ -12,11 +12,14 @@ is its ``namespace/name``):
 * one listener per (protocol, port), named ``ovn-underlay:<key>:<protocol>:<port>``,
   tagged, and one pool behind it of the same name, algorithm ``SOURCE_IP_PORT`` (the
   provider's only one);
-* members: the port's endpoints, ``address`` and target port, ``subnet_id`` the IPv4
-  subnet of the endpoint's node network (``switches`` maps a Node to its switch, which is
-  the Neutron network's name); an endpoint whose node is unknown, or whose node network
-  does not hold its address, gets the subnet of a node network holding it, and one with
-  none is left out (:meth:`limits` says so).
+* members: the port's endpoints whose address a node network holds (``switches`` maps
+  a Node to its switch, which is the Neutron network's name), ``address`` and target
+  port, ``subnet_id`` the Service subnet's, not the node's: the provider 3.0 counts each
+  switch's members by their subnet and takes the load balancer off a node switch when
+  that count drops to 0, though the router association had put it there for the
+  switch's clients (pods on a node whose last backend went would reach no backend);
+  OVN's rows do not use the member's subnet.  An endpoint on no node network is left
+  out (:meth:`limits` says so).
 
 A Service's load balancers on another address than its ClusterIP, and those of a given
 Service without an IPv4 ClusterIP, are deleted.
@@ -234,7 +237,6 @@ class OctaviaLoadBalancers:
         self._pending_timeout = pending_timeout
         self._subnet: dict[str, str] | None = None
         self._subnets = _Subnets({})
-        self._switches: dict[str, str] = {}
         self._persistence: bool | None = None
         self._probe_lock = threading.Lock()
         self._count_lock = threading.Lock()
@@ -256,7 +258,6 @@ class OctaviaLoadBalancers:
         """
         given = {s.key: s for s in services}
         writes = self.writes
-        self._switches = dict(switches)
         self._subnets = self._read_subnets(switches)
         subnet = self._vip_subnet()
         found = self._list_ours()
@@ -318,7 +319,7 @@ class OctaviaLoadBalancers:
                             "endpoints: the OVN provider drops its VIP, so connections "
                             "time out instead of being refused")
         skipped = sorted({e.ip for p in state.ports for e in p.endpoints
-                          if self._subnet_of(e.ip, e.node) is None})
+                          if not self._on_node_network(e.ip)})
         if skipped and self._subnets.by_switch:
             said.append(f"endpoints {', '.join(skipped)} are on no node network, so they "
                         "get no Octavia member (the provider needs the member's subnet)")
@@ -332,13 +333,11 @@ class OctaviaLoadBalancers:
         if not vips:
             return None
         ports: dict[PortKey, frozenset[Member]] = {}
+        member_subnet = self._vip_subnet()["id"]
         for port in state.ports:
             key = (port.protocol.upper(), port.port)
-            members = set()
-            for e in port.endpoints:
-                subnet = self._subnet_of(e.ip, e.node)
-                if subnet is not None:
-                    members.add((e.ip, e.port, subnet))
+            members = {(e.ip, e.port, member_subnet) for e in port.endpoints
+                       if self._on_node_network(e.ip)}
             ports[key] = frozenset(members)
         return _Want(state.key, vips[0], ports, max(0, state.affinity_timeout))
 
@@ -353,14 +352,11 @@ class OctaviaLoadBalancers:
             return ("SOURCE_IP", None)
         return ("SOURCE_IP", min(want.affinity, MAX_AFFINITY_TIMEOUT))
 
-    def _subnet_of(self, ip: str, node: str) -> str | None:
-        """The subnet of ``node``'s network if it holds ``ip``, else of any node network
-        holding it; None when none does."""
+    def _on_node_network(self, ip: str) -> bool:
+        """Whether a node network's subnet holds ``ip``."""
         address = ipaddress.ip_address(ip)
-        switch = self._switches.get(node) if node else None
-        candidates = list(self._subnets.by_switch.get(switch, [])) if switch else []
-        candidates += [s for nets in self._subnets.by_switch.values() for s in nets]
-        return next((sid for net, sid in candidates if address in net), None)
+        return any(address in net for nets in self._subnets.by_switch.values()
+                   for net, _ in nets)
 
     # --- reads ---------------------------------------------------------------------------
 
