@@ -424,8 +424,8 @@ def run_latency(args: argparse.Namespace) -> dict[str, Any]:
             _first_after(servers[0], port, None, WARM_WAIT)
         print(f"  both VIPs reach {backends[0][1]} ({time.monotonic() - warm:.1f} s after the "
               "client started)", flush=True)
-        log = Path(state.daemons["controller"]).with_suffix(".log")
-        controller_pid = int(Path(state.daemons["controller"]).read_text())
+        log = Path(state.daemons["cluster-controller"]).with_suffix(".log")
+        controller_pid = int(Path(state.daemons["cluster-controller"]).read_text())
 
         def via_controller(index: int) -> float:
             nonlocal current

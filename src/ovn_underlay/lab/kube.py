@@ -213,7 +213,7 @@ def _cli(*args: str) -> list[str]:
 
 
 def start_controller(state: LabState, lab_dir: Path, cluster_subnet: str, router: str,
-                     name: str = "controller") -> Path:
+                     name: str = "cluster-controller") -> Path:
     """``ovn-k8s-underlay controller`` in the hypervisor, with the lab's control plane.
 
     NB lab: the NB address; Neutron lab: the admin openrc the lab wrote, with Octavia's
@@ -221,7 +221,8 @@ def start_controller(state: LabState, lab_dir: Path, cluster_subnet: str, router
     subnet, :data:`ovn_underlay.lab.octavia.SERVICE_NETWORK_NAME`) and ``--service-cidr``
     (its Service range): Services through Octavia.  Metrics on a free port of the
     hypervisor's loopback (two controllers may run at once; the log says where).
-    Returns its pid file (recorded in the lab's state as ``name``).
+    Returns its pid file (recorded in the lab's state as ``name``; not ``controller``,
+    the hypervisor's ovn-controller's).
     """
     workdir = lab_dir / "hv" / name
     backend = ["--backend", "ovn", "--nb", state.nb]

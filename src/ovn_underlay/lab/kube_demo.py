@@ -145,11 +145,11 @@ def _start_cluster_mode(lab: Lab, state: LabState) -> list[Node]:
     """The controller, then an agent per VM, until every Node says its network is there."""
     kube.install_cluster_mode(state)
     t0 = time.monotonic()
-    kube.start_controller(state, lab.dir, CLUSTER_SUBNET, CLUSTER_ROUTER)
+    controller = kube.start_controller(state, lab.dir, CLUSTER_SUBNET, CLUSTER_ROUTER)
     for vm in state.vms:
         kube.start_agent(state, vm, CLUSTER_SUBNET)
     lab.save(state)
-    _say(f"controller (pid {read_live_pid(Path(state.daemons['controller']))}, the only "
+    _say(f"controller (pid {read_live_pid(controller)}, the only "
          f"holder of the control plane's {'credentials' if state.neutron else 'address'}) "
          f"and {len(state.vms)} node agents (no control-plane settings) started")
     nodes = []
