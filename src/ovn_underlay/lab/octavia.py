@@ -6,9 +6,13 @@ neutron-server (see :mod:`ovn_underlay.lab.neutron`):
 
 * the ``octavia`` database in the lab's MariaDB, made by ``octavia-db-manage
   upgrade head``;
-* ``octavia-api`` (Debian's console script: the API's WSGI application in the
-  standard library's single-threaded server) listening on the hypervisor's
-  management address, port :data:`API_PORT`, with ``auth_strategy = noauth``
+* the API (Octavia's WSGI application, ``octavia.api.app:setup_app``) in gunicorn,
+  one process of :data:`API_THREADS` threads (python3-gunicorn: a dependency of
+  python3-octavia), as a cloud runs it under uWSGI or Apache: Debian's
+  ``octavia-api`` console script serves one request at a time ("testing only", it
+  warns), which made Services created together queue behind each VIP port's creation;
+  listening on the hypervisor's management address, port :data:`API_PORT`, with
+  ``auth_strategy = noauth``
   (every request runs as admin; a create names its ``project_id``), the ``ovn``
   provider the only and default one, Neutron reached without Keystone
   (``[service_auth] auth_type = none`` with Neutron's URL as endpoint), the
@@ -56,6 +60,7 @@ if TYPE_CHECKING:
     from ovn_underlay.lab.topology import LabState
 
 API_PORT = 9876
+API_THREADS = 8
 PROVIDER = "ovn"
 PROJECT_ID = "0ab1ab0c7a7a4e1d9b5e0a11ab0ab1ab"
 """The project the lab's load balancers belong to (noauth: every create names one)."""
@@ -69,7 +74,7 @@ SERVICE_RANGE = IPv4Network("198.18.128.0/20")
 (198.18.144.1) and the allocation pool."""
 SYSTEM_PYTHON = "/usr/bin/python3"
 TOOLS = ("octavia-api", "octavia-driver-agent", "octavia-db-manage")
-MODULES = ("octavia", "ovn_octavia_provider")
+MODULES = ("octavia", "ovn_octavia_provider", "gunicorn")
 READY_TIMEOUT = 90.0
 AGENT_SOCKETS = ("status.sock", "stats.sock", "get.sock")
 _T = TypeVar("_T")
@@ -286,9 +291,11 @@ def up(state: LabState, lab_dir: Path) -> None:
                    [SYSTEM_PYTHON, shutil.which("octavia-driver-agent") or
                     "/usr/bin/octavia-driver-agent", "--config-file", str(conf),
                     "--log-file", str(agent_log)], workdir, state)
-    api = _spawn("octavia-api", [SYSTEM_PYTHON, shutil.which("octavia-api") or
-                                 "/usr/bin/octavia-api", "--config-file", str(conf),
-                                 "--log-file", str(api_log)], workdir, state)
+    app = ["octavia-api", "--config-file", str(conf), "--log-file", str(api_log)]
+    api = _spawn("octavia-api", [SYSTEM_PYTHON, "-m", "gunicorn", "--workers", "1",
+                                 "--threads", str(API_THREADS), "--bind",
+                                 f"{hv_mgmt_ip()}:{API_PORT}",
+                                 f"octavia.api.app:setup_app(argv={app!r})"], workdir, state)
     _wait("the driver agent's sockets",
           lambda: all((workdir / "run" / s).exists() for s in AGENT_SOCKETS), [agent],
           agent_log)
