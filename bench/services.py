@@ -110,6 +110,13 @@ ONE_CHANGES = 10
 SCALE_ROUTER = "bench-cluster"
 SCALE_SUBNET = "10.128.0.0/14"
 VM_SWITCH = "vmnet"
+VIAS = ("ovn", "octavia")
+OCTAVIA_FIRST_WAIT = 30.0
+OCTAVIA_ACTIVE_WAIT = 60.0
+OCTAVIA_CONVERGE_WAIT = 600.0
+OCTAVIA_CONTROLLER_SETTINGS = {"pool-size": "4"}
+OCTAVIA_AGENT_SETTINGS = {"pool-high": "6", "pool-low": "2", "pool-batch": "4"}
+"""Small pools (as the Octavia e2e test): a Neutron port costs ~0.2 s of server CPU."""
 SYNC_LINE = re.compile(r"(complete|incremental) sync of (\d+) Service\(s\).* in (\d+) "
                        r"transaction\(s\), (\d+) ms")
 
@@ -184,6 +191,47 @@ while True:
 """
 
 
+OCTAVIA_CLIENT = r"""
+import errno, socket, sys, threading, time
+interval = float(sys.argv[1])
+targets = [(sys.argv[i], int(sys.argv[i + 1])) for i in range(2, len(sys.argv), 2)]
+sent = 0
+port = 10000
+def answer():
+    for line in sys.stdin:
+        print("sent", sent, flush=True)
+threading.Thread(target=answer, daemon=True).start()
+print("ready", flush=True)
+due = time.monotonic()
+while True:
+    while True:
+        port = port + 1 if port < 60999 else 10000
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.bind(("0.0.0.0", port))
+            break
+        except OSError as exc:
+            s.close()
+            if exc.errno != errno.EADDRINUSE:
+                raise
+    for target in targets:
+        s.sendto(b"x", target)
+    s.close()
+    sent += 1
+    due += interval
+    delay = due - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+    else:
+        due = time.monotonic()
+"""
+"""The Octavia part's client: as CLIENT, but each round from the next source port of
+10000-60999 in turn, not a random ephemeral one: a port used again within the
+conntrack's timeout (the lab's userspace datapath: 30-60 s for UDP) would find its old
+entry and go to the backend of an earlier change, long gone from the VIP (seen: first
+datagrams 5 ms after the write, the old backend still reached)."""
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -206,8 +254,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--switches", type=int, help="scale: node switches (default: 100)")
     p.add_argument("--cases", nargs="+", choices=SCALE_CASES, default=list(SCALE_CASES),
                    help="scale: which cases (default: all)")
+    p.add_argument("--services-via", nargs="+", choices=VIAS, default=list(VIAS),
+                   help="the Services backends: ovn (parts a, b), octavia (part c, with the "
+                        "OVN-direct controller on its count; default: both)")
+    p.add_argument("--octavia-changes", type=int,
+                   help="octavia latency: changes per path (default: 30; --quick 10)")
+    p.add_argument("--octavia-interval-ms", type=float, default=2.0,
+                   help="octavia latency: the client's datagram interval per VIP (default: 2;"
+                        " each from the next of 51000 source ports)")
+    p.add_argument("--octavia-services", type=int,
+                   help="octavia scale: Services (default: 100; --quick 20)")
+    p.add_argument("--octavia-endpoints", type=int, default=5,
+                   help="octavia scale: endpoints per Service (default: 5)")
     benchlib.add_lab_options(p, "sv1", "services")
     args = p.parse_args(argv)
+    args.octavia_changes = args.octavia_changes or (10 if args.quick else 30)
+    args.octavia_services = args.octavia_services or (20 if args.quick else 100)
+    if not 1 <= args.octavia_services <= 1000 or not 1 <= args.octavia_endpoints <= 50:
+        p.error("--octavia-services must be 1..1000, --octavia-endpoints 1..50")
     args.changes = args.changes or (20 if args.quick else 100)
     args.services = args.services or (200 if args.quick else 1000)
     args.switches = args.switches or (20 if args.quick else 100)
@@ -1091,6 +1155,444 @@ def run_scale(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+# -- (c) Octavia ----------------------------------------------------------------------------
+
+class OctaviaHttp:
+    """Plain HTTP to the lab's Octavia API (noauth), each request's socket made inside the
+    hypervisor's namespace (Debian's octavia-api answers HTTP/1.0: no keep-alive)."""
+
+    def __init__(self, state: Any) -> None:
+        self.netns = state.hv_netns
+        url = urllib.parse.urlsplit(state.octavia["url"])
+        self.host, self.port = url.hostname or "", url.port or 80
+        self.requests = 0
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        from ovn_underlay.lab.neutron import in_netns
+
+        data = None if body is None else json.dumps(body).encode()
+
+        def send() -> tuple[int, bytes]:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+            try:
+                conn.request(method, "/v2" + path, body=data,
+                             headers={"Content-Type": "application/json"})
+                reply = conn.getresponse()
+                return reply.status, reply.read()
+            finally:
+                conn.close()
+
+        self.requests += 1
+        status, text = in_netns(self.netns, send)
+        if status >= 300:
+            raise RuntimeError(f"Octavia {method} {path}: HTTP {status}: {text[:500]!r}")
+        return json.loads(text or b"null")
+
+    def status(self, lb: str) -> str:
+        return str(self.call("GET", f"/lbaas/loadbalancers/{lb}")["loadbalancer"][
+            "provisioning_status"])
+
+    def wait_active(self, lb: str, timeout: float = OCTAVIA_ACTIVE_WAIT) -> float:
+        """Poll (every 50 ms) until ``lb`` is ACTIVE; when it was seen so."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status(lb)
+            if status == "ACTIVE":
+                return time.monotonic()
+            if status == "ERROR" or time.monotonic() > deadline:
+                raise RuntimeError(f"Octavia load balancer {lb} is {status}")
+            time.sleep(0.05)
+
+
+def _octavia_server_kind(state: Any) -> str:
+    """How the lab's octavia-api serves: its command line, as running."""
+    pidfile = Path(state.daemons.get("octavia-api", "/nonexistent"))
+    try:
+        argv = Path(f"/proc/{int(pidfile.read_text())}/cmdline").read_bytes().decode().split(
+            "\0")
+    except (OSError, ValueError):
+        return "unknown (no octavia-api process found)"
+    if "gunicorn" in " ".join(argv):  # its title replaces its argv
+        from ovn_underlay.lab import octavia as lab_octavia
+
+        threads = (argv[argv.index("--threads") + 1] if "--threads" in argv
+                   else getattr(lab_octavia, "API_THREADS", "?"))
+        return f"threaded: gunicorn, 1 process x {threads} threads"
+    return "one request at a time (Debian's octavia-api console script, wsgiref)"
+
+
+def _lab_parallel(state: Any, jobs: list[tuple[str, str, Any]]) -> float:
+    """Send ``jobs`` to the lab's API server over POSTERS keep-alive connections (a
+    Service and its slice in order on one); the time the last answer came."""
+    failures: list[str] = []
+
+    def run(chunk: list[tuple[str, str, Any]]) -> None:
+        api = ApiConnection(state)
+        for method, path, body in chunk:
+            try:
+                api.call(method, path, body)
+            except RuntimeError as exc:
+                failures.append(str(exc))
+        api.conn.close()
+
+    pairs = [jobs[i:i + 2] for i in range(0, len(jobs), 2)]
+    chunks = [[job for pair in pairs[i::POSTERS] for job in pair] for i in range(POSTERS)]
+    with ThreadPoolExecutor(POSTERS) as pool:
+        list(pool.map(run, [c for c in chunks if c]))
+    if failures:
+        raise RuntimeError(f"{len(failures)} API requests failed, e.g. {failures[0]}")
+    return time.monotonic()
+
+
+def _write_settings(directory: Path, settings: dict[str, str]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for option, value in settings.items():
+        (directory / option).write_text(f"{value}\n")
+
+
+def run_octavia(args: argparse.Namespace) -> dict[str, Any]:
+    """Part (c): a Neutron + Octavia kube lab; the latency through Octavia and the
+    N x M burst, as asked by --parts; then the lab goes down."""
+    from ovn_underlay.lab import kube, netns
+    from ovn_underlay.lab import octavia as lab_octavia
+    from ovn_underlay.lab.cluster import CLUSTER_ROUTER, CLUSTER_SUBNET, CniRuntime, Node, pod_ip
+    from ovn_underlay.lab.neutron import call as neutron_call
+    from ovn_underlay.lab.neutron import missing_tools as neutron_missing
+    from ovn_underlay.lab.topology import Lab
+
+    missing = neutron_missing() + lab_octavia.missing_tools()
+    if missing:
+        raise RuntimeError(f"Neutron/Octavia lab programs missing: {', '.join(missing)} "
+                           "(make deps)")
+    name = f"{args.lab}o"
+    lab = Lab(name, Path(args.rundir))
+    if lab.state_file.exists() or netns.listed(f"{name}-"):
+        raise RuntimeError(f"lab {name} is up already: take it down first (lab --name {name} "
+                           "down), or use another --lab")
+    print(f"octavia: lab {name} (Neutron, Octavia, the API server) with 2 VMs, the "
+          "controller, 2 agents ...", flush=True)
+    began = time.monotonic()
+    state = lab.up(2, neutron=True, kube=True)
+    peers: list[Peer] = []
+    pods: list[tuple[Any, str, str]] = []
+    out: dict[str, Any] = {"octavia_api_server": _octavia_server_kind(state)}
+    try:
+        up_s = time.monotonic() - began
+        kube.install_cluster_mode(state)
+        _write_settings(lab.dir / "hv" / "cluster-controller" / "settings",
+                        OCTAVIA_CONTROLLER_SETTINGS)
+        for vm in state.vms:
+            _write_settings(Path(vm.rundir) / "agent" / "settings", OCTAVIA_AGENT_SETTINGS)
+        kube.start_controller(state, lab.dir, CLUSTER_SUBNET, CLUSTER_ROUTER)
+        for vm in state.vms:
+            kube.start_agent(state, vm, CLUSTER_SUBNET)
+        lab.save(state)
+        for vm in state.vms:
+            kube.wait_network_available(state, vm, AGENT_TIMEOUT)
+        nodes = [Node(state, vm) for vm in state.vms]
+        runtimes = [CniRuntime(node) for node in nodes]
+
+        def add_pod(index: int, pod: str) -> tuple[str, str]:
+            node = nodes[index]
+            path = node.pod_netns(pod)
+            cid = f"ctr-{pod}"
+            deadline = time.monotonic() + AGENT_TIMEOUT
+            while True:  # 11: the agent's daemon is not serving yet
+                reply = runtimes[index].call("ADD", cid, path, pod=(NAMESPACE, pod))
+                if reply.code == 0 and reply.output is not None:
+                    break
+                if (reply.output or {}).get("code") != 11 or time.monotonic() > deadline:
+                    raise RuntimeError(f"CNI ADD {pod}: {reply}")
+                time.sleep(0.3)
+            pods.append((runtimes[index], cid, path))
+            return path.rsplit("/", 1)[1], pod_ip(reply.output)
+
+        switches = {vm.name: kube.request(state, "GET", f"{kube.UNDERLAY_NODES}/{vm.name}")[
+            "status"]["switch"] for vm in state.vms}
+        log = lab.dir / "hv" / "cluster-controller" / "cluster-controller.log"
+        controller_pid = int(Path(state.daemons["cluster-controller"]).read_text())
+        api = ApiConnection(state)
+        octavia = OctaviaHttp(state)
+        out.update(lab_up_s=up_s, nodes_ready_s=time.monotonic() - began - up_s)
+        if "latency" in args.parts:
+            out["latency"] = _octavia_latency(args, state, api, octavia, add_pod, peers, log,
+                                              controller_pid)
+        if "scale" in args.parts:
+            subnets = neutron_call(state, lambda conn: {
+                str(net.name): [str(s.cidr) for s in conn.network.subnets(
+                    network_id=net.id, ip_version=4)]
+                for net in conn.network.networks() if net.name in switches.values()})
+            out["scale"] = _octavia_scale(args, state, octavia, log, controller_pid,
+                                          [subnets[switches[vm.name]][0] for vm in state.vms],
+                                          [vm.name for vm in state.vms])
+        out["controller_errors"] = [line for line in log.read_text(errors="replace").splitlines()
+                                    if " ERROR " in line or "Traceback" in line][:10]
+        return out
+    finally:
+        for peer in peers:
+            peer.stop()
+        for runtime, cid, path in [] if args.keep else pods:
+            with contextlib.suppress(Exception):
+                runtime.delete(cid, path)
+            with contextlib.suppress(Exception):
+                netns.destroy(path.rsplit("/", 1)[1])
+        if not args.keep:
+            lab.down()
+
+
+def _octavia_latency(args: argparse.Namespace, state: Any, api: ApiConnection,
+                     octavia: OctaviaHttp, add_pod: Callable[[int, str], tuple[str, str]],
+                     peers: list[Peer], log: Path, controller_pid: int) -> dict[str, Any]:
+    """EndpointSlice rewrites through the controller to Octavia, alternating with the
+    bench's own member updates of a load balancer of its own (Octavia alone)."""
+    from ovn_underlay.lab import octavia as lab_octavia
+
+    began = time.monotonic()
+    client_ns, client_ip = add_pod(0, "client")
+    backends = []
+    for i in range(args.backends):
+        where = 1 - i % 2
+        ns_name, ip = add_pod(where, f"be{i}")
+        backends.append((ns_name, ip, state.vms[where].name))
+    print(f"  pods made in {time.monotonic() - began:.0f} s: client {client_ip} on "
+          f"{state.vms[0].name}, backends {', '.join(f'{ip} ({vm})' for _, ip, vm in backends)}",
+          flush=True)
+    servers = [Peer(ns_name, BACKEND, str(CTRL_PORT), str(REF_PORT))
+               for ns_name, _, _ in backends]
+    peers += servers
+    service = api.call("POST", f"/api/v1/namespaces/{NAMESPACE}/services", {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": SERVICE, "namespace": NAMESPACE},
+        "spec": {"ports": [{"name": "udp", "protocol": "UDP", "port": CTRL_PORT,
+                            "targetPort": CTRL_PORT}]}})
+    vip = service["spec"]["clusterIP"]
+    current = api.call("POST", f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/"
+                       "endpointslices", _slice(backends[0][1]))
+    subnet = state.octavia["service_subnet"]
+
+    def member(index: int) -> dict[str, Any]:
+        return {"address": backends[index][1], "protocol_port": REF_PORT, "subnet_id": subnet}
+
+    made = octavia.call("POST", "/lbaas/loadbalancers", {"loadbalancer": {
+        "name": "bench-ref", "provider": "ovn", "vip_subnet_id": subnet,
+        "project_id": lab_octavia.PROJECT_ID, "listeners": [{
+            "name": "bench-ref", "protocol": "UDP", "protocol_port": REF_PORT,
+            "default_pool": {"name": "bench-ref", "protocol": "UDP",
+                             "lb_algorithm": "SOURCE_IP_PORT", "members": [member(0)]}}]}})
+    ref_lb = str(made["loadbalancer"]["id"])
+    ref_vip = str(made["loadbalancer"]["vip_address"])
+    octavia.wait_active(ref_lb)
+    ref_pool = next(str(p["id"]) for p in octavia.call(
+        "GET", f"/lbaas/pools?loadbalancer_id={ref_lb}")["pools"])
+    client = Peer(client_ns, OCTAVIA_CLIENT, str(args.octavia_interval_ms / 1000), vip,
+                  str(CTRL_PORT), ref_vip, str(REF_PORT))
+    peers.append(client)
+    warm = time.monotonic()
+    for port in (CTRL_PORT, REF_PORT):
+        _first_after(servers[0], port, None, WARM_WAIT)
+    ctrl_lb = next(str(lb["id"]) for lb in octavia.call(
+        "GET", "/lbaas/loadbalancers?tags=ovn-underlay")["loadbalancers"]
+        if lb["name"] == f"ovn-underlay:{NAMESPACE}/{SERVICE}")
+    octavia.wait_active(ctrl_lb)
+    print(f"  both VIPs ({vip} the controller's, {ref_vip} the bench's) reach "
+          f"{backends[0][1]} ({time.monotonic() - warm:.1f} s after the client started)",
+          flush=True)
+
+    def via_controller(index: int) -> float:
+        nonlocal current
+        body = dict(current)
+        body["endpoints"] = _slice(backends[index][1])["endpoints"]
+        current = api.call("PUT", f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/"
+                           f"endpointslices/{SERVICE}-1", body)
+        return time.monotonic()
+
+    def via_octavia(index: int) -> float:
+        octavia.call("PUT", f"/lbaas/pools/{ref_pool}/members", {"members": [member(index)]})
+        return time.monotonic()
+
+    paths: dict[str, tuple[int, str, Callable[[int], float]]] = {
+        "controller": (CTRL_PORT, ctrl_lb, via_controller),
+        "octavia": (REF_PORT, ref_lb, via_octavia)}
+    where = {"controller": 0, "octavia": 0}
+    mark = log.stat().st_size
+    cpu0 = benchlib.cpu_by_process()
+    ctrl_cpu0 = proc_cpu(controller_pid)
+    sent0 = int(client.ask("sent x").split()[1])
+    got0 = [_received(s) for s in servers]
+    samples: dict[str, list[dict[str, Any]]] = {"controller": [], "octavia": []}
+    print(f"  {args.octavia_changes} changes per path, alternating, each once the load "
+          f"balancer is ACTIVE; the client sends every {args.octavia_interval_ms:g} ms to "
+          f"{vip}:{CTRL_PORT} and {ref_vip}:{REF_PORT} ...", flush=True)
+    for k in range(args.octavia_changes):
+        order = ("controller", "octavia") if k % 2 == 0 else ("octavia", "controller")
+        for name in order:
+            port, lb, change = paths[name]
+            old, new = where[name], (where[name] + 1) % len(backends)
+            servers[new].ask(f"arm {port}")
+            started = time.monotonic()
+            answered = change(new)
+            try:
+                first = _first_after(servers[new], port, name, OCTAVIA_FIRST_WAIT)
+            except RuntimeError as exc:
+                raise RuntimeError(f"octavia, change {k + 1}: {exc}{_lab_problems(state)}"
+                                   ) from None
+            active = octavia.wait_active(lb)
+            where[name] = new
+            time.sleep(SETTLE + (k % 10) / 100)
+            last = float(servers[old].ask(f"last {port}").split()[2])
+            samples[name].append({"backend": new,  # from the request (Octavia's takes ~1 s)
+                                  "same_node": backends[new][2] == state.vms[0].name,
+                                  "write_ms": (answered - started) * 1000,
+                                  "first_ms": (first - started) * 1000,
+                                  "active_ms": (active - started) * 1000,
+                                  "old_last_ms": (last - started) * 1000})
+    time.sleep(0.5)
+    sent = int(client.ask("sent x").split()[1]) - sent0
+    after = [_received(s) for s in servers]
+    got = [sum(a[j] - b[j] for a, b in zip(after, got0, strict=True)) for j in (0, 1)]
+    cpu = benchlib.cpu_delta(cpu0, benchlib.cpu_by_process())
+    syncs = [m for m in SYNC_LINE.finditer(_read_from(log, mark))
+             if m.group(1) == "incremental"]
+    client.stop()
+    return {"vip": vip, "ref_vip": ref_vip, "client": client_ip,
+            "backends": [{"ip": ip, "node": vm} for _, ip, vm in backends],
+            "samples": samples, "controller_sync_ms": [int(m.group(4)) for m in syncs],
+            "controller_octavia_writes": sum(int(m.group(3)) for m in syncs),
+            "controller_cpu_s": proc_cpu(controller_pid) - ctrl_cpu0,
+            "datagrams_sent_per_vip": sent,
+            "datagrams_received": {"controller": got[0], "octavia": got[1]},
+            "cpu_s": {k: v for k, v in cpu.items() if v >= 0.2}}
+
+
+def _octavia_scale(args: argparse.Namespace, state: Any, octavia: OctaviaHttp, log: Path,
+                   controller_pid: int, subnets: list[str], node_names: list[str]
+                   ) -> dict[str, Any]:
+    """``--octavia-services`` selector-less Services of ``--octavia-endpoints`` endpoints
+    (addresses on the node networks no pod has) POSTed at once: until the NB holds the
+    provider's row of each with every endpoint, and until Octavia shows every load
+    balancer ACTIVE with a pool of that many members."""
+    import ipaddress
+
+    count, per = args.octavia_services, args.octavia_endpoints
+    hosts = [list(ipaddress.IPv4Network(s).hosts()) for s in subnets]
+
+    def endpoint(n: int) -> tuple[str, str]:
+        node = n % len(hosts)
+        pool = hosts[node][len(hosts[node]) // 2:]  # the upper half: no pod's, in practice
+        return str(pool[(n // len(hosts)) % len(pool)]), node_names[node]
+
+    wait_idle(controller_pid, 60)
+    mark = log.stat().st_size
+    jobs = []
+    for i in range(count):
+        jobs.append(("POST", f"/api/v1/namespaces/{NAMESPACE}/services", {
+            "metadata": {"name": f"oc{i}"},
+            "spec": {"ports": [{"name": "http", "protocol": "TCP", "port": 80,
+                                "targetPort": 8080}]}}))
+        jobs.append(("POST", f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/"
+                     "endpointslices", {
+                         "metadata": {"name": f"oc{i}-1", "labels": {
+                             "kubernetes.io/service-name": f"oc{i}"}},
+                         "addressType": "IPv4",
+                         "ports": [{"name": "http", "protocol": "TCP", "port": 8080}],
+                         "endpoints": [{"addresses": [ip], "nodeName": node,
+                                        "conditions": {"ready": True}}
+                                       for ip, node in (endpoint(i * per + e)
+                                                        for e in range(per))]}))
+    watch = LbWatch(state.nb)
+    watch.wait(lambda rows: True, 10)
+    ctrl0 = proc_cpu(controller_pid)
+    cpu0 = benchlib.cpu_by_process()
+    print(f"  {count} Services x {per} endpoints POSTed at once ({POSTERS} connections) ...",
+          flush=True)
+    t0 = time.monotonic()
+    posted = _lab_parallel(state, jobs)
+    services = kube_list(state, f"/api/v1/namespaces/{NAMESPACE}/services")
+    ips = {s["spec"]["clusterIP"] for s in services if s["metadata"]["name"].startswith("oc")}
+    if len(ips) != count:
+        raise RuntimeError(f"{len(ips)} of {count} Services have a ClusterIP")
+
+    def complete(rows: list[Any]) -> bool:
+        full = 0
+        for row in rows:
+            for key, value in row.vips.items():
+                if key.rsplit(":", 1)[0] in ips and len(value.split(",")) == per:
+                    full += 1
+        return full >= count
+
+    nb_at = watch.wait(complete, OCTAVIA_CONVERGE_WAIT)
+    watch.close()
+    if nb_at < 0:
+        raise RuntimeError(f"the NB did not get all {count} provider rows within "
+                           f"{OCTAVIA_CONVERGE_WAIT:.0f} s; see {log}")
+    ours = f"ovn-underlay:{NAMESPACE}/oc"
+    polls = 0
+    deadline = time.monotonic() + OCTAVIA_CONVERGE_WAIT
+    while True:
+        polls += 1
+        lbs = [lb for lb in octavia.call("GET", "/lbaas/loadbalancers?tags=ovn-underlay")[
+            "loadbalancers"] if str(lb["name"]).startswith(ours)]
+        active = sum(lb["provisioning_status"] == "ACTIVE" for lb in lbs)
+        if active == count:
+            ids = {lb["id"] for lb in lbs}
+            pools = [p for p in octavia.call("GET", "/lbaas/pools?tags=ovn-underlay")["pools"]
+                     if any(ref["id"] in ids for ref in p.get("loadbalancers") or ())]
+            if len(pools) == count and all(len(p.get("members") or ()) == per
+                                           for p in pools):
+                break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{active} of {count} load balancers ACTIVE after "
+                               f"{OCTAVIA_CONVERGE_WAIT:.0f} s; see {log}")
+        time.sleep(0.25)
+    active_at = time.monotonic()
+    ctrl_cpu = proc_cpu(controller_pid) - ctrl0
+    cpu = benchlib.cpu_delta(cpu0, benchlib.cpu_by_process())
+    done_deadline = time.monotonic() + 60
+    syncs: list[Any] = []
+    while time.monotonic() < done_deadline:  # the controller's own account of the burst
+        syncs = list(SYNC_LINE.finditer(_read_from(log, mark)))
+        if sum(int(m.group(2)) for m in syncs) >= count:
+            break
+        time.sleep(0.2)
+    statuses = {}
+    for lb in octavia.call("GET", "/lbaas/loadbalancers?tags=ovn-underlay")["loadbalancers"]:
+        status = str(lb.get("operating_status"))
+        statuses[status] = statuses.get(status, 0) + 1
+    text = _read_from(log, mark)
+    return {"services": count, "endpoints": per, "posts_s": posted - t0,
+            "nb_rows_s": nb_at - t0, "active_s": active_at - t0,
+            "octavia_polls_by_bench": polls, "controller_cpu_s": ctrl_cpu,
+            "controller_memory_mib": proc_mem(controller_pid),
+            "octavia_writes": sum(int(m.group(3)) for m in syncs),
+            "syncs": [{"kind": m.group(1), "services": int(m.group(2)),
+                       "writes": int(m.group(3)), "ms": int(m.group(4))} for m in syncs],
+            "operating_status": statuses,
+            "pending_warnings": text.count("pending (PENDING_"),
+            "cpu_s": {k: v for k, v in cpu.items() if v >= 0.2}}
+
+
+def kube_list(state: Any, path: str) -> list[dict[str, Any]]:
+    from ovn_underlay.lab import kube
+
+    items: list[dict[str, Any]] = kube.request(state, "GET", path)["items"]
+    return items
+
+
+def run_octavia_counterpart(args: argparse.Namespace) -> dict[str, Any]:
+    """The OVN-direct controller on the Octavia part's count: the scale harness's
+    ``controller`` case with ``--octavia-services`` x ``--octavia-endpoints`` over 2 node
+    switches (as many as the lab's VMs)."""
+    sub = argparse.Namespace(**vars(args))
+    sub.services, sub.endpoints, sub.switches = (args.octavia_services,
+                                                 args.octavia_endpoints, 2)
+    print(f"octavia: the OVN-direct controller on the same count: {sub.services} Services x "
+          f"{sub.endpoints} endpoints over 2 switches ...", flush=True)
+    began = time.monotonic()
+    result = scale_controller(sub)
+    print(f"  done in {time.monotonic() - began:.0f} s", flush=True)
+    return result
+
+
 # -- report ---------------------------------------------------------------------------------
 
 def _pct(samples: list[float]) -> dict[str, float]:
@@ -1221,6 +1723,117 @@ def report_scale(args: argparse.Namespace, runs: dict[str, Any]) -> dict[str, An
     return table
 
 
+def report_octavia(args: argparse.Namespace, run: dict[str, Any],
+                   ovn_latency: dict[str, Any] | None) -> dict[str, Any]:
+    """Print part (c)'s tables, side by side with the OVN-direct figures of this run; its
+    figures."""
+    table: dict[str, Any] = {"octavia_api_server": run["octavia_api_server"]}
+    print(f"\n(c) Octavia (OVN provider), lab up in {run['lab_up_s']:.0f} s; octavia-api: "
+          f"{run['octavia_api_server']}")
+    lat = run.get("latency")
+    if lat:
+        print(f"programming latency, ms from the write: the OVN rows from its answer (part "
+              f"a, client every {args.interval_ms:g} ms), the Octavia rows from its request "
+              f"(Octavia answers a member update after ~1 s; {args.octavia_changes} changes "
+              f"per path, each once its load balancer is ACTIVE, client every "
+              f"{args.octavia_interval_ms:g} ms, {len(lat['backends'])} backends)")
+        print(f"{'path':38s} {'n':>4s} {'write':>6s} {'first p50':>9s} {'p99':>6s} "
+              f"{'max':>6s} {'ACTIVE p50':>10s} {'p99':>6s} {'lost':>6s}")
+        rows: list[tuple[str, dict[str, Any]]] = []
+        if ovn_latency and "idle" in ovn_latency:
+            idle = ovn_latency["idle"]
+            rows += [("OVN: EndpointSlice -> controller", idle["controller"]),
+                     ("OVN: NB write alone (ref)", idle["ovn"])]
+        for name, label in (("controller", "Octavia: EndpointSlice -> controller"),
+                            ("octavia", "Octavia: API alone (ref)")):
+            samples = lat["samples"][name]
+            row = {fig: _pct([s[fig] for s in samples])
+                   for fig in ("write_ms", "first_ms", "active_ms", "old_last_ms")}
+            for same in (True, False):
+                chosen = [s["first_ms"] for s in samples if s["same_node"] == same]
+                if chosen:
+                    row["first_ms_" + ("same_node" if same else "other_node")] = _pct(chosen)
+            sent = lat["datagrams_sent_per_vip"]
+            row["lost"] = 1 - lat["datagrams_received"][name] / sent if sent else 0.0
+            row["changes"] = len(samples)
+            table.setdefault("latency", {})[name] = row
+            rows.append((label, row))
+        for label, row in rows:
+            active = row.get("active_ms")
+            n = row.get("changes", args.changes)
+            a50, a99 = ((f"{active['p50']:.0f}", f"{active['p99']:.0f}") if active
+                        else ("-", "-"))
+            print(f"{label:38s} {n:4d} {row['write_ms']['p50']:6.1f} "
+                  f"{row['first_ms']['p50']:9.1f} {row['first_ms']['p99']:6.1f} "
+                  f"{row['first_ms']['max']:6.1f} "
+                  f"{a50:>10s} {a99:>6s} "
+                  f"{row['lost'] * 100:5.2f}%")
+        t = table["latency"]
+        ctrl, ref = t["controller"]["first_ms"], t["octavia"]["first_ms"]
+        t["added_by_controller_ms"] = {"p50": ctrl["p50"] - ref["p50"],
+                                       "p99": ctrl["p99"] - ref["p99"]}
+        if lat["controller_sync_ms"]:
+            t["controller_sync_ms"] = _pct([float(x) for x in lat["controller_sync_ms"]])
+        t["controller_cpu_s"] = lat["controller_cpu_s"]
+        t["controller_octavia_writes"] = lat["controller_octavia_writes"]
+        sync = t.get("controller_sync_ms", {}).get("p50", float("nan"))
+        print(f"octavia: the controller path adds {ctrl['p50'] - ref['p50']:.1f} ms at p50, "
+              f"{ctrl['p99'] - ref['p99']:.1f} ms at p99 over Octavia alone; its syncs (its "
+              f"log, each until ACTIVE) p50 {sync:.0f} ms over {len(lat['controller_sync_ms'])}"
+              f" syncs, {lat['controller_octavia_writes']} Octavia writes, "
+              f"{lat['controller_cpu_s']:.2f} s CPU")
+        if ovn_latency and "idle" in ovn_latency:
+            ovn = ovn_latency["idle"]["controller"]["first_ms"]
+            t["over_ovn_direct"] = {"p50": ctrl["p50"] / ovn["p50"],
+                                    "p99": ctrl["p99"] / ovn["p99"]}
+            print(f"octavia: EndpointSlice -> first datagram p50 {ctrl['p50']:.0f} ms against "
+                  f"{ovn['p50']:.0f} ms OVN-direct ({ctrl['p50'] / ovn['p50']:.1f}x), p99 "
+                  f"{ctrl['p99']:.0f} against {ovn['p99']:.0f} ms")
+        top = sorted(lat["cpu_s"].items(), key=lambda kv: -kv[1])[:8]
+        print("octavia: CPU s during the changes: " + ", ".join(f"{k} {v:.1f}" for k, v in top))
+    sc = run.get("scale")
+    if sc:
+        ovn = run.get("ovn_counterpart")
+        print(f"\n{sc['services']} Services x {sc['endpoints']} endpoints created at once "
+              f"through the API, 2 node networks: s from the first POST")
+        print(f"{'backend':24s} {'POSTs':>6s} {'NB rows':>8s} {'ACTIVE':>7s} {'writes':>7s} "
+              f"{'ctrl CPU':>8s} {'ctrl MiB':>8s}")
+        rowo = {"posts_s": sc["posts_s"], "nb_rows_s": sc["nb_rows_s"],
+                "active_s": sc["active_s"], "octavia_writes": sc["octavia_writes"],
+                "controller_cpu_s": sc["controller_cpu_s"],
+                "controller_peak_rss_mib": sc["controller_memory_mib"]["peak_rss_mib"],
+                "operating_status": sc["operating_status"]}
+        table["scale"] = {"octavia": rowo}
+        if ovn:
+            rown = {"posts_s": ovn["posts_s"], "nb_rows_s": ovn["rows_s"],
+                    "nb_transactions": ovn["transactions"],
+                    "controller_cpu_s": ovn["controller_cpu_s"],
+                    "controller_peak_rss_mib": ovn["controller_memory_mib"]["peak_rss_mib"]}
+            table["scale"]["ovn"] = rown
+            print(f"{'OVN-direct controller':24s} {rown['posts_s']:6.2f} "
+                  f"{rown['nb_rows_s']:8.2f} {'-':>7s} {rown['nb_transactions']:5d} tx "
+                  f"{rown['controller_cpu_s']:8.2f} {rown['controller_peak_rss_mib']:8.0f}")
+        print(f"{'Octavia controller':24s} {rowo['posts_s']:6.2f} {rowo['nb_rows_s']:8.2f} "
+              f"{rowo['active_s']:7.2f} {rowo['octavia_writes']:7d} "
+              f"{rowo['controller_cpu_s']:8.2f} {rowo['controller_peak_rss_mib']:8.0f}")
+        if ovn:
+            table["scale"]["octavia_over_ovn"] = {
+                "active_over_rows": sc["active_s"] / ovn["rows_s"],
+                "controller_cpu": sc["controller_cpu_s"] / max(ovn["controller_cpu_s"], 1e-3)}
+            print(f"Octavia / OVN-direct: converge (ACTIVE / NB rows) "
+                  f"{sc['active_s'] / ovn['rows_s']:.0f}x, controller CPU "
+                  f"{sc['controller_cpu_s'] / max(ovn['controller_cpu_s'], 1e-3):.1f}x")
+        print("octavia: controller syncs: " + ", ".join(
+            f"{s['kind'][:4]} {s['services']} svc/{s['writes']} writes/{s['ms']} ms"
+            for s in sc["syncs"]) + f"; operating status {sc['operating_status']}; "
+            f"{sc['pending_warnings']} pending warning(s)")
+        top = sorted(sc["cpu_s"].items(), key=lambda kv: -kv[1])[:8]
+        print("octavia: CPU s during the burst: " + ", ".join(f"{k} {v:.1f}" for k, v in top))
+    if run.get("controller_errors"):
+        print(f"octavia: controller errors: {run['controller_errors'][:3]}")
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(argv)
@@ -1234,14 +1847,24 @@ def main(argv: list[str] | None = None) -> int:
                                          if k not in ("inside", "json")}}
     runs: dict[str, Any] = {}
     tables: dict[str, Any] = {}
-    if "scale" in args.parts:
+    via = args.services_via
+    if "scale" in args.parts and "ovn" in via:
         runs["scale"] = run_scale(args)
-    if "latency" in args.parts:
+    if "latency" in args.parts and "ovn" in via:
         runs["latency"] = run_latency(args)
+    if "octavia" in via:
+        began = time.monotonic()
+        runs["octavia"] = run_octavia(args)
+        if "scale" in args.parts:
+            runs["octavia"]["ovn_counterpart"] = run_octavia_counterpart(args)
+        runs["octavia"]["took_s"] = time.monotonic() - began
     if "latency" in runs:
         tables["latency"] = report_latency(args, runs["latency"])
     if "scale" in runs:
         tables["scale"] = report_scale(args, runs["scale"])
+    if "octavia" in runs:
+        tables["octavia"] = report_octavia(args, runs["octavia"],
+                                           tables.get("latency"))
     report.update(table=tables, runs=runs)
     benchlib.write_report(args.json, "services", report)
     if args.json is None:
