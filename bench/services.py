@@ -2,6 +2,11 @@
 
     .venv/bin/python bench/services.py [--parts latency scale] [--quick]
         [--changes 100] [--services 1000 --endpoints 10 --switches 100]
+        [--services-via ovn octavia] [--octavia-changes 30]
+        [--octavia-services 100 --octavia-endpoints 5]
+
+``--services-via`` (default: both) picks the backends: ``ovn`` runs parts (a) and (b)
+below, ``octavia`` part (c); ``--parts`` picks latency and scale in either.
 
 **(a) latency** (``--changes``, default 100).  A two-VM lab with the test API server
 (``--lab``, default ``sv1``), the real cluster controller (``ovn-k8s-underlay controller``
@@ -61,9 +66,41 @@ datapath group counts once per datapath in it), memory of NB, SB and northd, the
 file's size (compacted).  Then, in the direct cases, one Service's endpoint changed
 alone, 10 times: northd's CPU per change and the time until the SB has it.
 
+**(c) Octavia** (``--services-via octavia``).  A Neutron lab with Octavia and the test
+API server (``lab up --neutron --kube``, lab ``<--lab>o``), the controller as
+:func:`ovn_underlay.lab.kube.start_controller` runs it there (``--backend neutron
+--service-subnet services --service-cidr 198.18.128.0/20``: each Service an Octavia load
+balancer whose OVN row the provider writes), agents on both VMs with small pools (as
+the Octavia e2e test), pods through the CNI binary.  What serves Octavia's API (Debian's
+one-request console script, or gunicorn's threads) is read from the running process
+and printed.
+
+* latency (``--octavia-changes``, default 30, ``--quick`` 10): the pods and the backend
+  and client programs of part (a); the controller's path is the same selector-less
+  Service and slice rewrite; the reference is a load balancer of the bench's own made
+  straight through Octavia (VIP from the Service subnet's pool, UDP 7001), changed with
+  a batch member update (``PUT /v2/lbaas/pools/{id}/members``, what the controller sends
+  when one member replaces another).  Timed from the write's *request* (Octavia answers
+  the member update only after ~0.5-1.5 s, after the datagrams already reach the new
+  member), to the first datagram at the new backend and until the bench sees the load
+  balancer ACTIVE again (polled every 50 ms after the first datagram); each change once
+  its load balancer is ACTIVE (a change to a PENDING one is refused, 409, and waits).
+  The client (every ``--octavia-interval-ms``, default 2) takes its source ports in turn
+  from 10000-60999: a random ephemeral port used again within the datapath's UDP
+  conntrack timeout went to the backend its old entry named (first datagrams "5 ms" after
+  the write, the old backend still reached).  Printed beside part (a)'s rows when it ran.
+* scale (``--octavia-services`` x ``--octavia-endpoints``, default 100 x 5, ``--quick``
+  20 x 5): that many selector-less Services and slices (addresses in the upper halves of
+  the two node networks, no pod's) POSTed at once (8 connections); until the NB holds the
+  provider's row of each with every endpoint, then until Octavia lists every load
+  balancer ACTIVE with a pool of that many members (two GETs a poll, every 0.25 s, only
+  after the NB); the controller's CPU and its Octavia writes (its log's "transactions"
+  are Octavia and Neutron write requests), CPU of every process.  Beside it, the same
+  count through the OVN-direct controller: part (b)'s ``controller`` case over 2 switches.
+
 Prints tables and writes JSON to ``bench/results/services-<time>.json`` and
 ``bench/results/services.json`` (or only ``--json``).
-``--quick``: 20 changes; 200 Services over 20 switches.
+``--quick``: 20 changes; 200 Services over 20 switches; Octavia: 10 changes, 20 x 5.
 """
 
 from __future__ import annotations
