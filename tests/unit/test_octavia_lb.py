@@ -27,7 +27,7 @@ def backend() -> OctaviaLoadBalancers:
         "OS_AUTH_TYPE": "none", "OS_NETWORK_ENDPOINT_OVERRIDE": "http://127.0.0.1:9",
         "OS_LOAD_BALANCER_ENDPOINT_OVERRIDE": "http://127.0.0.1:9"}, "test")
     lbs = OctaviaLoadBalancers(NeutronControlPlane(creds, timeout=1), "services")
-    lbs._switches = {"n1": "node1", "n2": "node2"}
+    lbs._subnet = {"id": "svc", "network": "services-net", "project": ""}
     lbs._subnets = _Subnets({"node1": [(ipaddress.IPv4Network("198.19.1.0/24"), "s1")],
                              "node2": [(ipaddress.IPv4Network("198.19.2.0/24"), "s2")]})
     return lbs
@@ -50,13 +50,18 @@ def test_ours_needs_tag_name_and_description_together() -> None:
     assert _key_of({**ours, "description": description("default/other")}) is None
 
 
-def test_a_member_gets_its_node_subnet_else_one_holding_it_else_none() -> None:
+def test_members_are_the_endpoints_on_node_networks_on_the_service_subnet() -> None:
+    """On the Service subnet, not the node's (the provider would take the load balancer
+    off a node switch whose members all went); endpoints on no node network left out."""
     lbs = backend()
-    assert lbs._subnet_of("198.19.1.5", "n1") == "s1"
-    assert lbs._subnet_of("198.19.2.5", "n1") == "s2", "the node's subnet does not hold it"
-    assert lbs._subnet_of("198.19.2.5", "") == "s2"
-    assert lbs._subnet_of("198.19.2.5", "unknown") == "s2"
-    assert lbs._subnet_of("198.18.0.9", "n1") is None
+    state = ServiceState("default", "web", ("198.18.128.10",), (
+        ServicePort("tcp", 80, "", (Endpoint("198.19.1.5", 8080, "n1"),
+                                    Endpoint("198.19.2.5", 8080, "n1"),
+                                    Endpoint("198.18.0.9", 6443, "n2"))),))
+    want = lbs._want(state)
+    assert want is not None
+    assert want.ports == {("TCP", 80): frozenset({("198.19.1.5", 8080, "svc"),
+                                                   ("198.19.2.5", 8080, "svc")})}
 
 
 def test_limits_say_what_the_provider_does_not_do() -> None:
