@@ -182,7 +182,6 @@ def node_settings(args: argparse.Namespace, node: str) -> NodeConfig:
 def cmd_agent(args: argparse.Namespace) -> int:
     """Set the node up from the cluster controller's answer, then serve as its daemon."""
     import functools
-    import logging
 
     from ovn_underlay.cli.daemon import _setup_logging, stop_on_signals
     from ovn_underlay.daemon.node_agent import AgentSettings, ClusterAgent
@@ -190,8 +189,6 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     args = with_config_dir(args)
     _setup_logging(args.log_file, args.verbose)
-    if not args.verbose:  # httpx logs every request at INFO: the watches' too
-        logging.getLogger("httpx").setLevel(logging.WARNING)
     services = service_cidr(args)
     node = node_name(args)
     cfg = node_settings(args, node)
