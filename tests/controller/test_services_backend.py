@@ -1,6 +1,6 @@
 """What the Services reconciler does with a backend's answers beyond rows: the limits it
 states (an Event on the Service, once per change) and load balancers left pending
-(:class:`~ovn_underlay.control.octavia_lb.ServicesPending`: a log line, the pending
+(:class:`~ovn_underlay.control.services.ServicesPending`: a log line, the pending
 gauge, an Event on each such Service, the retry until programmed, the rest done
 meanwhile).
 
@@ -27,8 +27,8 @@ from lightkube.types import PatchType
 from ovn_underlay.control import credentials
 from ovn_underlay.control.neutron import NeutronControlPlane
 from ovn_underlay.control.neutron_view import TRUNK
-from ovn_underlay.control.octavia_lb import OctaviaLoadBalancers, ServicesPending
-from ovn_underlay.control.services import ServiceState, SyncResult
+from ovn_underlay.control.octavia_lb import OctaviaLoadBalancers
+from ovn_underlay.control.services import ServicesPending, ServiceState, SyncResult
 from ovn_underlay.controller.main import service_network_problems, services_backend
 from ovn_underlay.controller.metrics import ControllerMetrics
 from ovn_underlay.controller.services import NEUTRON_NOTICE, ServicesReconciler

@@ -32,11 +32,10 @@ from ovn_underlay.control.octavia_lb import (
     ALGORITHM,
     TAG,
     OctaviaLoadBalancers,
-    ServicesPending,
     description,
     lb_name,
 )
-from ovn_underlay.control.services import Endpoint, ServicePort, ServiceState
+from ovn_underlay.control.services import Endpoint, ServicePort, ServicesPending, ServiceState
 from ovn_underlay.lab import neutron as lab_neutron
 from ovn_underlay.lab import octavia as lab_octavia
 from ovn_underlay.lab.topology import Lab, LabState, nbctl

@@ -13,13 +13,12 @@ from ovn_underlay.control.neutron import NeutronControlPlane
 from ovn_underlay.control.octavia_lb import (
     TAG,
     OctaviaLoadBalancers,
-    ServicesPending,
     _key_of,
     _Subnets,
     description,
     lb_name,
 )
-from ovn_underlay.control.services import Endpoint, ServicePort, ServiceState
+from ovn_underlay.control.services import Endpoint, ServicePort, ServicesPending, ServiceState
 
 
 def backend() -> OctaviaLoadBalancers:

@@ -90,7 +90,12 @@ from typing import Any
 from ovn_underlay.control.base import Conflict, ControlPlaneError, ControlPlaneUnavailable
 from ovn_underlay.control.credentials import AUTH_NONE
 from ovn_underlay.control.neutron import NeutronControlPlane
-from ovn_underlay.control.services import MAX_AFFINITY_TIMEOUT, ServiceState, SyncResult
+from ovn_underlay.control.services import (
+    MAX_AFFINITY_TIMEOUT,
+    ServicesPending,
+    ServiceState,
+    SyncResult,
+)
 
 LOG = logging.getLogger(__name__)
 TAG = "ovn-underlay"
@@ -120,17 +125,6 @@ Member = tuple[str, int, str]
 """(address, protocol_port, subnet_id)."""
 PortKey = tuple[str, int]
 """(Octavia protocol, port): ("TCP", 80)."""
-
-
-class ServicesPending(ControlPlaneUnavailable):
-    """Load balancers that stayed ``PENDING_*`` beyond ``pending_timeout``: their
-    Services were left for a retry (every other Service was converged)."""
-
-    def __init__(self, keys: Iterable[str], timeout: float) -> None:
-        self.keys: tuple[str, ...] = tuple(sorted(keys))
-        super().__init__(f"the Octavia load balancers of {', '.join(self.keys)} stayed "
-                         f"PENDING beyond {timeout:g} s (Octavia refuses changes until "
-                         "they are ACTIVE); left for a retry")
 
 
 class _StillPending(Exception):

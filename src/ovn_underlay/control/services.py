@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ovn_underlay.control.base import ControlPlaneUnavailable
+
 PROTOCOLS = ("tcp", "udp", "sctp")
 MAX_AFFINITY_TIMEOUT = 65535
 """OVN's cap on ``affinity_timeout``; a longer ClientIP timeout is served by source-IP
@@ -71,6 +73,18 @@ class SyncResult:
     updated: int = 0
     deleted: int = 0
     transactions: int = 0
+
+
+class ServicesPending(ControlPlaneUnavailable):
+    """Raised by a :class:`ServicesBackend` whose load balancers stayed ``PENDING_*``
+    (Octavia's, which refuse changes meanwhile) beyond its wait: their Services were left
+    for a retry, every other Service was converged."""
+
+    def __init__(self, keys: Iterable[str], timeout: float) -> None:
+        self.keys: tuple[str, ...] = tuple(sorted(keys))
+        super().__init__(f"the Octavia load balancers of {', '.join(self.keys)} stayed "
+                         f"PENDING beyond {timeout:g} s (Octavia refuses changes until "
+                         "they are ACTIVE); left for a retry")
 
 
 class ServicesBackend(Protocol):

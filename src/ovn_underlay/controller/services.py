@@ -25,7 +25,7 @@
   once per change of them, with a Warning Event on the Service (best effort),
   ``ServicePartlyProgrammed``; what the backend cannot do of it (its ``limits``, e.g.
   Octavia's OVN provider and sessionAffinity) likewise, ``ServiceLimitedByBackend``.
-* A backend that raises :class:`~ovn_underlay.control.octavia_lb.ServicesPending` (a
+* A backend that raises :class:`~ovn_underlay.control.services.ServicesPending` (a
   load balancer stayed PENDING_*, which Octavia lets nobody change) has done the rest:
   the other Services' deletions are still made, the Services pending are logged, get a
   Warning Event each when they become pending (``LoadBalancerPending``) and a Normal one
@@ -58,8 +58,12 @@ from lightkube.models.core_v1 import ObjectReference
 from lightkube.resources.core_v1 import Service
 
 from ovn_underlay.control.base import ControlPlaneUnavailable, Fenced
-from ovn_underlay.control.octavia_lb import ServicesPending
-from ovn_underlay.control.services import ServicesBackend, ServiceState, SyncResult
+from ovn_underlay.control.services import (
+    ServicesBackend,
+    ServicesPending,
+    ServiceState,
+    SyncResult,
+)
 from ovn_underlay.controller.events import NORMAL, WARNING, EventRecorder
 from ovn_underlay.controller.metrics import ControllerMetrics
 from ovn_underlay.controller.service_model import SERVICE_NAME_LABEL, service_state
@@ -363,8 +367,10 @@ class ServicesReconciler:
                                 result.deleted + deleted.deleted,
                                 result.transactions + deleted.transactions)
         for state in states:
-            self._say_problems(state)
-            self._say_limits(backend, state)
+            self._say_once(self._problems, state.key, state.problems,
+                           "ServicePartlyProgrammed")
+            self._say_once(self._limits, state.key, backend.limits(state),
+                           "ServiceLimitedByBackend")
         for key in gone:
             self._problems.pop(key, None)
             self._limits.pop(key, None)
@@ -410,31 +416,19 @@ class ServicesReconciler:
             slices = list(self._index.get(key, {}).values())
         return service_state(service.to_dict(), [s.to_dict() for s in slices])
 
-    def _say_problems(self, state: ServiceState) -> None:
-        """Log a Service's problems once per change, with a Warning Event on it."""
-        if self._problems.get(state.key, ()) == state.problems:
+    def _say_once(self, said: dict[str, tuple[str, ...]], key: str,
+                  lines: tuple[str, ...], reason: str) -> None:
+        """Log ``lines`` about Service ``key`` once per change of them (``said`` holds
+        what was said last), with a Warning Event ``reason`` on it."""
+        if said.get(key, ()) == lines:
             return
-        if state.problems:
-            self._problems[state.key] = state.problems
-            message = "; ".join(state.problems)
-            LOG.warning("Service %s: %s", state.key, message)
-            self._event(state.key, WARNING, "ServicePartlyProgrammed", message)
+        if lines:
+            said[key] = lines
+            message = "; ".join(lines)
+            LOG.warning("Service %s: %s", key, message)
+            self._event(key, WARNING, reason, message)
         else:
-            self._problems.pop(state.key, None)
-
-    def _say_limits(self, backend: ServicesBackend, state: ServiceState) -> None:
-        """Log what the backend cannot do of a Service once per change, with a Warning
-        Event on it."""
-        limits = backend.limits(state)
-        if self._limits.get(state.key, ()) == limits:
-            return
-        if limits:
-            self._limits[state.key] = limits
-            message = "; ".join(limits)
-            LOG.warning("Service %s: %s", state.key, message)
-            self._event(state.key, WARNING, "ServiceLimitedByBackend", message)
-        else:
-            self._limits.pop(state.key, None)
+            said.pop(key, None)
 
     def _say_pending(self, states: list[ServiceState], carried: set[str], complete: bool,
                      pending: tuple[str, ...]) -> None:
