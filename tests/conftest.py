@@ -69,6 +69,23 @@ def skip_unless_lab_possible() -> None:
         pytest.skip(f"lab programs missing: {', '.join(missing)} (make deps installs them)")
 
 
+def cluster_mode_lab(rundir: Path, prefix: str, vms: int) -> Iterator[LabState]:
+    """A lab of ``vms`` VMs named ``<prefix><pid>`` with the test API server, the
+    UnderlayNode CRD and the controller's namespace (lab.kube.install_cluster_mode);
+    down again afterwards.  For a module fixture: ``yield from cluster_mode_lab(...)``."""
+    from ovn_underlay.lab import kube
+
+    skip_unless_lab_possible()
+    lab = Lab(f"{prefix}{os.getpid() % 1000}", rundir)
+    lab.down()
+    state = lab.up(vms, kube=True)
+    try:
+        kube.install_cluster_mode(state)
+        yield state
+    finally:
+        lab.down()
+
+
 def skip_unless_containerd_possible() -> None:
     """Skip (with the reason) where containerd, its tools or the CRI client's packages lack."""
     from ovn_underlay.lab.containerd import missing_python_packages, missing_tools

@@ -31,9 +31,9 @@ from ovn_underlay.kube.client import load_config
 from ovn_underlay.lab import kube as lab_kube
 from ovn_underlay.lab import netns
 from ovn_underlay.lab.cluster import CLUSTER_SUBNET, CniRuntime, Node, pod_ip
-from ovn_underlay.lab.topology import Lab, LabState
+from ovn_underlay.lab.topology import LabState
 from ovn_underlay.pods.security_groups import ALLOWED_ANNOTATION, ANNOTATION
-from tests.conftest import skip_unless_lab_possible
+from tests.conftest import cluster_mode_lab
 
 READY_WITHIN = 90.0
 
@@ -42,14 +42,7 @@ READY_WITHIN = 90.0
 def kube_lab(lab_rundir: Path) -> Iterator[LabState]:
     """A lab of two VMs with the test API server, the UnderlayNode CRD and the controller's
     namespace."""
-    skip_unless_lab_possible()
-    lab = Lab(f"ag{os.getpid() % 1000}", lab_rundir)
-    state = lab.up(2, kube=True)
-    try:
-        lab_kube.install_cluster_mode(state)
-        yield state
-    finally:
-        lab.down()
+    yield from cluster_mode_lab(lab_rundir, "ag", 2)
 
 
 class InHypervisor:

@@ -13,7 +13,6 @@ and must neither make anything twice nor lose anything.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,11 +22,10 @@ from typing import Any
 import pytest
 
 from ovn_underlay.lab import daemons, netns
-from ovn_underlay.lab import kube as lab_kube
 from ovn_underlay.lab.cluster import CniRuntime, pod_ip
-from ovn_underlay.lab.topology import VM_NETWORK, Lab, LabState, VmInfo, vsctl
+from ovn_underlay.lab.topology import VM_NETWORK, LabState, VmInfo, vsctl
 from tests.agent.test_agent_lab import Agent, InHypervisor
-from tests.conftest import skip_unless_lab_possible
+from tests.conftest import cluster_mode_lab
 
 REACH_WITHIN = 30.0
 
@@ -36,14 +34,7 @@ REACH_WITHIN = 30.0
 def reboot_lab(lab_rundir: Path) -> Iterator[LabState]:
     """A lab of one VM with the test API server, the UnderlayNode CRD and the controller's
     namespace."""
-    skip_unless_lab_possible()
-    lab = Lab(f"rb{os.getpid() % 1000}", lab_rundir)
-    state = lab.up(1, kube=True)
-    try:
-        lab_kube.install_cluster_mode(state)
-        yield state
-    finally:
-        lab.down()
+    yield from cluster_mode_lab(lab_rundir, "rb", 1)
 
 
 def stop_ovs(vm: VmInfo) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import subprocess
 import sys
 import time
@@ -40,11 +39,11 @@ from ovn_underlay.lab import daemons, netns
 from ovn_underlay.lab import kube as lab_kube
 from ovn_underlay.lab.cluster import CLUSTER_SUBNET, CniRuntime, pod_ip
 from ovn_underlay.lab.kubeapi.api import Config
-from ovn_underlay.lab.topology import Lab, LabState, VmInfo
+from ovn_underlay.lab.topology import LabState, VmInfo
 from ovn_underlay.names import MGMT_IFNAME
 from tests.agent.test_agent_lab import Agent, InHypervisor
 from tests.agent.test_agent_reboot import lose_host_state, start_ovs, stop_ovs
-from tests.conftest import skip_unless_lab_possible
+from tests.conftest import cluster_mode_lab
 
 SERVICE_RANGE = Config.service_cluster_ip_range
 """The test API server's --service-cluster-ip-range: what the agents are given."""
@@ -108,15 +107,7 @@ how many seconds of asking (or the last error)."""
 @pytest.fixture(scope="module")
 def kube_lab(lab_rundir: Path) -> Iterator[LabState]:
     """Two VMs, the test API server, the UnderlayNode CRD and the controller's namespace."""
-    skip_unless_lab_possible()
-    lab = Lab(f"sn{os.getpid() % 1000}", lab_rundir)
-    lab.down()
-    state = lab.up(2, kube=True)
-    try:
-        lab_kube.install_cluster_mode(state)
-        yield state
-    finally:
-        lab.down()
+    yield from cluster_mode_lab(lab_rundir, "sn", 2)
 
 
 @pytest.fixture(scope="module")
