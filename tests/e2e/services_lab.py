@@ -49,10 +49,10 @@ from typing import Any, TypeVar, cast
 import pytest
 
 from ovn_underlay.dataplane.nsenter import enter_netns, run_in_netns
-from ovn_underlay.lab import daemons, kube, kube_demo
+from ovn_underlay.lab import kube, kube_demo
 from ovn_underlay.lab.containerd import Containerd
 from ovn_underlay.lab.daemons import read_live_pid
-from ovn_underlay.lab.topology import Lab, LabState, forget_ct_zero_snat, hide_ct_zero_snat, nbctl
+from ovn_underlay.lab.topology import Lab, LabState, nbctl, start_hv_vswitchd
 from tests.conftest import skip_unless_containerd_possible, skip_unless_lab_possible
 
 NAMESPACE = "default"
@@ -494,10 +494,7 @@ class ServicesLab:
         """Start the hypervisor's ovs-vswitchd again, as the monitor of ovs-ctl would after
         a crash, and wait until pods reach each other again; seconds it took."""
         start = time.monotonic()
-        forget_ct_zero_snat(self.state.hv_ovsdb)  # the lab's workaround, as at lab up
-        daemons.start_vswitchd("vswitchd", Path(self.state.rundir) / "hv", self.state.hv_ovsdb,
-                               self.state.hv_netns)
-        hide_ct_zero_snat(self.state.hv_ovsdb)
+        start_hv_vswitchd(self.state)  # with the lab's conntrack workaround, as at lab up
         c1, w1 = self.pods["c1"], self.pods["w1"]
         wait_until("pods reach each other after ovs-vswitchd's restart",
                    lambda: tcp_hits(c1, w1.ip, TCP_PORT, 1, timeout=0.5) == Counter(w1=1),

@@ -227,9 +227,7 @@ class Lab:
         vsctl(state.hv_ovsdb, "--may-exist", "add-br", "br-int", "--", "set", "Bridge",
               "br-int", "datapath_type=netdev", "fail_mode=secure",
               "other_config:disable-in-band=true")
-        forget_ct_zero_snat(state.hv_ovsdb)
-        vswitchd = daemons.start_vswitchd("vswitchd", hv_dir, state.hv_ovsdb, ns)
-        hide_ct_zero_snat(state.hv_ovsdb)  # before ovn-controller reads the capabilities
+        vswitchd = start_hv_vswitchd(state)  # before ovn-controller reads its capabilities
         ctrl = daemons.start_controller("controller", hv_dir, state.hv_ovsdb, ns)
         state.daemons.update(vswitchd=str(vswitchd.pidfile), controller=str(ctrl.pidfile))
         if not state.neutron:
@@ -365,6 +363,17 @@ def _netdev_datapath(db: str) -> str:
               "Open_vSwitch", ".", "datapaths:netdev=@dp")
         uuid = vsctl(db, "get", "Open_vSwitch", ".", "datapaths:netdev").strip()
     return uuid
+
+
+def start_hv_vswitchd(state: LabState) -> daemons.Daemon:
+    """Start the hypervisor's ovs-vswitchd (at lab up, or again after it died) with the
+    lab's workaround for OVS 3.1.0's conntrack abort: :func:`forget_ct_zero_snat`, then
+    the daemon, then :func:`hide_ct_zero_snat`."""
+    forget_ct_zero_snat(state.hv_ovsdb)
+    vswitchd = daemons.start_vswitchd("vswitchd", Path(state.rundir) / "hv", state.hv_ovsdb,
+                                      state.hv_netns)
+    hide_ct_zero_snat(state.hv_ovsdb)
+    return vswitchd
 
 
 def forget_ct_zero_snat(db: str) -> None:
