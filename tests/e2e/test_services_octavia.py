@@ -39,6 +39,7 @@ from ovn_underlay.lab import neutron as lab_neutron
 from ovn_underlay.lab import octavia as lab_octavia
 from ovn_underlay.lab.cluster import CLUSTER_ROUTER, CLUSTER_SUBNET, Node
 from ovn_underlay.lab.topology import Lab, nbctl
+from ovn_underlay.names import EXT_PREFIX
 from ovn_underlay.pods.security_groups import ALLOWED_ANNOTATION, ANNOTATION
 from tests.conftest import skip_unless_lab_possible
 from tests.e2e.test_services_convergence import (
@@ -64,22 +65,9 @@ AGENT_SETTINGS = {"pool-high": "6", "pool-low": "2", "pool-batch": "4"}
 
 def octavia_lbs(cluster: Cluster) -> dict[str, dict[str, Any]]:
     """Our load balancers by Service key: id, VIP, provisioning status, and the members
-    (address:port) of each pool by pool name."""
-    def read(conn: Any) -> dict[str, dict[str, Any]]:
-        found = {}
-        for lb in conn.load_balancer.load_balancers():
-            name = str(lb.name or "")
-            if not name.startswith("ovn-underlay:"):
-                continue
-            pools = {}
-            for pool in conn.load_balancer.pools(loadbalancer_id=lb.id):
-                pools[str(pool.name)] = sorted(
-                    f"{m.address}:{m.protocol_port}" for m in conn.load_balancer.members(pool))
-            found[name.removeprefix("ovn-underlay:")] = {
-                "id": lb.id, "vip": lb.vip_address, "status": lb.provisioning_status,
-                "pools": pools}
-        return found
-    return lab_octavia.call(cluster.state, read)
+    (address:port) of each pool by pool name (none while a cascade delete is under way)."""
+    return {name.removeprefix(EXT_PREFIX): lb
+            for name, lb in lab_octavia.our_load_balancers(cluster.state).items()}
 
 
 def nb_lbs(cluster: Cluster) -> str:

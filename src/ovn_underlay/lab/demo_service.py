@@ -120,20 +120,11 @@ def _rows(state: LabState) -> list[dict[str, Any]]:
 def _octavia_lb(state: LabState) -> dict[str, Any] | None:
     """The Service's Octavia load balancer: {"id", "status", "members"} (None: none).  One
     being deleted (its pools going while they are read) has no members."""
-    from openstack.exceptions import NotFoundException
-
-    def read(conn: Any) -> dict[str, Any] | None:
-        for lb in conn.load_balancer.load_balancers(name=OCTAVIA_NAME):
-            try:
-                found = sorted(f"{m.address}:{m.protocol_port}"
-                               for pool in conn.load_balancer.pools(loadbalancer_id=lb.id)
-                               for m in conn.load_balancer.members(pool))
-            except NotFoundException:  # a cascade delete under way
-                found = []
-            return {"id": str(lb.id), "status": str(lb.provisioning_status),
-                    "members": found}
+    lb = octavia.our_load_balancers(state, OCTAVIA_NAME).get(OCTAVIA_NAME)
+    if lb is None:
         return None
-    return octavia.call(state, read)
+    return {"id": lb["id"], "status": lb["status"],
+            "members": sorted(m for members in lb["pools"].values() for m in members)}
 
 
 def _provider_row(state: LabState, lb_id: str) -> tuple[dict[str, str], list[str]]:

@@ -54,6 +54,8 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ovn_underlay.names import EXT_PREFIX
+
 if TYPE_CHECKING:
     from openstack.connection import Connection
 
@@ -187,6 +189,31 @@ def call(state: LabState, func: Callable[[Connection], _T]) -> _T:
 
     return in_netns(state.hv_netns, with_connection)
 
+
+
+def our_load_balancers(state: LabState, name: str | None = None) -> dict[str, dict[str, Any]]:
+    """The controller's load balancers (names starting ``ovn-underlay:``; ``name``: that one
+    only) by name: id, VIP, provisioning status and each pool's members (address:port)
+    by pool name.  One whose pools go while they are read (a cascade delete under way)
+    is listed with no pools."""
+    from openstack.exceptions import NotFoundException
+
+    def read(conn: Connection) -> dict[str, dict[str, Any]]:
+        found = {}
+        for lb in conn.load_balancer.load_balancers(**({"name": name} if name else {})):
+            lb_name = str(lb.name or "")
+            if not lb_name.startswith(EXT_PREFIX):
+                continue
+            try:
+                pools = {str(pool.name): sorted(f"{m.address}:{m.protocol_port}"
+                                                for m in conn.load_balancer.members(pool))
+                         for pool in conn.load_balancer.pools(loadbalancer_id=lb.id)}
+            except NotFoundException:
+                pools = {}
+            found[lb_name] = {"id": str(lb.id), "vip": lb.vip_address,
+                              "status": str(lb.provisioning_status), "pools": pools}
+        return found
+    return call(state, read)
 
 # --- a process with a private /run/octavia --------------------------------------------------
 
