@@ -47,19 +47,20 @@ MakeController = Callable[..., Controller]
 
 @pytest.fixture
 def controllers(cluster: Client, kubeconfig: str, nb: str) -> Iterator[MakeController]:
-    """make(kubeconfig=..., window=..., metrics=...): a controller started on the API
-    server and the NB (the kubeconfig given, else the server's own)."""
+    """make(kubeconfig=..., window=..., metrics=..., service_cidr=...): a controller
+    started on the API server and the NB (the kubeconfig given, else the server's own)."""
     made: list[Controller] = []
 
     def make(config: str = "", window: float = 0.02,
-             metrics: ControllerMetrics | None = None) -> Controller:
+             metrics: ControllerMetrics | None = None, service_cidr: str = "") -> Controller:
         settings = Settings(cluster_subnet=CLUSTER_SUBNET, pool_size=2, max_pool_ports=4,
                             pool_batch=2)
         controller = Controller(
             load_config(config or kubeconfig),
             ControllerConfig(settings=settings, identity=f"c{len(made)}",
                              lease_duration=LEASE, renew_deadline=1.0, renew_interval=0.3,
-                             retry_period=0.1, resync=0.5, services_window=window),
+                             retry_period=0.1, resync=0.5, services_window=window,
+                             service_cidr=service_cidr),
             lambda: OvnNbControlPlane(nb, timeout=5), metrics)
         made.append(controller)
         controller.start()
@@ -192,6 +193,31 @@ def test_a_restart_rewrites_nothing(controllers: MakeController, cluster: Client
     assert results[0] == SyncResult()
     assert sum(r.transactions for r in results) == 0
     assert without_nb_global(dump(nb)) == before
+
+
+def range_drops(nb: str) -> list[str]:
+    """The matches of the router policies marked as the Service range's."""
+    return sorted(p["match"] for p in dump(nb)["Logical_Router_Policy table"]
+                  if p["external_ids"].get("ovn-underlay:role") == "service-range"
+                  and p["action"] == "drop")
+
+
+def test_each_term_makes_the_router_drop_the_configured_service_range(
+        controllers: MakeController, nb: str) -> None:
+    first = controllers(service_cidr="10.96.0.0/12")
+    eventually(lambda: first.services.results != [], timeout=10)
+    assert range_drops(nb) == ["ip4.dst == 10.96.0.0/12"]
+    first.stop()
+    before = without_nb_global(dump(nb))
+
+    second = controllers(service_cidr="10.96.0.0/12")
+    eventually(lambda: second.services.results != [], timeout=10)
+    assert without_nb_global(dump(nb)) == before
+    second.stop()
+
+    third = controllers()
+    eventually(lambda: third.services.results != [], timeout=10)
+    assert range_drops(nb) == []
 
 
 def test_a_burst_of_50_services_in_few_transactions(controllers: MakeController,

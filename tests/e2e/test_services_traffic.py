@@ -14,10 +14,16 @@ import contextlib
 import socket
 import time
 from collections import Counter
+from ipaddress import ip_network
 
 import pytest
 
 from ovn_underlay.dataplane.nsenter import run_in_netns
+from ovn_underlay.lab import external, netns
+from ovn_underlay.lab.cluster import CLUSTER_ROUTER, CLUSTER_SUBNET
+from ovn_underlay.lab.daemons import run
+from ovn_underlay.lab.kubeapi.api import Config
+from ovn_underlay.lab.topology import nbctl
 from tests.e2e.services_lab import (
     ECHO_PORT,
     TCP_PORT,
@@ -173,6 +179,30 @@ def test_a_deleted_service_stops_answering(svc_lab: ServicesLab) -> None:
           f"{failed_after:.3f}s after the delete; later: {later}")
     assert failed_after < 1.0
     assert "connected" not in later, later
+
+
+def test_an_address_of_the_service_range_no_service_holds_stays_inside(
+        svc_lab: ServicesLab) -> None:
+    """With the router's gateway attached, a packet to an unused ClusterIP (a deleted
+    Service's, say) must not follow the default route out, SNATed: the router drops the
+    Service range.  Tested with the external host holding that address and listening."""
+    state = svc_lab.state
+    unused = str(ip_network(Config.service_cluster_ip_range)[-2])
+    external.attach(state, CLUSTER_ROUTER, [CLUSTER_SUBNET])
+    ext = netns.path(external.namespace(state.name))
+    run(["ip", "-n", external.namespace(state.name), "addr", "replace", f"{unused}/32",
+         "dev", "lo"])
+    server = run_in_netns(ext, lambda: socket.create_server(("0.0.0.0", 80)))
+    try:
+        run_in_netns(ext, lambda: socket.create_connection((unused, 80), 1.0).close())
+        outcomes = [tcp_try(svc_lab.pods[name], unused, 80, 1.0)[0] for name in CLIENTS]
+        print(f"pods -> {unused} (no Service; the external host holds it): {outcomes}")
+        assert outcomes == ["timeout", "timeout"], outcomes
+        policies = nbctl(state.nb, "--columns=priority,match,action,external_ids", "list",
+                         "Logical_Router_Policy")
+        assert f'"ip4.dst == {Config.service_cluster_ip_range}"' in policies, policies
+    finally:
+        server.close()
 
 
 @retried_after_ovs_abort

@@ -22,6 +22,7 @@ from ovn_underlay.lab import daemons
 from tests.functional.test_ovn_nb import (
     SUBNET,
     as_list,
+    by_uuid,
     dump,
     nb,
     rows,
@@ -317,3 +318,50 @@ def test_a_replaced_nb_global_fences_and_a_garbled_epoch_is_refused(
     with pytest.raises(ControlPlaneError, match="leader-epoch='two' is not an integer"):
         other.fence(3)
     assert nb_global(nb) == {EPOCH: "two"}
+
+
+def policies(remote: str) -> dict[str, tuple[int, str, str, dict[str, str]]]:
+    """The cluster router's policies by uuid: (priority, match, action, external_ids)."""
+    router = rows(remote, "Logical_Router")["cluster"]
+    found = by_uuid(remote, "Logical_Router_Policy")
+    assert set(found) == set(as_list(router["policies"]))  # none left dangling
+    return {u: (p["priority"], p["match"], p["action"], p["external_ids"])
+            for u, p in found.items()}
+
+
+def test_the_router_drops_the_service_range_and_only_our_policy_changes(
+        nb: str, planes: Callable[[], OvnNbControlPlane]) -> None:
+    cp = planes()
+    cp.ensure_router("cluster")
+    subprocess.run(["ovn-nbctl", f"--db={nb}", "lr-policy-add", "cluster", "30000",
+                    "ip4.dst == 10.0.0.0/8", "allow"], check=True, capture_output=True)
+    (theirs,) = policies(nb).values()
+    ours = {"ovn-underlay:role": "service-range", "ovn-underlay:router": "cluster"}
+
+    assert cp.ensure_service_range_dropped("cluster", "10.96.0.0/12")
+    assert sorted(policies(nb).values()) == sorted(
+        [theirs, (30000, "ip4.dst == 10.96.0.0/12", "drop", ours)])
+    before = dump(nb)
+    assert not cp.ensure_service_range_dropped("cluster", "10.96.0.0/12")
+    assert dump(nb) == before
+
+    assert cp.ensure_service_range_dropped("cluster", "10.100.0.0/16")
+    assert sorted(policies(nb).values()) == sorted(
+        [theirs, (30000, "ip4.dst == 10.100.0.0/16", "drop", ours)])
+    assert cp.ensure_service_range_dropped("cluster", "")
+    assert list(policies(nb).values()) == [theirs]
+    assert not cp.ensure_service_range_dropped("cluster", "")
+
+
+def test_dropping_the_service_range_needs_one_router_and_the_leader(
+        nb: str, planes: Callable[[], OvnNbControlPlane]) -> None:
+    a, b = planes(), planes()
+    with pytest.raises(ControlPlaneError, match="0 logical routers are named cluster"):
+        a.ensure_service_range_dropped("cluster", "10.96.0.0/12")
+    a.fence(1)
+    a.ensure_router("cluster")
+    b.fence(2)
+    before = dump(nb)
+    with pytest.raises(Fenced):
+        a.ensure_service_range_dropped("cluster", "10.96.0.0/12")
+    assert dump(nb) == before

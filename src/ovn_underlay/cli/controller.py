@@ -84,9 +84,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "Neutron)")
     p.add_argument("--service-cidr", metavar="CIDR", help="the Services' ClusterIP range, "
                    "kube-apiserver's --service-cluster-ip-range (IPv4, apart from "
-                   "--cluster-subnet); with --service-subnet every pool port gets the "
-                   "security group ovn-underlay-services, whose one rule admits it (a pod "
-                   "reaching itself through its Service)")
+                   "--cluster-subnet); with --backend ovn the router drops it (a packet "
+                   "for an address no Service holds is not routed out through the "
+                   "gateway); with --service-subnet every pool port gets the security "
+                   "group ovn-underlay-services, whose one rule admits it (a pod reaching "
+                   "itself through its Service) (default: none)")
     p.add_argument("--metrics-address", metavar="HOST:PORT", help="where Prometheus "
                    "scrapes /metrics (port 0: any free one, logged), or 'off' (default: "
                    "127.0.0.1:9477; the Deployment runs on the host network)")

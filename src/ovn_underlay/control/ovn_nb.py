@@ -80,7 +80,7 @@ from ovn_underlay.ovsdb import OwnConnection
 SCHEMA = "OVN_Northbound"
 TABLES = ("Logical_Switch", "Logical_Switch_Port", "Logical_Router", "Logical_Router_Port",
           "NB_Global", "Logical_Router_Static_Route", "NAT", "Gateway_Chassis",
-          "Load_Balancer", "Load_Balancer_Group")
+          "Load_Balancer", "Load_Balancer_Group", "Logical_Router_Policy")
 
 KEY_ROLE = EXT_PREFIX + "role"
 KEY_SWITCH = EXT_PREFIX + "switch"
@@ -101,6 +101,10 @@ ROLE_MGMT = "mgmt"
 ROLE_POOL = "pool"
 ROLE_HOST_ROUTE = "host-route"
 ROLE_ROUTER_GATEWAY = "router-gateway"
+ROLE_SERVICE_RANGE = "service-range"
+SERVICE_RANGE_PRIORITY = 30000
+"""The priority of the router policy dropping the Service range: above policies an
+operator may have for the same destinations (a reroute of 0.0.0.0/0, say)."""
 
 _LSP = "Logical_Switch_Port"
 _NB_GLOBAL = "NB_Global"
@@ -827,6 +831,39 @@ class OvnNbControlPlane(ControlPlane):
         self._commit(commands, f"give router {router} its gateway on {external}")
         return ip
 
+    def ensure_service_range_dropped(self, router: str, cidr: str) -> bool:
+        """Make ``router`` drop what it would route to an address of the Service range
+        ``cidr`` ("": drop nothing); returns whether it wrote.
+
+        A packet to a Service's ClusterIP is DNATed to a backend by the node switch's
+        load balancers before it reaches the router, so what the router sees for the
+        range is for an address no Service holds (a deleted Service's, or one never
+        allocated): without this it would follow the default route out through the
+        gateway, SNATed.  One Logical_Router_Policy ``ip4.dst == <cidr>``, action drop,
+        priority :data:`SERVICE_RANGE_PRIORITY`, marked ``ovn-underlay:role=
+        service-range`` and ``ovn-underlay:router``; marked ones for another range go,
+        no other policy is touched.  One transaction, none when
+        it is in place.
+        """
+        wanted = [(SERVICE_RANGE_PRIORITY, f"ip4.dst == {parse_subnet(cidr)}", "drop")] \
+            if cidr else []
+        router_row, policies = self._read(lambda: self._range_view(router))
+        api, commands = self._api, []
+        for row, priority, match, action in policies:
+            if (priority, match, action) in wanted:
+                wanted.remove((priority, match, action))
+            else:
+                commands.append(api.db_remove("Logical_Router", router_row, "policies", row,
+                                              if_exists=True))
+        for priority, match, action in wanted:
+            policy = api.db_create("Logical_Router_Policy", priority=priority, match=match,
+                                   action=action, external_ids={KEY_ROLE: ROLE_SERVICE_RANGE,
+                                                                KEY_ROUTER: router})
+            commands += [policy, api.db_add("Logical_Router", router_row, "policies", policy)]
+        self._commit(commands, f"make router {router} drop the Service range {cidr}"
+                     if cidr else f"stop router {router} dropping a Service range")
+        return bool(commands)
+
     def close(self) -> None:
         """Stop the connection's thread and close the connection; idempotent."""
         self._api.ovsdb_connection.stop(self._timeout)
@@ -863,15 +900,10 @@ class OvnNbControlPlane(ControlPlane):
                                     if_exists=True) for r in routes]
 
     def _gateway_view(self, router: str, external: str) -> _GatewayView:
-        routers = [r for r in self._api.tables["Logical_Router"].rows.values()
-                   if r.name == router]
-        if len(routers) != 1:
-            raise (Conflict if routers else ControlPlaneError)(
-                f"{len(routers)} logical routers are named {router}")
+        row = self._one_router(router)
         ext = self._row("Logical_Switch", external)
         if ext is None:
             raise ControlPlaneError(f"external logical switch {external} not found")
-        row = routers[0]
         lrp = self._row("Logical_Router_Port", gateway_port_name(router))
         chassis = {} if lrp is None else {str(g.chassis_name): int(g.priority)
                                           for g in lrp.gateway_chassis}
@@ -886,6 +918,12 @@ class OvnNbControlPlane(ControlPlane):
                             default_routes=tuple((r.uuid, str(r.nexthop)) for r in marked),
                             snats=snats)
 
+    def _range_view(self, router: str) -> tuple[Any, list[tuple[Any, int, str, str]]]:
+        row = self._one_router(router)
+        return row.uuid, [(p.uuid, int(p.priority), str(p.match), str(p.action))
+                          for p in row.policies
+                          if p.external_ids.get(KEY_ROLE) == ROLE_SERVICE_RANGE]
+
     # --- reads (run under the connection lock) ----------------------------------------
 
     def _read(self, reader: Callable[[], _T]) -> _T:
@@ -899,6 +937,15 @@ class OvnNbControlPlane(ControlPlane):
             time.sleep(0.05)
         with self._api.ovsdb_connection.lock:
             return reader()
+
+    def _one_router(self, name: str) -> Any:
+        """The one logical router named ``name`` (Conflict: several; ControlPlaneError: none)."""
+        routers = [r for r in self._api.tables["Logical_Router"].rows.values()
+                   if r.name == name]
+        if len(routers) != 1:
+            raise (Conflict if routers else ControlPlaneError)(
+                f"{len(routers)} logical routers are named {name}")
+        return routers[0]
 
     def _row(self, table: str, name: str) -> Any:
         return idlutils.row_by_value(self._api.idl, table, "name", name, None)

@@ -34,7 +34,10 @@ Every replica runs the same :class:`Controller`:
   making the hairpin group :data:`SERVICES_GROUP` (one ingress rule from the whole
   Service range), which every pool port gets besides its own groups
   (:attr:`~ovn_underlay.control.neutron.NeutronControlPlane.pod_groups`; pool ports
-  made before get it added then).
+  made before get it added then).  On OVN NB every term starts by making the cluster
+  router drop the Service range (``service_cidr``; none set: no policy): a packet for
+  an address no Service holds would otherwise leave through the router's gateway
+  (:meth:`~ovn_underlay.control.ovn_nb.OvnNbControlPlane.ensure_service_range_dropped`).
 * :meth:`Controller.stop` (SIGTERM) stops writing, releases the Lease (a successor
   takes over at its next try) and stops the informers.
 """
@@ -104,8 +107,9 @@ class ControllerConfig:
     """Neutron: the subnet (name or id) holding the Service range, where Octavia's VIPs
     are ("": no Services on Neutron)."""
     service_cidr: str = ""
-    """The Service range (kube-apiserver's --service-cluster-ip-range): the hairpin
-    group's one rule admits it (Neutron with ``service_subnet``)."""
+    """The Service range (kube-apiserver's --service-cluster-ip-range): the cluster
+    router drops it (OVN NB); the hairpin group's one rule admits it (Neutron with
+    ``service_subnet``)."""
 
 
 def service_network_problems(service_cidr: str, cidr: str, gateway: str,
@@ -388,11 +392,15 @@ class Controller:
         return True
 
     def _prepare_services(self, control: ControlPlane) -> bool:
-        """Neutron with a Service subnet: the subnet on the cluster router, the hairpin
-        group made and on every pool port (module docstring); idempotent.  False (said):
-        the Service network cannot be made, so the term programs no Service (its nodes
-        are served all the same)."""
+        """OVN NB: the Service range dropped by the cluster router.  Neutron with a Service
+        subnet: the subnet on the cluster router, the hairpin group made and on every
+        pool port (module docstring).  Idempotent.  False (said): the Service network
+        cannot be made, so the term programs no Service (its nodes are served all the
+        same)."""
         config = self.config
+        if isinstance(control, OvnNbControlPlane):
+            self._drop_service_range(control)
+            return True
         if not (isinstance(control, NeutronControlPlane) and config.service_subnet):
             return True
         if not self._may_write():
@@ -421,6 +429,32 @@ class Controller:
                  "(hairpin)%s", SERVICES_GROUP, group, config.service_cidr,
                  f"; added to {updated} pool port(s) made before" if updated else "")
         return True
+
+    def _drop_service_range(self, control: OvnNbControlPlane) -> None:
+        """The cluster router's policy dropping the Service range, as configured; a
+        router that cannot take it is said and the term goes on (its Services work, an
+        unused ClusterIP is routed as before)."""
+        cidr, router = self.config.service_cidr, self.config.settings.router
+        if not self._may_write():
+            raise NotLeading("the term ended before the Service range was checked")
+        try:
+            wrote = control.ensure_service_range_dropped(router, cidr)
+        except (ControlPlaneUnavailable, Fenced):
+            raise
+        except ControlPlaneError as exc:
+            LOG.error("router %s cannot drop the Service range %s: %s", router, cidr or "-",
+                      exc)
+            return
+        if cidr and wrote:
+            LOG.info("router %s drops the Service range %s (an address no Service holds "
+                     "is not routed out)", router, cidr)
+        elif wrote:
+            LOG.info("router %s: the policy dropping a Service range removed (no "
+                     "service-cidr set)", router)
+        elif not cidr:
+            LOG.info("no service-cidr set: router %s routes a packet for an unused "
+                     "ClusterIP like any other (out through its gateway, if it has one)",
+                     router)
 
     def _end_term(self) -> None:
         self.services.end_term()

@@ -216,7 +216,8 @@ def start_controller(state: LabState, lab_dir: Path, cluster_subnet: str, router
                      name: str = "cluster-controller") -> Path:
     """``ovn-k8s-underlay controller`` in the hypervisor, with the lab's control plane.
 
-    NB lab: the NB address; Neutron lab: the admin openrc the lab wrote, with Octavia's
+    NB lab: the NB address and ``--service-cidr`` (the test API server's default
+    Service range, the router drops it); Neutron lab: the admin openrc the lab wrote, with Octavia's
     endpoint when the lab runs Octavia, and then ``--service-subnet`` (the lab's Service
     subnet, :data:`ovn_underlay.lab.octavia.SERVICE_NETWORK_NAME`) and ``--service-cidr``
     (its Service range): Services through Octavia.  Metrics on a free port of the
@@ -224,8 +225,11 @@ def start_controller(state: LabState, lab_dir: Path, cluster_subnet: str, router
     Returns its pid file (recorded in the lab's state as ``name``; not ``controller``,
     the hypervisor's ovn-controller's).
     """
+    from ovn_underlay.lab.kubeapi.api import Config
+
     workdir = lab_dir / "hv" / name
-    backend = ["--backend", "ovn", "--nb", state.nb]
+    backend = ["--backend", "ovn", "--nb", state.nb,
+               "--service-cidr", Config.service_cluster_ip_range]
     if state.neutron:
         workdir.mkdir(parents=True, exist_ok=True)
         openrc = workdir / "openrc"
