@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx2
 import pytest
 from lightkube import Client
 from lightkube.models.meta_v1 import ObjectMeta
@@ -15,7 +16,7 @@ from lightkube.resources.core_v1 import ConfigMap, Pod
 from lightkube.types import PatchType
 
 from ovn_underlay.kube.client import load_config
-from ovn_underlay.kube.informer import Informer
+from ovn_underlay.kube.informer import Informer, retry_after
 from ovn_underlay.lab.kubeapi import KubeApiServer
 from tests.kube.support import Relay, bind, eventually, pod
 
@@ -243,3 +244,40 @@ def test_an_unreachable_server_is_retried_with_backoff(
     relay.refusing = False
     assert informer.wait_for_sync(5)
     assert names_in(informer) == {"p"}
+
+
+def test_a_429_is_retried_after_the_servers_retry_after_not_a_growing_backoff(
+        admin: Client, server: KubeApiServer, kubeconfig: str, relay: Relay,
+        informers: list[Informer[Any]], caplog: pytest.LogCaptureFixture) -> None:
+    """The watch cache re-initialising answers 429 with Retry-After 1 for as long as it
+    takes: the informer asks again each second (a doubling backoff would be waiting 8 s
+    by the time the server is ready after 8 s) and says so without a warning."""
+    informer = start(informers, kubeconfig, namespace="default")
+    caplog.set_level("INFO", logger="ovn_underlay.kube.informer")
+    server.drop_watches()
+    eventually(lambda: sum("asks to wait" in m for m in caplog.messages) >= 1)
+    time.sleep(8)
+    server.resume_watches()
+    resumed = time.monotonic()
+    admin.create(pod("after"))
+    eventually(lambda: informer.get("default", "after") is not None, timeout=10)
+    back = time.monotonic() - resumed
+    waits = [r for r in caplog.records if "asks to wait 1 s" in r.getMessage()]
+    print(f"after 8 s of 429s the informer had the next event {back:.2f}s after the "
+          f"resume; {len(waits)} retries")
+    assert back < 2.5
+    assert len(waits) >= 6
+    assert not [r for r in caplog.records if r.levelname == "WARNING"
+                and r.name == "ovn_underlay.kube.informer"]
+
+
+@pytest.mark.parametrize(("status", "header", "wait"), [
+    (429, "1", 1.0), (503, "2.5", 2.5), (429, "120", 30.0), (429, None, None),
+    (429, "Wed, 21 Oct 2026 07:28:00 GMT", None), (429, "-1", None), (500, "1", None)])
+def test_retry_after_is_read_from_429_and_503_answers_only(
+        status: int, header: str | None, wait: float | None) -> None:
+    request = httpx2.Request("GET", "http://api.invalid/api/v1/pods")
+    headers = {"Retry-After": header} if header is not None else {}
+    response = httpx2.Response(status, headers=headers, request=request)
+    assert retry_after(httpx2.HTTPStatusError("x", request=request, response=response)) == wait
+    assert retry_after(ValueError("not an answer")) is None

@@ -17,7 +17,9 @@ The contract:
   made again by lightkube from that version; one that fails (connection dropped, server
   error) is made again by the informer from that version, on a new connection, after a
   backoff (0.5 s doubling to 30 s, reset by the next event), so nothing is listed again
-  and no event is missed.
+  and no event is missed.  A 429 or 503 answer with Retry-After (the watch cache
+  re-initializing, priority and fairness) is asked again after the seconds it names (at
+  most 30), logged as information, with no backoff of its own.
 * A 410 Gone (the server no longer has the history after that version) makes it list
   again at once: the cache is replaced and the differences are emitted, deletes included
   for objects removed meanwhile.  (A list that fails, with 410 too, is retried after the
@@ -67,6 +69,20 @@ def key_of(obj: HasMetadata) -> Key:
 def version_of(obj: HasMetadata) -> str:
     """The object's resourceVersion ("" when it has none)."""
     return (obj.metadata.resourceVersion or "") if obj.metadata is not None else ""
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """The seconds a 429 or 503 answer asks the client to wait (its Retry-After header,
+    in seconds, at most :data:`BACKOFF_MAX`), else None: how kube-apiserver says its
+    watch cache is (re)initializing or its priority and fairness rejected the request."""
+    if not isinstance(exc, httpx2.HTTPStatusError) or exc.response.status_code not in (429,
+                                                                                       503):
+        return None
+    try:
+        seconds = float(exc.response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return min(BACKOFF_MAX, seconds) if seconds >= 0 else None
 
 
 def is_gone(exc: BaseException) -> bool:
@@ -170,6 +186,12 @@ class Informer(Generic[R]):
                     LOG.info("%s: resourceVersion %s is gone from the server's history: "
                              "listing again", self.name, self.resource_version)
                     relist = True
+                    continue
+                asked = retry_after(exc)
+                if asked is not None and isinstance(exc, httpx2.HTTPStatusError):
+                    LOG.info("%s: the API server asks to wait %g s (HTTP %d); again then",
+                             self.name, asked, exc.response.status_code)
+                    self._stopping.wait(asked)
                     continue
                 self._failures += 1
                 delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self._failures - 1))
