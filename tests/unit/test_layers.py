@@ -18,7 +18,7 @@ PACKAGE = "ovn_underlay"
 
 LAYER_OF = {
     "": "base", "config": "base", "names": "base", "logfile": "base", "ovsdb": "base",
-    "cni": "base",
+    "cni": "base", "nb_ssl": "base",
     "dataplane": "dataplane", "control": "control", "kube": "kube",
     "container_engine": "engine",
     "pods": "pods",

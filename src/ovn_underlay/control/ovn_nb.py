@@ -40,14 +40,18 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import json
 import os
+import socket
+import ssl
+import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ovs import jsonrpc, poller, stream
+from ovs import jsonrpc, poller, socket_util, stream
 from ovsdbapp import exceptions as ovsdb_exceptions
 from ovsdbapp.backend.ovs_idl import command as ovs_command
 from ovsdbapp.backend.ovs_idl import connection as ovs_connection
@@ -75,6 +79,8 @@ from ovn_underlay.control.planning import (
     plan_pool,
 )
 from ovn_underlay.names import EXT_CONTAINER_ID, EXT_POD_NAME, EXT_POD_NAMESPACE, EXT_PREFIX
+from ovn_underlay.nb_ssl import OPTIONS as SSL_OPTIONS
+from ovn_underlay.nb_ssl import NbSsl, ssl_targets
 from ovn_underlay.ovsdb import OwnConnection
 
 SCHEMA = "OVN_Northbound"
@@ -432,19 +438,102 @@ def _fetch_schema_from(target: str, deadline: float) -> Any:
         rpc.close()
 
 
-def _fetch_schema(remote: str, deadline: float) -> Any:
+def _fetch_schema(remote: str, deadline: float, files: NbSsl | None = None) -> Any:
     """The NB schema from the first of ``remote``'s comma-separated servers that answers.
 
     Done here rather than by ovsdbapp so that it cannot block past ``deadline``
-    (a server that accepts but does not answer, a black-holed address).
+    (a server that accepts but does not answer, a black-holed address).  For an
+    ``ssl:`` server that fails, the reason given is :func:`_ssl_failure`'s: python-ovs
+    turns every SSL error into an errno that does not say what failed.
     """
     failures: list[str] = []
     for target in idlutils.parse_connection(remote):
         try:
             return _fetch_schema_from(target, deadline)
         except OSError as exc:
-            failures.append(f"{target}: {exc.strerror or exc}")
+            reason = None
+            if files is not None and target.startswith("ssl:"):
+                reason = _ssl_failure(target, files, deadline)
+            failures.append(f"{target}: {reason or exc.strerror or exc}")
     raise ControlPlaneUnavailable(f"cannot reach OVN NB at {remote}: {'; '.join(failures)}")
+
+
+def _ssl_failure(target: str, files: NbSsl, deadline: float) -> str | None:
+    """Why talking to the ``ssl:`` server ``target`` fails, as Python's ssl module says,
+    with the context python-ovs makes (TLS 1.2 or later, the server's certificate checked
+    against the CA, not its name); None if it does not fail, or not before ``deadline``.
+
+    One connection of its own: the SSL handshake, then an ``echo`` request, whose answer
+    is where a server refusing the client's certificate shows it under TLS 1.3
+    (ovsdb-server then closes the connection without an SSL alert).
+    """
+    if _ms_left(deadline) == 0:
+        return None
+    host, port = socket_util.inet_parse_active(target.removeprefix("ssl:"), 0, raises=False)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_verify_locations(cafile=files.ca_cert)
+    context.load_cert_chain(files.certificate, files.private_key)
+    echo = json.dumps({"method": "echo", "params": [], "id": "ssl-check"}).encode()
+    refused = (f"is {SSL_OPTIONS[1]} {files.certificate} signed by the CA the server "
+               "trusts?")
+    try:
+        with socket.create_connection((host, port), timeout=_ms_left(deadline) / 1000) as raw, \
+                context.wrap_socket(raw) as conn:
+            conn.settimeout(max(_ms_left(deadline), 1) / 1000)
+            conn.sendall(echo)
+            conn.recv(1)
+    except ssl.SSLCertVerificationError as exc:
+        return (f"SSL: the server's certificate is refused ({exc.verify_message}): is it "
+                f"signed by the CA of {SSL_OPTIONS[2]} {files.ca_cert}?")
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError):
+        return ("SSL: the server closed the connection in the SSL exchange: it refuses the "
+                f"client's certificate ({refused}), or does not speak SSL there")
+    except ssl.SSLError as exc:
+        return f"SSL: {exc.reason or exc} ({refused})"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+class _SslFiles:
+    """python-ovs's SSL files in this process, and how many connections use them.
+
+    python-ovs keeps one private key, certificate and CA certificate per process
+    (class attributes of ``ovs.stream.Stream``), read at every SSL connect, the IDL's
+    reconnections included.  While a connection uses one set, a different one is refused
+    with ControlPlaneError instead of silently replacing (or being replaced by) it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._files: NbSsl | None = None
+        self._users = 0
+
+    def claim(self, files: NbSsl) -> None:
+        """Make ``files`` python-ovs's SSL files, or refuse while others are in use."""
+        with self._lock:
+            if self._files is not None and self._files != files:
+                raise ControlPlaneError(
+                    f"this process already connects to OVN NB with the SSL files "
+                    f"{self._files}; python-ovs holds one set per process, so {files} "
+                    "cannot be used as well")
+            stream.Stream.ssl_set_private_key_file(files.private_key)
+            stream.Stream.ssl_set_certificate_file(files.certificate)
+            stream.Stream.ssl_set_ca_cert_file(files.ca_cert)
+            self._files = files
+            self._users += 1
+
+    def release(self) -> None:
+        """One connection less uses them; with none left, any set may be claimed."""
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._files = None
+
+
+_SSL_FILES = _SslFiles()
 
 
 class _GlobalKey(ovs_command.BaseCommand):  # type: ignore[misc]
@@ -503,10 +592,11 @@ class _NbApi(OwnConnection, impl_idl.OvnNbApiIdlImpl):  # type: ignore[misc]
     """The ovsdbapp NB API bound to a connection of its own."""
 
 
-def _connect(remote: str, timeout: float) -> Any:
-    """An ovsdbapp NB API connected to ``remote`` with the tables we use, within ``timeout``."""
+def _connect(remote: str, timeout: float, files: NbSsl | None = None) -> Any:
+    """An ovsdbapp NB API connected to ``remote`` with the tables we use, within ``timeout``
+    (``files``: the SSL files of its ``ssl:`` servers, already claimed)."""
     deadline = time.monotonic() + timeout
-    helper = idlutils.create_schema_helper(_fetch_schema(remote, deadline))
+    helper = idlutils.create_schema_helper(_fetch_schema(remote, deadline, files))
     idl = ovs_connection.OvsdbIdl.from_server(remote, SCHEMA, helper=helper,
                                               helper_tables=TABLES)
     unavailable = ControlPlaneUnavailable(f"cannot connect to OVN NB at {remote} within "
@@ -527,16 +617,38 @@ def _connect(remote: str, timeout: float) -> Any:
 class OvnNbControlPlane(ControlPlane):
     """Node networks as rows of the OVN Northbound database."""
 
-    def __init__(self, connection: str, timeout: float = 10.0) -> None:
-        """Connect to the NB at ``connection`` ("unix:/path", "tcp:host:6641", ...).
+    def __init__(self, connection: str, timeout: float = 10.0, ssl: NbSsl | None = None) -> None:
+        """Connect to the NB at ``connection`` ("unix:/path", "tcp:host:6641",
+        "ssl:host:6641", or several, comma-separated).
 
-        Raises ControlPlaneUnavailable if it does not answer within ``timeout``
-        seconds, which also bounds every later request.
+        An ``ssl:`` server needs ``ssl``, the client's files, and only one needs them:
+        without, or with files and no ``ssl:`` server, ControlPlaneError; a file that
+        cannot be used, ConfigError naming it (:meth:`NbSsl.check`), before connecting.
+        The files are python-ovs's, which holds one set per process: while another
+        connection of this process uses a different set, ControlPlaneError.  Raises
+        ControlPlaneUnavailable if the NB does not answer within ``timeout`` seconds,
+        which also bounds every later request; for an SSL failure (a server certificate
+        the CA did not sign, our certificate refused) the message says so.
         """
         self._remote = connection
         self._timeout = timeout
         self._epoch: int | None = None
-        self._api = _connect(connection, timeout)
+        if ssl_targets(connection) and ssl is None:
+            raise ControlPlaneError(
+                f"the OVN NB connection {connection} is ssl:, which needs the client's "
+                f"private key, certificate and CA certificate ({', '.join(SSL_OPTIONS)})")
+        if ssl is not None and not ssl_targets(connection):
+            raise ControlPlaneError(f"SSL files given for the OVN NB connection {connection}, "
+                                    "which has no ssl: server")
+        if ssl is not None:
+            ssl.check()
+            _SSL_FILES.claim(ssl)
+        self._ssl_claimed = ssl is not None
+        try:
+            self._api = _connect(connection, timeout, ssl)
+        except BaseException:
+            self._release_ssl()
+            raise
 
     # --- the interface ---------------------------------------------------------------
 
@@ -865,8 +977,15 @@ class OvnNbControlPlane(ControlPlane):
         return bool(commands)
 
     def close(self) -> None:
-        """Stop the connection's thread and close the connection; idempotent."""
+        """Stop the connection's thread and close the connection, then end its use of the
+        process's SSL files (:class:`_SslFiles`); idempotent."""
         self._api.ovsdb_connection.stop(self._timeout)
+        self._release_ssl()
+
+    def _release_ssl(self) -> None:
+        if self._ssl_claimed:
+            self._ssl_claimed = False
+            _SSL_FILES.release()
 
     def _host_view(self, switch: str) -> _HostView | None:
         sw = self._find_switch(switch)
