@@ -45,6 +45,10 @@ class NodeConfig:
 
     backend: str = "ovn"
     nb: str = ""
+    nb_private_key: str = ""
+    nb_certificate: str = ""
+    nb_ca_cert: str = ""
+    """With an ``ssl:`` nb: the client's PEM files (:class:`~ovn_underlay.nb_ssl.NbSsl`)."""
     neutron_config: str = ""
     neutron_cloud: str = ""
     child_ports: str = DEFAULT_CHILD_PORTS
@@ -125,9 +129,11 @@ NETWORK_REQUIRED = ("switch", "subnet", "gateway_ip")
 NETWORK_FIELDS = ("switch", "subnet", "router", "gateway_ip", "gateway_mac", "mgmt_port",
                   "mgmt_mac", "mgmt_ip", "pool_size")
 DAEMON_FIELDS = ("daemon_socket", "metrics_address", "pool_low", "pool_high", "pool_batch")
+"""The node daemon's settings: its socket, metrics endpoint and pool watermarks."""
+NB_SSL_FIELDS = ("nb_private_key", "nb_certificate", "nb_ca_cert")
+"""What node-init --nb-private-key, --nb-certificate and --nb-ca-cert record."""
 CNI_FIELDS = ("cni_conf_dir", "cni_version", "cni_log_file")
 """What node-init --install-cni records, to write the conflist once the node is ready."""
-"""The node daemon's settings: its socket, metrics endpoint and pool watermarks."""
 
 
 def from_external_ids(ext: Mapping[str, str]) -> NodeConfig:

@@ -20,6 +20,15 @@ from ovn_underlay.config import ConfigError
 
 OPTIONS = ("--nb-private-key", "--nb-certificate", "--nb-ca-cert")
 """The command-line options of the three files, in :class:`NbSsl`'s order."""
+HELP = ("the client's private key (PEM; as ovn-nbctl's -p)",
+        "the client's certificate (PEM), signed by a CA the NB server trusts (as "
+        "ovn-nbctl's -c)",
+        "the CA certificate (PEM) that signed the NB server's certificate (as ovn-nbctl's "
+        "-C)")
+"""What each of :data:`OPTIONS` is, for ``--help``."""
+NODE_OPTIONS = ("node-init --nb-private-key", "node-init --nb-certificate",
+                "node-init --nb-ca-cert")
+"""How a node's settings of the three files are given (and named in errors)."""
 
 
 def ssl_targets(remote: str) -> list[str]:
@@ -59,9 +68,9 @@ class NbSsl:
         try:
             context.load_cert_chain(self.certificate, self.private_key)
         except ssl.SSLError as exc:
-            raise ConfigError(f"{options[1]} {self.certificate} and {options[0]} "
-                              f"{self.private_key}: not a PEM certificate and its private key "
-                              f"({exc.reason or exc})") from None
+            raise ConfigError(f"{options[0]} {self.private_key} is not the private key of "
+                              f"{options[1]} {self.certificate}, or either is no PEM file of "
+                              f"one ({exc.reason or exc})") from None
 
 
 def nb_ssl(remote: str, private_key: str, certificate: str, ca_cert: str,
@@ -77,8 +86,9 @@ def nb_ssl(remote: str, private_key: str, certificate: str, ca_cert: str,
     if not ssl_targets(remote):
         if given:
             raise ConfigError(f"{', '.join(given)} given, but the OVN NB connection "
-                              f"{remote!r} has no ssl: server, so they would not be used: "
-                              "write the NB connection as ssl:HOST:PORT, or leave them out")
+                              f"{remote!r} has no ssl: server, and the files are for one "
+                              "only: write the NB connection as ssl:HOST:PORT, or leave them "
+                              "out")
         return None
     missing = [option for option, value in zip(options, values, strict=True) if not value]
     if missing:

@@ -5,8 +5,9 @@ without its dashes (a mounted ConfigMap: ``cluster-subnet``, ``nb``, ``router``,
 default :data:`DEFAULT_CONFIG_DIR`, missing is fine), and from the command line, which
 wins; then the defaults.  The Kubernetes API is ``--kubeconfig``, else the pod's service
 account.  The controller alone holds the control-plane credentials: the NB address
-(``--nb``), or Neutron's (``--neutron-config``, an openrc file, else
-``--neutron-cloud``, else the ``OS_*`` variables).  The work is
+(``--nb``, with an ``ssl:`` one the client's files ``--nb-private-key``,
+``--nb-certificate`` and ``--nb-ca-cert``), or Neutron's (``--neutron-config``, an
+openrc file, else ``--neutron-cloud``, else the ``OS_*`` variables).  The work is
 :class:`~ovn_underlay.controller.main.Controller`'s.
 """
 
@@ -17,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ovn_underlay import nb_ssl
 from ovn_underlay.cli.settings_dir import read_settings_dir
 from ovn_underlay.config import CHILD_PORT_MODES, DEFAULT_CHILD_PORTS, ConfigError
 
@@ -24,8 +26,11 @@ if TYPE_CHECKING:
     from ovn_underlay.control.base import ControlPlane
 
 DEFAULT_CONFIG_DIR = "/etc/ovn-underlay/controller"
+NB_SSL_DIR = "/etc/ovn-underlay/nb-ssl"
+"""Where deploy/controller.yaml mounts the Secret of the NB SSL files (for --help)."""
 DEFAULTS: dict[str, Any] = {
-    "backend": "ovn", "nb": "", "neutron_config": "", "neutron_cloud": "",
+    "backend": "ovn", "nb": "", "nb_private_key": "", "nb_certificate": "", "nb_ca_cert": "",
+    "neutron_config": "", "neutron_cloud": "",
     "child_ports": DEFAULT_CHILD_PORTS, "cluster_subnet": "", "node_subnet_size": 24,
     "router": "ovn-underlay", "pool_size": 16, "max_pool_ports": 128, "pool_batch": 32,
     "namespace": "ovn-underlay", "resync": 30.0, "kubeconfig": "",
@@ -47,7 +52,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "Northbound (plain OVN), or Neutron (OpenStack with ML2/OVN) (default: "
                    "ovn)")
     p.add_argument("--nb", help="with --backend ovn: the OVN Northbound connection, e.g. "
-                   "tcp:HOST:6641 or unix:PATH; only the controller connects to it")
+                   "tcp:HOST:6641, ssl:HOST:6641 (with the three --nb-* files) or unix:PATH; "
+                   "only the controller connects to it")
+    for option, what in zip(nb_ssl.OPTIONS, nb_ssl.HELP, strict=True):
+        p.add_argument(option, metavar="FILE", help=f"with an ssl: --nb: {what}; in the "
+                       "Deployment a key of the Secret ovn-underlay-nb-ssl, mounted at "
+                       f"{NB_SSL_DIR}")
     p.add_argument("--neutron-config", metavar="OPENRC", help="with --backend neutron: an "
                    "openrc file with the Neutron credentials (else --neutron-cloud, else "
                    "OS_* variables)")
@@ -123,6 +133,7 @@ def cmd_controller(args: argparse.Namespace) -> int:
     if args.backend == "ovn" and not args.nb:
         raise ConfigError("--backend ovn needs --nb (the OVN Northbound connection), on the "
                           "command line or as the file 'nb' in the settings directory")
+    check_nb_ssl(args)
     if args.metrics_address != METRICS_OFF:
         try:
             split_address(args.metrics_address)
@@ -154,12 +165,33 @@ def cmd_controller(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_nb_ssl(args: argparse.Namespace) -> None:
+    """Raise ConfigError unless the merged settings' NB SSL files fit their backend and
+    --nb (:func:`~ovn_underlay.nb_ssl.nb_ssl`: all three for an ssl: --nb, readable and
+    matching; none otherwise), saying where they are set."""
+    files = (args.nb_private_key, args.nb_certificate, args.nb_ca_cert)
+    where = f"on the command line or as files of the settings directory {args.config_dir}"
+    if args.backend != "ovn":
+        given = [o for o, value in zip(nb_ssl.OPTIONS, files, strict=True) if value]
+        if given:
+            raise ConfigError(f"{', '.join(given)} given ({where}): they are the OVN NB's, "
+                              "for --backend ovn only")
+        return
+    try:
+        nb_ssl.nb_ssl(args.nb, *files)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} ({where})") from None
+
+
 def _connect(args: argparse.Namespace) -> ControlPlane:
     """A new connection to the control plane the settings name."""
     from ovn_underlay.config import NodeConfig
     from ovn_underlay.control.factory import connect
 
     return connect(NodeConfig(
-        backend=args.backend, nb=args.nb, neutron_config=args.neutron_config,
-        neutron_cloud=args.neutron_cloud, child_ports=args.child_ports,
-        state_dir=str(Path(tempfile.gettempdir()) / "ovn-underlay-controller")))
+        backend=args.backend, nb=args.nb, nb_private_key=args.nb_private_key,
+        nb_certificate=args.nb_certificate, nb_ca_cert=args.nb_ca_cert,
+        neutron_config=args.neutron_config, neutron_cloud=args.neutron_cloud,
+        child_ports=args.child_ports,
+        state_dir=str(Path(tempfile.gettempdir()) / "ovn-underlay-controller")),
+        ssl_options=nb_ssl.OPTIONS)

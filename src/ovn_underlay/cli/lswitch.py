@@ -98,10 +98,16 @@ def cmd_router_gateway(args: argparse.Namespace) -> int:
     """Give a router its gateway on an external network, SNATing the pods' addresses."""
     from ovn_underlay.control.base import Routing
     from ovn_underlay.control.factory import connect
+    from ovn_underlay.nb_ssl import NODE_OPTIONS, OPTIONS
 
+    files = (args.nb_private_key, args.nb_certificate, args.nb_ca_cert)
+    if any(files) and not args.nb:
+        raise ConfigError(f"{', '.join(OPTIONS)} go with --nb (this node's own control "
+                          "plane uses the files node-init recorded)")
     if args.nb or args.neutron_config:
         cfg = NodeConfig(backend="ovn" if args.nb else "neutron", nb=args.nb,
-                         neutron_config=args.neutron_config)
+                         neutron_config=args.neutron_config, nb_private_key=files[0],
+                         nb_certificate=files[1], nb_ca_cert=files[2])
     else:
         with open_ovs(args) as ovs:
             cfg = load(ovs)
@@ -109,7 +115,7 @@ def cmd_router_gateway(args: argparse.Namespace) -> int:
     if not snat[0]:
         raise ConfigError("nothing to SNAT: give --snat, or run node-init --cluster-subnet "
                           "(or lswitch-setup) first")
-    control = connect(cfg)
+    control = connect(cfg, ssl_options=OPTIONS if args.nb else NODE_OPTIONS)
     try:
         if not isinstance(control, Routing):
             raise ConfigError(f"backend {cfg.backend!r} cannot set a router's gateway: run "

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from ovn_underlay import __version__
+from ovn_underlay import __version__, nb_ssl
 from ovn_underlay.cli import agent as agent_cmds
 from ovn_underlay.cli import controller as controller_cmds
 from ovn_underlay.cli import daemon as daemon_cmds
@@ -96,7 +96,9 @@ def _add_node_init(sub: SubParsers) -> None:
                     "their recorded value. Each change is printed; --dry-run only prints.")
     p.add_argument("--backend", choices=["ovn", "neutron"], help="control plane: OVN "
                    "Northbound, or Neutron (ML2/OVN) with OpenStack credentials (default: ovn)")
-    p.add_argument("--nb", help="OVN Northbound connection, e.g. tcp:HOST:6641 or unix:PATH")
+    p.add_argument("--nb", help="OVN Northbound connection, e.g. tcp:HOST:6641, "
+                   "ssl:HOST:6641 (with the three --nb-* files) or unix:PATH")
+    _add_nb_ssl(p, _path_or_empty, " ('' clears it)")
     p.add_argument("--parent", help="this VM's own logical port (pods' ports are its "
                    "children)")
     p.add_argument("--bridge", help="integration bridge (default: br-int)")
@@ -150,6 +152,14 @@ def _add_daemon_settings(p: argparse.ArgumentParser) -> None:
 def _path_or_empty(value: str) -> str:
     """An absolute path (the CNI plugin runs elsewhere), or '' to clear a setting."""
     return os.path.abspath(value) if value else ""
+
+
+def _add_nb_ssl(p: argparse.ArgumentParser, path: Callable[[str], str],
+                clear: str = "") -> None:
+    """The client's SSL files of an ``ssl:`` --nb, each of type ``path``."""
+    for option, what in zip(nb_ssl.OPTIONS, nb_ssl.HELP, strict=True):
+        p.add_argument(option, type=path, metavar="FILE",
+                       help=f"with an ssl: --nb: {what}{clear}")
 
 
 def _add_neutron_settings(p: argparse.ArgumentParser) -> None:
@@ -275,9 +285,12 @@ def _add_node_commands(sub: SubParsers) -> None:
                          help="subnets to SNAT (repeat; default: the cluster subnet)")
     plane = gateway.add_mutually_exclusive_group()
     plane.add_argument("--nb", default="", help="the OVN NB to write to instead of this "
-                       "node's control plane (where the node has none: cluster mode)")
+                       "node's control plane (where the node has none: cluster mode); an "
+                       "ssl:HOST:PORT one with the three --nb-* files")
     plane.add_argument("--neutron-config", default="", metavar="OPENRC",
                        help="the openrc of the Neutron to write to instead of this node's")
+    _add_nb_ssl(gateway, str)
+    gateway.set_defaults(nb_private_key="", nb_certificate="", nb_ca_cert="")
     gateway.set_defaults(func=lswitch_cmds.cmd_router_gateway)
     pool_verbs = sub.add_parser("pool", help="the node's port pool").add_subparsers(
         dest="verb", required=True, metavar="VERB")

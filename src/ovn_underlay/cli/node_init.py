@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ovn_underlay import config as node_config
 from ovn_underlay.cli.node_config import load, open_ovs
 from ovn_underlay.config import NodeConfig
+from ovn_underlay.nb_ssl import NODE_OPTIONS, nb_ssl
 
 if TYPE_CHECKING:
     from ovn_underlay.dataplane.node_init import Change
@@ -72,6 +73,8 @@ def cmd_node_init(args: argparse.Namespace) -> int:
         cfg = with_host_defaults(cfg)
         if cfg.backend == "ovn":
             cfg.require("nb", "parent")
+            nb_ssl(cfg.nb, cfg.nb_private_key, cfg.nb_certificate, cfg.nb_ca_cert,
+                   NODE_OPTIONS)
         if cfg.backend == "neutron":
             from ovn_underlay.cli import neutron
 
@@ -79,7 +82,7 @@ def cmd_node_init(args: argparse.Namespace) -> int:
             print(checked, flush=True)
         init = NodeInit(ovs, cfg)
         changes = (init.plan() + _daemon_setting_changes(ovs, args)
-                   + _cni_setting_changes(ovs, args))
+                   + _nb_ssl_setting_changes(ovs, args) + _cni_setting_changes(ovs, args))
         if cfg.backend == "neutron":
             changes += neutron.setting_changes(ovs, args)
         prefix = "would " if args.dry_run else ""
@@ -107,6 +110,16 @@ def _cni_setting_changes(ovs: Ovs, args: argparse.Namespace) -> list[Change]:
               "cni_log_file": args.cni_log_file}
     want = {node_config.key_of(name): str(value) for name, value in values.items() if value}
     return settings_changes(ovs, want, "CNI settings")
+
+
+def _nb_ssl_setting_changes(ovs: Ovs, args: argparse.Namespace) -> list[Change]:
+    """Record the NB SSL files given on the command line ('' clears one) that differ from
+    the node's."""
+    from ovn_underlay.dataplane.node_init import settings_changes
+
+    want = {node_config.key_of(name): value for name in node_config.NB_SSL_FIELDS
+            if (value := getattr(args, name, None)) is not None}
+    return settings_changes(ovs, want, "NB SSL settings")
 
 
 def _daemon_setting_changes(ovs: Ovs, args: argparse.Namespace) -> list[Change]:

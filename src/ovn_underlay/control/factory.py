@@ -6,16 +6,25 @@ import os
 
 from ovn_underlay.config import CLUSTER_BACKEND, ConfigError, NodeConfig
 from ovn_underlay.control.base import ControlPlane, ControlPlaneUnavailable
+from ovn_underlay.nb_ssl import NODE_OPTIONS, nb_ssl
 
 
-def connect(cfg: NodeConfig, timeout: float = 10.0) -> ControlPlane:
+def connect(cfg: NodeConfig, timeout: float = 10.0,
+            ssl_options: tuple[str, str, str] = NODE_OPTIONS) -> ControlPlane:
     """The node's control-plane backend, connected (ControlPlaneUnavailable in cluster mode:
-    only the node agent's daemon reaches the controller, through its relay)."""
+    only the node agent's daemon reaches the controller, through its relay).
+
+    OVN NB over ``ssl:`` uses ``cfg``'s three SSL files, checked first by
+    :func:`~ovn_underlay.nb_ssl.nb_ssl`; its ConfigErrors name them as ``ssl_options``
+    (default: the node-init options that record them).
+    """
     if cfg.backend == "ovn":
         cfg.require("nb")
         from ovn_underlay.control.ovn_nb import OvnNbControlPlane
 
-        return OvnNbControlPlane(cfg.nb, timeout=timeout)
+        files = nb_ssl(cfg.nb, cfg.nb_private_key, cfg.nb_certificate, cfg.nb_ca_cert,
+                       ssl_options)
+        return OvnNbControlPlane(cfg.nb, timeout=timeout, ssl=files)
     if cfg.backend == "neutron":
         from ovn_underlay.control import credentials, neutron
 
