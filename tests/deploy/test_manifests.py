@@ -9,6 +9,7 @@ the API server.  Objects of a custom resource are checked against their CRD's
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,34 @@ def test_config_map_keys_are_the_commands_options(role: str, tmp_path: Path) -> 
     settings = vars(reader(args))
     for key, value in config_map["data"].items():
         assert str(settings[key.replace("-", "_")]) == value, key
+
+
+def test_the_nb_ssl_secret_is_mounted_where_the_config_map_points(tmp_path: Path) -> None:
+    """The optional Secret ovn-underlay-nb-ssl, read-only at the controller's NB_SSL_DIR;
+    the ConfigMap's commented-out ssl: settings, uncommented, are controller options that
+    name the Secret's keys (as deploy/README.md makes them) inside that mount."""
+    pod = next(p for name, p in _pod_templates() if name == "Deployment/ovn-underlay-controller")
+    mount = next(m for m in pod["containers"][0]["volumeMounts"]
+                 if m["mountPath"] == controller_cmds.NB_SSL_DIR)
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"] == {"secretName": "ovn-underlay-nb-ssl", "optional": True,
+                                "defaultMode": 0o440}
+    commented = dict(re.findall(r"^  # (nb[a-z-]*): (\S+)$",
+                                (DEPLOY / "controller-config.yaml").read_text(), re.M))
+    assert set(commented) == {"nb", "nb-private-key", "nb-certificate", "nb-ca-cert"}
+    assert commented["nb"].startswith("ssl:")
+    secret_keys = re.findall(r"--from-file=(nb-[a-z-]+\.pem)=",
+                             (DEPLOY / "README.md").read_text())
+    paths = {key: value for key, value in commented.items() if key != "nb"}
+    assert sorted(paths.values()) == sorted(f"{controller_cmds.NB_SSL_DIR}/{key}"
+                                            for key in secret_keys)
+    for key, value in commented.items():
+        (tmp_path / key).write_text(value)
+    args = build_parser().parse_args(["controller", "--config-dir", str(tmp_path)])
+    settings = vars(controller_cmds.with_config_dir(args))
+    for key, value in commented.items():
+        assert settings[key.replace("-", "_")] == value, key
 
 
 def test_containerfile_copies_what_exists() -> None:
