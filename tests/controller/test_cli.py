@@ -4,6 +4,7 @@ real process against the test API server and a real NB (SIGTERM releases the Lea
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import subprocess
@@ -137,3 +138,56 @@ def test_service_settings_come_from_files_too(tmp_path: Path) -> None:
     assert (args.service_subnet, args.service_cidr) == ("k8s-services", "10.96.0.0/12")
     assert (DEFAULTS["service_subnet"], DEFAULTS["service_cidr"]) == (
         main.ControllerConfig().service_subnet, main.ControllerConfig().service_cidr)
+
+
+def test_help_lists_the_nb_ssl_files() -> None:
+    run = subprocess.run([sys.executable, "-m", "ovn_underlay.cli", "controller", "--help"],
+                         capture_output=True, text=True, timeout=60, check=True,
+                         env={**os.environ, "COLUMNS": "500"})
+    text = " ".join(run.stdout.split())
+    for option in ("--nb-private-key FILE", "--nb-certificate FILE", "--nb-ca-cert FILE"):
+        assert f"{option} with an ssl: --nb:" in text, option
+    assert "the Secret ovn-underlay-nb-ssl, mounted at /etc/ovn-underlay/nb-ssl" in text
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    (["--nb", "ssl:192.0.2.1:6641"], "the OVN NB connection 'ssl:192.0.2.1:6641' is ssl:, "
+     "which needs the client's private key, certificate and CA certificate: give "
+     "--nb-private-key, --nb-certificate, --nb-ca-cert (PEM files, as ovn-nbctl's -p, -c "
+     "and -C) (on the command line or as files of the settings directory"),
+    (["--nb", "tcp:192.0.2.1:6641", "--nb-ca-cert", "/etc/hostname"], "--nb-ca-cert given, "
+     "but the OVN NB connection 'tcp:192.0.2.1:6641' has no ssl: server"),
+    (["--backend", "neutron", "--nb-private-key", "/k"], "--nb-private-key given (on the "
+     "command line or as files of the settings directory {tmp}): they are the OVN NB's, for "
+     "--backend ovn only"),
+])
+def test_nb_ssl_settings_are_checked_before_anything_starts(
+        tmp_path: Path, options: list[str], said: str) -> None:
+    run = subprocess.run([sys.executable, "-m", "ovn_underlay.cli", "controller",
+                          "--config-dir", str(tmp_path), "--kubeconfig", str(tmp_path / "none"),
+                          "--metrics-address", "off", *options],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 1
+    assert said.format(tmp=tmp_path) in run.stderr, run.stderr
+
+
+def test_nb_ssl_files_come_from_the_settings_directory_and_are_checked(
+        tmp_path: Path) -> None:
+    from ovn_underlay.cli.controller import check_nb_ssl
+
+    settings = tmp_path / "settings"
+    settings.mkdir()
+    secret = {name: f"/etc/ovn-underlay/nb-ssl/{name}.pem"
+              for name in ("nb-private-key", "nb-certificate", "nb-ca-cert")}
+    for name, value in {"nb": "ssl:192.0.2.1:6641", **secret}.items():
+        (settings / name).write_text(value + "\n")
+    args = with_config_dir(parse("--config-dir", str(settings)))
+    assert (args.nb, args.nb_private_key, args.nb_certificate, args.nb_ca_cert) == (
+        "ssl:192.0.2.1:6641", *secret.values())
+    with pytest.raises(ConfigError, match=re.escape(
+            "--nb-private-key '/etc/ovn-underlay/nb-ssl/nb-private-key.pem': cannot read it "
+            f"(No such file or directory) (on the command line or as files of the settings "
+            f"directory {settings})")):
+        check_nb_ssl(args)
+    assert (DEFAULTS["nb_private_key"], DEFAULTS["nb_certificate"],
+            DEFAULTS["nb_ca_cert"]) == ("", "", "")

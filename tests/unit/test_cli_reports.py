@@ -8,6 +8,8 @@ real SQLite file).
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,6 +50,12 @@ class FakeNodeInit:
 
     def plan(self) -> list[Any]:
         return []
+
+    def apply(self, changes: list[Any], report: Any) -> None:
+        """As the real one: report each change, then make it."""
+        for change in changes:
+            report(change.what)
+            change.apply()
 
 
 class FakeControl:
@@ -123,6 +131,97 @@ def test_node_init_with_a_cluster_subnet_given_or_recorded_does_not_warn(
     node_init_fakes.config[key_of("cluster_subnet")] = "198.19.0.0/16"
     code, _, err = run(argv, capsys)
     assert code == 0 and CLUSTER_WARNING not in err
+
+
+# --- NB over SSL ------------------------------------------------------------------------
+
+SSL_NB = ["--nb", "ssl:192.0.2.1:6641", "--parent", "vm1", "--cluster-subnet",
+          "198.19.0.0/16"]
+
+
+@pytest.fixture
+def pem_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A key and its self-signed certificate (also the CA), named relative to the cwd."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "key.pem",
+                    "-out", "cert.pem", "-days", "1", "-subj", "/CN=nb-client"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    monkeypatch.chdir(tmp_path)
+    return ["key.pem", "cert.pem", "cert.pem"]
+
+
+def test_node_init_records_the_nb_ssl_files_for_the_node_to_connect_with(
+        node_init_fakes: FakeOvs, pem_files: list[str], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from ovn_underlay.config import from_external_ids
+    from ovn_underlay.nb_ssl import NbSsl, nb_ssl
+
+    key, cert, ca = pem_files
+    code, out, err = run(["node-init", *SSL_NB, "--nb-private-key", key,
+                          "--nb-certificate", cert, "--nb-ca-cert", ca], capsys)
+    assert (code, err) == (0, ""), err
+    assert "record NB SSL settings in Open_vSwitch external_ids" in out
+    absolute = NbSsl(str(tmp_path / key), str(tmp_path / cert), str(tmp_path / ca))
+    assert {k: v for k, v in node_init_fakes.config.items() if "nb-" in k} == {
+        "ovn-underlay:nb-private-key": absolute.private_key,
+        "ovn-underlay:nb-certificate": absolute.certificate,
+        "ovn-underlay:nb-ca-cert": absolute.ca_cert}
+    cfg = from_external_ids(node_init_fakes.config)  # the fake data plane records no nb
+    assert nb_ssl(SSL_NB[1], cfg.nb_private_key, cfg.nb_certificate,
+                  cfg.nb_ca_cert) == absolute
+    code, out, _ = run(["node-init", *SSL_NB], capsys)
+    assert code == 0 and "NB SSL" not in out, "recorded files are kept"
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (SSL_NB, "is ssl:, which needs the client's private key, certificate and CA "
+     "certificate: give node-init --nb-private-key, node-init --nb-certificate, node-init "
+     "--nb-ca-cert"),
+    ([*BACKEND_ARGS["ovn"], "--nb-ca-cert", "cert.pem"], "node-init --nb-ca-cert given, but "
+     "the OVN NB connection 'tcp:192.0.2.1:6641' has no ssl: server"),
+    ([*SSL_NB, "--nb-private-key", "key.pem", "--nb-certificate", "cert.pem",
+      "--nb-ca-cert", "missing.pem"], "node-init --nb-ca-cert '{tmp}/missing.pem': cannot "
+     "read it (No such file or directory)"),
+])
+def test_node_init_refuses_nb_ssl_files_that_do_not_fit_and_records_nothing(
+        node_init_fakes: FakeOvs, pem_files: list[str], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], argv: list[str], said: str) -> None:
+    del pem_files
+    code, _, err = run(["node-init", *argv], capsys)
+    assert code == 1
+    assert said.format(tmp=tmp_path) in err
+    assert node_init_fakes.config == {}
+
+
+def test_node_init_clears_recorded_nb_ssl_files_with_empty_values(
+        node_init_fakes: FakeOvs, pem_files: list[str], capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    key, cert, ca = pem_files
+    run(["node-init", *SSL_NB, "--nb-private-key", key, "--nb-certificate", cert,
+         "--nb-ca-cert", ca], capsys)
+    code, _, err = run(["node-init", *BACKEND_ARGS["ovn"], "--cluster-subnet",
+                        "198.19.0.0/16", "--nb-private-key", "", "--nb-certificate", "",
+                        "--nb-ca-cert", ""], capsys)
+    assert (code, err) == (0, ""), err
+    from ovn_underlay.config import from_external_ids
+
+    cfg = from_external_ids(node_init_fakes.config)
+    assert (cfg.nb_private_key, cfg.nb_certificate, cfg.nb_ca_cert) == ("", "", "")
+
+
+def test_every_nb_option_comes_with_the_ssl_files_in_help(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    for command in (["node-init"], ["router-gateway"], ["controller"]):
+        with pytest.raises(SystemExit):
+            cli_main.main([*command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for option, what in (("--nb-private-key FILE", "the client's private key"),
+                             ("--nb-certificate FILE", "the client's certificate"),
+                             ("--nb-ca-cert FILE", "the CA certificate (PEM) that signed "
+                              "the NB server's certificate")):
+            assert f"{option} with an ssl: --nb: {what}" in text, (command, option)
 
 
 def network(router: str = "cluster") -> NodeNetwork:

@@ -465,7 +465,8 @@ def _ssl_failure(target: str, files: NbSsl, deadline: float) -> str | None:
 
     One connection of its own: the SSL handshake, then an ``echo`` request, whose answer
     is where a server refusing the client's certificate shows it under TLS 1.3
-    (ovsdb-server then closes the connection without an SSL alert).
+    (ovsdb-server sends the alert "unknown CA" and closes the connection: which of the
+    two the client sees first varies).
     """
     if _ms_left(deadline) == 0:
         return None
@@ -491,7 +492,10 @@ def _ssl_failure(target: str, files: NbSsl, deadline: float) -> str | None:
         return ("SSL: the server closed the connection in the SSL exchange: it refuses the "
                 f"client's certificate ({refused}), or does not speak SSL there")
     except ssl.SSLError as exc:
-        return f"SSL: {exc.reason or exc} ({refused})"
+        reason = exc.reason or str(exc)
+        if "CERTIFICATE" in reason or "UNKNOWN_CA" in reason:
+            return f"SSL: the server refuses the client's certificate ({reason}): {refused}"
+        return f"SSL: {reason}"
     except OSError as exc:
         return exc.strerror or str(exc)
     return None
