@@ -461,7 +461,8 @@ def _fetch_schema(remote: str, deadline: float, files: NbSsl | None = None) -> A
 def _ssl_failure(target: str, files: NbSsl, deadline: float) -> str | None:
     """Why talking to the ``ssl:`` server ``target`` fails, as Python's ssl module says,
     with the context python-ovs makes (TLS 1.2 or later, the server's certificate checked
-    against the CA, not its name); None if it does not fail, or not before ``deadline``.
+    against the CA, not its name); None if it does not fail or no time is left before
+    ``deadline``, "timed out" if that passes meanwhile.
 
     One connection of its own: the SSL handshake, then an ``echo`` request, whose answer
     is where a server refusing the client's certificate shows it under TLS 1.3
@@ -474,8 +475,11 @@ def _ssl_failure(target: str, files: NbSsl, deadline: float) -> str | None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_verify_locations(cafile=files.ca_cert)
-    context.load_cert_chain(files.certificate, files.private_key)
+    try:
+        context.load_verify_locations(cafile=files.ca_cert)
+        context.load_cert_chain(files.certificate, files.private_key)
+    except OSError as exc:
+        return f"SSL: the client's files {files} cannot be loaded any more ({exc})"
     echo = json.dumps({"method": "echo", "params": [], "id": "ssl-check"}).encode()
     refused = (f"is {SSL_OPTIONS[1]} {files.certificate} signed by the CA the server "
                "trusts?")
