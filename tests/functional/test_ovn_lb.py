@@ -256,6 +256,132 @@ def test_a_protocol_or_node_no_longer_wanted_goes(nb: str, lbs: OvnLoadBalancers
     assert as_list(named(nb, "Logical_Switch", "sw-b")["load_balancer_group"]) == [group]
 
 
+def crowd(count: int) -> list[ServiceState]:
+    """``count`` Services of one TCP port besides WEB, every tenth of them Local."""
+    return [svc(f"s{i}", f"10.96.2.{i % 250}", ServicePort("tcp", 80, "", (
+        ep(f"10.1.2.{i % 250}", 80), ep(f"10.1.3.{i % 250}", 80, "b"))),
+        local_only=i % 10 == 0) for i in range(count)]
+
+
+def seen(plane: OvnNbControlPlane, check: Callable[[Any], bool]) -> None:
+    """Until ``check(api)`` holds on ``plane``'s replica (an ovn-nbctl write arrived)."""
+    deadline = time.monotonic() + 5
+    while not plane._read(lambda: check(plane._api)):
+        assert time.monotonic() < deadline, "the replica did not see the write"
+        time.sleep(0.02)
+
+
+def lb_named(api: Any, name: str) -> Any:
+    return next(r for r in api.tables["Load_Balancer"].rows.values() if r.name == name)
+
+
+def test_an_incremental_sync_among_many_writes_only_its_service(
+        nb: str, lbs: OvnLoadBalancers) -> None:
+    others = crowd(200)
+    lbs.sync([WEB, *others], SWITCHES, complete=True)
+    before = dump(nb)
+    assert lbs.sync([WEB, others[0], others[1]], SWITCHES, complete=False) == SyncResult()
+    assert dump(nb) == before
+    moved = svc("web", "10.96.0.10",
+                ServicePort("tcp", 80, "http", (ep("10.1.0.6", 8080),)), *WEB.ports[1:])
+    result = lbs.sync([moved], SWITCHES, complete=False)
+    assert (result.created, result.updated, result.deleted, result.transactions) == (0, 1, 0, 1)
+    after = dump(nb)
+    old_tcp = next(r for r in before[LB] if r["name"] == "Service_ns/web_tcp")
+    new_tcp = next(r for r in after[LB] if r["name"] == "Service_ns/web_tcp")
+    assert new_tcp == {**old_tcp, "vips": {"10.96.0.10:80": "10.1.0.6:8080",
+                                           "10.96.0.10:443": "10.1.0.5:8443"}}
+    assert [r for r in after[LB] if r != new_tcp] == [r for r in before[LB] if r != old_tcp]
+    assert {t: rows for t, rows in after.items() if t != LB} == {
+        t: rows for t, rows in before.items() if t != LB}
+
+
+def test_an_incremental_sync_drops_a_protocol_and_a_gone_nodes_row_among_many(
+        nb: str, lbs: OvnLoadBalancers) -> None:
+    others = crowd(200)
+    local = others[0]
+    lbs.sync([WEB, *others], SWITCHES, complete=True)
+    before = lb_rows(nb)
+    tcp_only = svc("web", "10.96.0.10", *WEB.ports[:2])
+    result = lbs.sync([tcp_only, local], {"a": "sw-a"}, complete=False)
+    assert (result.created, result.updated, result.deleted) == (0, 0, 2)
+    after = lb_rows(nb)
+    assert set(before) - set(after) == {"Service_ns/web_udp", "Service_ns/s0_tcp_node_b"}
+    assert all(after[name] == before[name] for name in after)
+
+
+def test_an_incremental_sync_repairs_its_service_changed_by_hand(
+        nb: str, plane: OvnNbControlPlane, lbs: OvnLoadBalancers) -> None:
+    """Out-of-band changes after the replica's index exists: the next incremental sync
+    of the Services changed puts them back (a duplicate of a row removed, a row renamed
+    by hand removed and made again), and only theirs: another Service changed by hand
+    waits for its own sync."""
+    others = crowd(50)
+    local, other = others[0], others[1]
+    lbs.sync([WEB, *others], SWITCHES, complete=True)
+    lbs.sync([WEB], SWITCHES, complete=False)  # the index is made here
+    before = dump(nb)
+    rows = lb_rows(nb)
+    nbctl(nb, "set", "Load_Balancer", "Service_ns/web_udp", "options:reject=false",
+          'vips:"10.96.0.10:53"="10.9.9.9:53"', "--",
+          "remove", "Load_Balancer_Group", GROUP, "load_balancer",
+          rows["Service_ns/web_tcp"]["_uuid"], "--",
+          "remove", "Logical_Switch", "sw-a", "load_balancer",
+          rows["Service_ns/s0_tcp_node_a"]["_uuid"], "--",
+          "set", "Load_Balancer", "Service_ns/s0_tcp_node_b", "name=renamed-by-hand", "--",
+          "set", "Load_Balancer", "Service_ns/s1_tcp", 'vips:"10.96.2.1:80"="10.9.9.9:80"',
+          "--", "create", "Load_Balancer", "name=Service_ns/web_udp", "protocol=udp",
+          "external_ids:ovn-underlay\\:role=service",
+          'external_ids:ovn-underlay\\:service="ns/web"')
+    seen(plane, lambda api: lb_named(api, "Service_ns/s1_tcp").vips["10.96.2.1:80"]
+         == "10.9.9.9:80")
+    result = lbs.sync([WEB, local], SWITCHES, complete=False)
+    assert (result.created, result.updated, result.deleted, result.transactions) == (
+        1, 3, 2, 1)
+    repaired = dump(nb)
+    hand = next(r for r in repaired[LB] if r["name"] == "Service_ns/s1_tcp")
+    assert hand["vips"] == {"10.96.2.1:80": "10.9.9.9:80"}
+    node_b = lb_rows(nb)["Service_ns/s0_tcp_node_b"]
+    assert node_b["_uuid"] != rows["Service_ns/s0_tcp_node_b"]["_uuid"]
+    assert as_list(named(nb, "Logical_Switch", "sw-b")["load_balancer"]).count(
+        node_b["_uuid"]) == 1
+    fresh = fresh_sync(nb, WEB, *others)
+    assert (fresh.created, fresh.updated, fresh.deleted) == (0, 1, 0)
+    assert lbs.sync([other], SWITCHES, complete=False) == SyncResult()
+    after, old = lb_rows(nb), {r["name"]: r for r in before[LB]}
+    remade = {"Service_ns/s0_tcp_node_b", "Service_ns/web_udp"}  # web_udp: either duplicate
+    assert after.keys() == old.keys()
+    for name, row in after.items():
+        assert row == old[name] if name not in remade else (
+            {**row, "_uuid": ""} == {**old[name], "_uuid": ""})
+
+
+def test_a_row_of_ours_renamed_by_hand_goes_with_its_service(
+        nb: str, plane: OvnNbControlPlane, lbs: OvnLoadBalancers) -> None:
+    lbs.sync([WEB], SWITCHES, complete=False)
+    nbctl(nb, "set", "Load_Balancer", "Service_ns/web_udp", "name=renamed-by-hand")
+    seen(plane, lambda api: any(r.name == "renamed-by-hand"
+                                for r in api.tables["Load_Balancer"].rows.values()))
+    assert lbs.delete(["ns/web"]).deleted == 2
+    assert set(lb_rows(nb)) == {"foreign"}
+
+
+def test_the_index_survives_a_reconnect(nb: str, plane: OvnNbControlPlane,
+                                        lbs: OvnLoadBalancers) -> None:
+    """A reconnect empties the replica and fills it again (a standalone ovsdb-server
+    keeps no history to resume from), the index with it."""
+    lbs.sync([WEB, *crowd(20)], SWITCHES, complete=False)
+    before = dump(nb)
+    idl = plane._api.idl
+    seqno = idl.change_seqno
+    plane._api.ovsdb_connection.force_reconnect()
+    seen(plane, lambda api: idl.change_seqno != seqno)
+    assert lbs.sync([WEB], SWITCHES, complete=False) == SyncResult()
+    assert lbs.delete(["ns/web"]).deleted == 2
+    assert set(lb_rows(nb)) == {r["name"] for r in before[LB]} - {
+        "Service_ns/web_tcp", "Service_ns/web_udp"}
+
+
 def test_a_service_changing_policy_changes_in_one_transaction(
         nb: str, plane: OvnNbControlPlane) -> None:
     lbs = OvnLoadBalancers(plane, batch=1)

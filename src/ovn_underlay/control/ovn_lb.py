@@ -44,9 +44,13 @@ carry its leader epoch like every other write.
 
 from __future__ import annotations
 
+import uuid as uuidlib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from ovs.db.data import Atom
+from ovs.db.types import UuidType
 
 from ovn_underlay.control.ovn_nb import KEY_ROLE, OvnNbControlPlane
 from ovn_underlay.control.services import (
@@ -67,6 +71,11 @@ may hold a few more)."""
 _LB = "Load_Balancer"
 _LBG = "Load_Balancer_Group"
 _LS = "Logical_Switch"
+_BY_SERVICE = "ovn-underlay:by-service"
+"""The name of the index of Load_Balancer rows by the Service owning them (see
+:func:`_owner`) that an :class:`OvnLoadBalancers` adds to its connection's IDL replica,
+which keeps it current from then on."""
+_UUID_FIRST, _UUID_LAST = uuidlib.UUID(int=0), uuidlib.UUID(int=(1 << 128) - 1)
 
 
 @dataclass(frozen=True)
@@ -135,17 +144,45 @@ def _read_row(row: Any) -> LbRow:
                  tuple(sorted(row.selection_fields)), tuple(sorted(row.external_ids.items())))
 
 
+def _owner(entry: Any) -> tuple[int, str, Any]:
+    """The key of a Load_Balancer row (an index entry: its uuid and external_ids) in the
+    index :data:`_BY_SERVICE`: ``(1, <key>, uuid)`` for a row of ours of the Service
+    ``<key>``, ``(0, "", uuid)`` for any other row.  The uuid makes every key unique:
+    removing an entry, the index compares it with each entry of an equal key, which
+    without it would be every row not ours."""
+    ext = entry.external_ids
+    if ext.get(KEY_ROLE) == ROLE_SERVICE and KEY_SERVICE in ext:
+        return 1, ext[KEY_SERVICE], entry.uuid
+    return 0, "", entry.uuid
+
+
+def _refers(row: Any, column: str, ref: Any) -> bool:
+    """Whether the reference set ``column`` of the IDL row ``row`` holds the uuid ``ref``.
+
+    Looked up in the datum python-ovs stores for the column as the server sent it (a
+    dict keyed by atoms; no transaction is open while a sync reads): one hash lookup,
+    where reading ``row.<column>`` would build a row object for every reference (the
+    group holds every Service's rows)."""
+    return Atom(UuidType, ref) in row._data[column]
+
+
 @dataclass(frozen=True)
 class _View:
-    """What a sync reads: our rows, the group, the given switches' attachments."""
+    """What a sync reads: our rows, the group, the given switches, where rows are."""
 
     ours: dict[str, list[tuple[Any, LbRow]]]
     """Our rows by name (more than one only if something duplicated a name)."""
     group: Any
     """The group's uuid (None: there is none yet)."""
-    group_members: frozenset[Any]
-    switches: dict[str, tuple[Any, bool, frozenset[Any]]]
-    """By node: the switch's uuid, whether it has the group, its load_balancer uuids."""
+    switches: dict[str, tuple[Any, bool]]
+    """By node, for the given switches the NB has: the switch's uuid, whether it has the
+    group."""
+    wanted: dict[str, LbRow]
+    """The rows wanted by name: those of the group, and the per-node ones of the nodes
+    in ``switches``."""
+    placed: frozenset[Any]
+    """The uuids of our rows (the first of a name) already where their wanted row
+    belongs: in the group, or in its node's switch's load_balancer column."""
 
 
 class OvnLoadBalancers:
@@ -155,13 +192,20 @@ class OvnLoadBalancers:
                  learned_affinity: bool = False) -> None:
         """Write through ``plane``'s NB connection, ``batch`` row writes a transaction;
         ``learned_affinity``: ClientIP affinity as OVN's affinity_timeout (see the module
-        docstring)."""
+        docstring).
+
+        Adds the index :data:`_BY_SERVICE` to the connection's replica unless it has it
+        (under the connection's lock, filled with the Load_Balancer rows the replica
+        holds: ~30 us a row), so no sync pays for building it.
+        """
         if batch < 1:
             raise ValueError(f"batch must be at least 1, not {batch}")
         self._plane = plane
         self._api = plane._api
         self._batch = batch
         self._learned_affinity = learned_affinity
+        with self._api.ovsdb_connection.lock:
+            self._index = self._service_index()
 
     def sync(self, services: Iterable[ServiceState], switches: Mapping[str, str],
              complete: bool) -> SyncResult:
@@ -173,18 +217,25 @@ class OvnLoadBalancers:
         and with ``complete`` the rows of every other Service, are deleted.  Switches
         of ``switches`` missing the group get it; a switch the NB does not have is
         skipped (its node's rows are made when it appears).
+
+        What is read: the group, the switches (every Logical_Switch's name) and, for each
+        wanted row found, whether its group or switch holds it (one lookup each).  Our
+        rows: with ``complete`` every Load_Balancer row is read; without it only those of
+        the given Services, found through the index :data:`_BY_SERVICE`, so one
+        Service's sync costs the same however many Services there are.
         """
         given = {s.key: s for s in services}
         keys = None if complete else given.keys()
-        view = self._plane._read(lambda: self._view(switches, keys))
+        rows = [row for s in given.values()
+                for row in desired_rows(s, switches, self._learned_affinity)]
+        view = self._plane._read(lambda: self._view(switches, keys, rows))
         transactions = 0
         head = self._group_commands(view)
         if head:
             self._plane._commit(head, f"attach load balancer group {GROUP}")
             transactions += 1
-            view = self._plane._read(lambda: self._view(switches, keys))
-        wanted = {row.name: row for s in given.values()
-                  for row in desired_rows(s, view.switches, self._learned_affinity)}
+            view = self._plane._read(lambda: self._view(switches, keys, rows))
+        wanted = view.wanted
         ops: dict[str, list[list[Any]]] = {}
         created = updated = deleted = 0
         for name, found in sorted(view.ours.items()):
@@ -228,39 +279,66 @@ class OvnLoadBalancers:
     # --- reads (under the connection lock) --------------------------------------------
 
     def _ours(self, keys: Collection[str] | None) -> dict[str, list[tuple[Any, LbRow]]]:
-        """Our rows by name: of the Services ``keys``, or of all (None)."""
+        """Our rows by name: of the Services ``keys`` (looked up in the index
+        :data:`_BY_SERVICE`), or of all (None: every Load_Balancer row read)."""
+        table = self._api.tables[_LB].rows
+        if keys is None:
+            found = [row for row in table.values()
+                     if row.external_ids.get(KEY_ROLE) == ROLE_SERVICE]
+        else:
+            found = []
+            for key in keys:
+                ids = {KEY_ROLE: ROLE_SERVICE, KEY_SERVICE: key}
+                found += self._index.irange(table.IndexEntry(uuid=_UUID_FIRST, external_ids=ids),
+                                      table.IndexEntry(uuid=_UUID_LAST, external_ids=ids))
         ours: dict[str, list[tuple[Any, LbRow]]] = {}
-        for row in self._api.tables[_LB].rows.values():
-            ext = row.external_ids
-            if ext.get(KEY_ROLE) == ROLE_SERVICE and (keys is None
-                                                     or ext.get(KEY_SERVICE) in keys):
-                ours.setdefault(row.name, []).append((row.uuid, _read_row(row)))
+        for row in found:
+            ours.setdefault(row.name, []).append((row.uuid, _read_row(row)))
         for rows in ours.values():
             rows.sort(key=lambda r: str(r[0]))
         return ours
 
-    def _view(self, switches: Mapping[str, str], keys: Collection[str] | None) -> _View:
+    def _service_index(self) -> Any:
+        """The replica's index :data:`_BY_SERVICE` of Load_Balancer rows, made (and filled
+        with the rows there are) if it is not there yet."""
+        table = self._api.tables[_LB].rows
+        index = table.indexes.get(_BY_SERVICE)
+        if index is None:
+            index = table.index_create(_BY_SERVICE)
+            index.add_column("external_ids", key=_owner)
+            for row in table.values():
+                index.add(row)
+        return index
+
+    def _view(self, switches: Mapping[str, str], keys: Collection[str] | None,
+              rows: Iterable[LbRow]) -> _View:
+        """The view, ``rows`` being every row the given Services want on any node of
+        ``switches`` (those of nodes whose switch the NB lacks are left out)."""
         groups = [g for g in self._api.tables[_LBG].rows.values() if g.name == GROUP]
         group = groups[0] if groups else None
         by_name = {sw.name: sw for sw in self._api.tables[_LS].rows.values()}
-        attached = {}
-        for node, switch in switches.items():
-            sw = by_name.get(switch)
-            if sw is not None:
-                has_group = group is not None and any(
-                    g.uuid == group.uuid for g in sw.load_balancer_group)
-                attached[node] = (sw.uuid, has_group,
-                                  frozenset(lb.uuid for lb in sw.load_balancer))
-        return _View(ours=self._ours(keys), group=None if group is None else group.uuid,
-                     group_members=frozenset(lb.uuid for lb in group.load_balancer)
-                     if group is not None else frozenset(),
-                     switches=attached)
+        found = {node: by_name[switch] for node, switch in switches.items()
+                 if switch in by_name}
+        attached = {node: (sw.uuid, group is not None
+                           and _refers(sw, "load_balancer_group", group.uuid))
+                    for node, sw in found.items()}
+        wanted = {row.name: row for row in rows if row.node is None or row.node in found}
+        ours = self._ours(keys)
+        placed = set()
+        for name, row in wanted.items():
+            if name in ours:
+                uuid = ours[name][0][0]
+                where = group if row.node is None else found[row.node]
+                if where is not None and _refers(where, "load_balancer", uuid):
+                    placed.add(uuid)
+        return _View(ours=ours, group=None if group is None else group.uuid,
+                     switches=attached, wanted=wanted, placed=frozenset(placed))
 
     # --- commands ---------------------------------------------------------------------
 
     def _group_commands(self, view: _View) -> list[Any]:
         """Create the group if there is none; attach it to the given switches missing it."""
-        missing = [uuid for uuid, has_group, _ in view.switches.values() if not has_group]
+        missing = [uuid for uuid, has_group in view.switches.values() if not has_group]
         if view.group is not None:
             return [self._api.db_add(_LS, uuid, "load_balancer_group", view.group)
                     for uuid in missing]
@@ -281,9 +359,7 @@ class OvnLoadBalancers:
         new, old = row.columns(), current.columns()
         changed = [(column, value) for column, value in new.items() if old[column] != value]
         commands = [self._api.db_set(_LB, uuid, *changed)] if changed else []
-        placed = (uuid in view.group_members if row.node is None
-                  else uuid in view.switches[row.node][2])
-        return commands if placed else [*commands, *self._attach(uuid, row, view)]
+        return commands if uuid in view.placed else [*commands, *self._attach(uuid, row, view)]
 
     def _run(self, ops: Mapping[str, list[list[Any]]], action: str) -> int:
         """Commit the row operations, a Service's all in one transaction; how many ran.
