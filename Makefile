@@ -87,6 +87,7 @@ bench: deps
 	$(BIN)/python bench/pool_setup.py
 	$(BIN)/python bench/pod_ready.py
 	$(BIN)/python bench/services.py
+	$(BIN)/python bench/ovn_lb_sync.py
 
 lab-down: venv
 	$(BIN)/ovn-k8s-underlay lab --name demo down

@@ -16,7 +16,9 @@ none).  Then, timed, on the same connection as the controller uses it:
   (``complete=False``), Services picked across the whole set, each with one endpoint
   replaced by a new address: one row updated per sync;
 * ``complete, unchanged``: ``--complete`` (default 5) complete syncs of every Service
-  with nothing to change (nothing written).
+  with nothing to change (nothing written);
+* ``index``: an OvnLoadBalancers made on a second connection holding every row (what a
+  new leader term does), which builds its index of the rows by Service.
 
 Each sync is timed from the call to its return (its NB commit included): the p50 and
 p99 wall milliseconds, and the CPU milliseconds of the whole bench process over the
@@ -147,13 +149,18 @@ def run_count(args: argparse.Namespace, count: int) -> dict[str, Any]:
                 full_writes += result.created + result.updated + result.deleted
         finally:
             plane.close()
+        second = OvnNbControlPlane(remote, timeout=300)
+        try:
+            index_ms = timed(lambda: OvnLoadBalancers(second))[0]
+        finally:
+            second.close()
     finally:
         pid = daemon.pid()
         if pid is not None:
             daemons.stop_pid(pid)
         shutil.rmtree(rundir, ignore_errors=True)
     return {"services": count, "rows": written.created, "write_s": write_ms / 1000,
-            "write_transactions": written.transactions,
+            "write_transactions": written.transactions, "index_ms": index_ms,
             "incremental": {**summary(wall, cpu), "rows_updated": updated,
                             "samples_ms": wall},
             "complete_unchanged": {**summary(full_wall, full_cpu), "writes": full_writes,
@@ -166,12 +173,14 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> None:
     print(f"\nOvnLoadBalancers.sync on a bare NB, {args.switches} switches, "
           f"{args.endpoints} endpoints a Service{local}; ms")
     print(f"{'Services':>8s} {'rows':>6s} {'write s':>7s} | {'incremental p50':>15s} "
-          f"{'p99':>6s} {'CPU p50':>7s} | {'complete p50':>12s} {'p99':>7s} {'CPU p50':>7s}")
+          f"{'p99':>6s} {'CPU p50':>7s} | {'complete p50':>12s} {'p99':>7s} {'CPU p50':>7s}"
+          f" | {'index':>6s}")
     for run in runs:
         inc, full = run["incremental"], run["complete_unchanged"]
         print(f"{run['services']:8d} {run['rows']:6d} {run['write_s']:7.2f} | "
               f"{inc['p50_ms']:15.2f} {inc['p99_ms']:6.2f} {inc['cpu_p50_ms']:7.2f} | "
-              f"{full['p50_ms']:12.1f} {full['p99_ms']:7.1f} {full['cpu_p50_ms']:7.1f}")
+              f"{full['p50_ms']:12.1f} {full['p99_ms']:7.1f} {full['cpu_p50_ms']:7.1f} | "
+              f"{run['index_ms']:6.1f}")
     for run in runs:
         if run["incremental"]["rows_updated"] != args.changes:
             print(f"WARNING: {run['services']} Services: "
