@@ -54,6 +54,7 @@ from ovn_underlay.lab.containerd import Containerd
 from ovn_underlay.lab.daemons import read_live_pid
 from ovn_underlay.lab.topology import Lab, LabState, nbctl, start_hv_vswitchd
 from tests.conftest import skip_unless_containerd_possible, skip_unless_lab_possible
+from tests.waiting import eventually
 
 NAMESPACE = "default"
 ECHO_PORT = 9100
@@ -113,14 +114,7 @@ def service_port(name: str, port: int, target: int | str, protocol: str = "TCP"
 def wait_until(what: str, check: Callable[[], Any], timeout: float) -> Any:
     """``check()`` until it gives something true (returned); AssertionError at the deadline
     naming ``what`` and the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {value!r})")
-        time.sleep(POLL)
+    return eventually(check, timeout, what, POLL)
 
 
 # --- clients (threads inside a pod's network namespace) ---------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from ovn_underlay.lab.cluster import Node
 from ovn_underlay.lab.containerd import Containerd
 from ovn_underlay.lab.topology import Lab
 from tests.conftest import skip_unless_containerd_possible, skip_unless_lab_possible
+from tests.waiting import eventually
 
 PORT = 8080
 WAIT = 60.0
@@ -52,14 +52,7 @@ class Cluster:
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+    return eventually(check, timeout, what, 0.2)
 
 
 @pytest.fixture(scope="module")

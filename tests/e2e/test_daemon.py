@@ -29,6 +29,7 @@ from ovn_underlay.lab.daemons import netns_argv
 from ovn_underlay.lab.topology import LabState, nbctl, vsctl
 from tests.conftest import PodFactory, own_lab
 from tests.e2e import teardown_cases
+from tests.waiting import eventually
 
 POOL, LOW, HIGH, BATCH = 8, 4, 12, 4
 METRICS = "127.0.0.1:9476"
@@ -125,11 +126,7 @@ def pool_show(node: Node) -> dict[str, Any]:
 
 def wait_for(what: str, condition: Callable[[], bool], timeout: float = 20.0,
              poll: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(poll)
+    eventually(condition, timeout, what, poll)
 
 
 def reaches_gateway(path: str, result: dict[str, Any]) -> bool:

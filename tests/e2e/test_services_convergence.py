@@ -47,6 +47,7 @@ from ovn_underlay.lab.topology import Lab, LabState
 from tests.conftest import skip_unless_lab_possible
 from tests.e2e.services_convergence_support import Outcome, read_outcomes
 from tests.functional.test_ovn_nb import as_list, dump
+from tests.waiting import eventually
 
 SUPPORT = str(Path(__file__).with_name("services_convergence_support.py"))
 NAMESPACE = "default"
@@ -62,21 +63,6 @@ LEASE = (f"/apis/coordination.k8s.io/v1/namespaces/{lab_kube.CLUSTER_NAMESPACE}/
 SLICES = f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/endpointslices"
 SYNC_LINE = re.compile(r"epoch (\d+): (complete|incremental) sync of .*: (\d+) row\(s\) "
                        r"created, (\d+) updated, (\d+) deleted in (\d+) transaction")
-
-
-def eventually(check: Callable[[], Any], timeout: float, what: str | Callable[[], str],
-               step: float = 0.05) -> Any:
-    """``check()``'s first true value within ``timeout`` s, else an AssertionError saying
-    ``what`` (or what ``what()`` says then)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: "
-                                 f"{what() if callable(what) else what}")
-        time.sleep(step)
 
 
 @dataclass

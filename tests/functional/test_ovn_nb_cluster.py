@@ -9,7 +9,6 @@ after that transaction read its replica and before it reached the server.
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from tests.functional.test_ovn_nb import (
     rows,
     setup_vm_network,
 )
+from tests.waiting import eventually
 
 __all__ = ["nb"]
 EPOCH = "ovn-underlay:leader-epoch"
@@ -52,14 +52,6 @@ def nb_global(remote: str) -> dict[str, str]:
     table = dump(remote)["NB_Global table"]
     assert len(table) <= 1
     return table[0]["external_ids"] if table else {}
-
-
-def wait_until(condition: Callable[[], bool]) -> None:
-    """Wait (5 s at most) for ``condition``: a replica follows another client's writes."""
-    deadline = time.monotonic() + 5
-    while not condition():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
 
 
 def interleave(plane: OvnNbControlPlane, method: str, competitor: Callable[[], object]
@@ -220,7 +212,7 @@ def test_destroy_after_the_vm_port_is_gone(nb: str, planes: Callable[[], OvnNbCo
     cp.create_node_network("node2", "198.19.2.0/24", "cluster", "vm2", 3,
                            create_router=False)
     subprocess.run(["ovn-nbctl", f"--db={nb}", "lsp-del", "vm1"], check=True)
-    wait_until(lambda: not cp.port_exists("vm1"))
+    eventually(lambda: not cp.port_exists("vm1"))
     cp.destroy_node_network("node1")
     cp.destroy_node_network("node2")
     after = dump(nb)
@@ -257,7 +249,7 @@ def test_fencing_deposes_the_older_leader(nb: str, planes: Callable[[], OvnNbCon
     with pytest.raises(Fenced):
         b.fence(1)
     b.add_pool_ports("node1", 1)
-    wait_until(lambda: standalone.port_exists("node1-p4"))
+    eventually(lambda: standalone.port_exists("node1-p4"))
     standalone.add_pool_ports("node1", 1)
     assert {"node1-p4", "node1-p5"} <= set(rows(nb, "Logical_Switch_Port"))
     assert nb_global(nb) == {EPOCH: "2", "ovn-underlay:routers-created": "1"}

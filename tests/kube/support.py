@@ -6,10 +6,8 @@ import contextlib
 import json
 import socket
 import threading
-import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -18,6 +16,9 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Pod
 
 from ovn_underlay.lab.kubeapi import KubeApiServer
+from tests.waiting import eventually
+
+__all__ = ["eventually"]
 
 
 def write_kubeconfig(path: Path, server: str, user: dict[str, object] | None = None,
@@ -55,15 +56,6 @@ def bind(server: KubeApiServer, namespace: str, name: str, node: str) -> None:
             "target": {"apiVersion": "v1", "kind": "Node", "name": node}}).encode())
     with urllib.request.urlopen(request, timeout=5) as reply:
         assert reply.status == 201
-
-
-def eventually(predicate: Callable[[], object], timeout: float = 5.0) -> None:
-    """Wait until ``predicate()`` is true; AssertionError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s")
-        time.sleep(0.02)
 
 
 class Relay:

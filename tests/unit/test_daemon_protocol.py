@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from ovn_underlay.cni.spec import CniError
 from ovn_underlay.daemon import server
 from ovn_underlay.daemon.server import UnixServer, is_serving
 from tests.unit.cni_requests import make_config, make_env
+from tests.waiting import eventually
 
 # -- the wire format --------------------------------------------------------------------------
 
@@ -429,16 +430,6 @@ def timed_call(daemon: FakeDaemon, binary: Path) -> float:
     return elapsed
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Whether ``predicate`` held within ``timeout`` seconds (tried every 20 ms)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def answered(sock: Path) -> bool:
     """Whether the daemon answers a request (False if it closes the connection at once)."""
     try:
@@ -508,7 +499,7 @@ def test_connections_beyond_the_cap_are_closed_at_once(
         assert warnings(caplog) == ["4 connections are open: closing new ones at once until "
                                     "some end"]
         held.pop().close()
-        assert wait_until(lambda: answered(sock)), "a slot was freed"
+        eventually(lambda: answered(sock), what="a slot was freed")
     assert re.fullmatch(r"accepting connections again \(\d+ closed at once\)",
                         warnings(caplog)[-1])
     assert len(fake.calls) == 1
@@ -521,7 +512,7 @@ def test_an_oversized_request_is_dropped(daemon: FakeDaemon, sock: Path,
     with caplog.at_level(logging.WARNING, "ovn_underlay.daemon.server"):
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # closed early
             assert send_raw(sock, wire.MAGIC + bytes(2000)) == b""
-        assert wait_until(lambda: bool(caplog.messages))
+        eventually(lambda: bool(caplog.messages))
     assert caplog.messages == ["dropping a request that could not be read: request larger "
                                "than 1000 bytes"]
     assert daemon.calls == []
@@ -533,7 +524,7 @@ def test_stopping_waits_for_the_calls_in_progress_not_for_idle_connections(sock:
     with serving(fake), stalled(sock, 3) as idle:
         caller = threading.Thread(target=lambda: replies.append(send_raw(sock, REQUEST)))
         caller.start()
-        assert wait_until(lambda: bool(fake.calls))
+        eventually(lambda: bool(fake.calls))
         started = time.monotonic()
         fake.server.stop()
         for client in idle:
