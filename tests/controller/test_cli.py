@@ -120,15 +120,24 @@ def test_the_process_serves_nodes_and_releases_the_lease_on_sigterm(
      "IPv6 Service ranges are not supported yet"),
     (["--nb", "unix:/nonexistent", "--cluster-subnet", "10.0.0.0/8", "--service-cidr",
       "10.96.0.0/12"], "overlaps --cluster-subnet 10.0.0.0/8"),
+    (["--nb", "ssl:192.0.2.1:6641"], "the OVN NB connection 'ssl:192.0.2.1:6641' is ssl:, "
+     "which needs the client's private key, certificate and CA certificate: give "
+     "--nb-private-key, --nb-certificate, --nb-ca-cert (PEM files, as ovn-nbctl's -p, -c "
+     "and -C) (on the command line or as files of the settings directory"),
+    (["--nb", "tcp:192.0.2.1:6641", "--nb-ca-cert", "/etc/hostname"], "--nb-ca-cert given, "
+     "but the OVN NB connection 'tcp:192.0.2.1:6641' has no ssl: server"),
+    (["--backend", "neutron", "--nb-private-key", "/k"], "--nb-private-key given (on the "
+     "command line or as files of the settings directory {tmp}): they are the OVN NB's, for "
+     "--backend ovn only"),
 ])
-def test_service_settings_are_checked_before_anything_starts(
+def test_settings_are_checked_before_anything_starts(
         tmp_path: Path, options: list[str], said: str) -> None:
     run = subprocess.run([sys.executable, "-m", "ovn_underlay.cli", "controller",
                           "--config-dir", str(tmp_path), "--kubeconfig", str(tmp_path / "none"),
                           "--metrics-address", "off", *options],
                          capture_output=True, text=True, timeout=60, check=False)
-    assert run.returncode != 0
-    assert said in run.stderr, run.stderr
+    assert run.returncode == 1
+    assert said.format(tmp=tmp_path) in run.stderr, run.stderr
 
 
 def test_service_settings_come_from_files_too(tmp_path: Path) -> None:
@@ -148,27 +157,6 @@ def test_help_lists_the_nb_ssl_files() -> None:
     for option in ("--nb-private-key FILE", "--nb-certificate FILE", "--nb-ca-cert FILE"):
         assert f"{option} with an ssl: --nb:" in text, option
     assert "the Secret ovn-underlay-nb-ssl, mounted at /etc/ovn-underlay/nb-ssl" in text
-
-
-@pytest.mark.parametrize(("options", "said"), [
-    (["--nb", "ssl:192.0.2.1:6641"], "the OVN NB connection 'ssl:192.0.2.1:6641' is ssl:, "
-     "which needs the client's private key, certificate and CA certificate: give "
-     "--nb-private-key, --nb-certificate, --nb-ca-cert (PEM files, as ovn-nbctl's -p, -c "
-     "and -C) (on the command line or as files of the settings directory"),
-    (["--nb", "tcp:192.0.2.1:6641", "--nb-ca-cert", "/etc/hostname"], "--nb-ca-cert given, "
-     "but the OVN NB connection 'tcp:192.0.2.1:6641' has no ssl: server"),
-    (["--backend", "neutron", "--nb-private-key", "/k"], "--nb-private-key given (on the "
-     "command line or as files of the settings directory {tmp}): they are the OVN NB's, for "
-     "--backend ovn only"),
-])
-def test_nb_ssl_settings_are_checked_before_anything_starts(
-        tmp_path: Path, options: list[str], said: str) -> None:
-    run = subprocess.run([sys.executable, "-m", "ovn_underlay.cli", "controller",
-                          "--config-dir", str(tmp_path), "--kubeconfig", str(tmp_path / "none"),
-                          "--metrics-address", "off", *options],
-                         capture_output=True, text=True, timeout=60, check=False)
-    assert run.returncode == 1
-    assert said.format(tmp=tmp_path) in run.stderr, run.stderr
 
 
 def test_nb_ssl_files_come_from_the_settings_directory_and_are_checked(
