@@ -80,8 +80,9 @@ test: deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # CNI call latency against the reference plugins, pool set-up time, Pods through the API
-# on containerd, and Services (programming latency, 1000 Services at scale), each on a lab
-# of its own; tables on stdout, JSON in bench/results/.
+# on containerd, Services (programming latency, 1000 Services at scale), each on a lab of
+# its own, and one Service's sync among many on an NB of its own; tables on stdout, JSON in
+# bench/results/.
 bench: deps
 	$(BIN)/python bench/cni_latency.py
 	$(BIN)/python bench/pool_setup.py
