@@ -118,7 +118,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -407,6 +407,105 @@ class Peer:
         self.proc.wait()
 
 
+# -- the cluster labs of parts (a) and (c) ----------------------------------------------------
+
+class ClusterLab:
+    """A lab of :func:`cluster_lab`, up with its controller and agents: a Node and a CNI
+    runtime per VM, each VM's node switch (its UnderlayNode's status), the controller's
+    log and pid; ``peers`` (helper programs) and the pods of :meth:`add_pod` are stopped
+    and deleted when the lab goes.  ``began``: when the bring-up began (monotonic);
+    ``up_s``: the seconds ``lab up`` took of it."""
+
+    def __init__(self, state: Any, began: float, up_s: float) -> None:
+        from ovn_underlay.lab import kube
+        from ovn_underlay.lab.cluster import CniRuntime, Node
+
+        self.state, self.began, self.up_s = state, began, up_s
+        self.nodes = [Node(state, vm) for vm in state.vms]
+        self.runtimes = [CniRuntime(node) for node in self.nodes]
+        self.switches = {vm.name: kube.request(state, "GET", f"{kube.UNDERLAY_NODES}/{vm.name}")[
+            "status"]["switch"] for vm in state.vms}
+        pidfile = Path(state.daemons["cluster-controller"])
+        self.log = pidfile.with_suffix(".log")
+        self.controller_pid = int(pidfile.read_text())
+        self.peers: list[Peer] = []
+        self.pods: list[tuple[Any, str, str]] = []
+
+    def add_pod(self, index: int, name: str) -> tuple[str, str]:
+        """Pod ``name`` on VM ``index`` through the installed CNI binary (retried while
+        the agent's daemon is not serving yet); its namespace's name and its address."""
+        from ovn_underlay.lab.cluster import pod_ip
+
+        runtime = self.runtimes[index]
+        path = self.nodes[index].pod_netns(name)
+        cid = f"ctr-{name}"
+        self.pods.append((runtime, cid, path))
+        deadline = time.monotonic() + AGENT_TIMEOUT
+        while True:  # 11: the agent's daemon is not serving yet
+            reply = runtime.call("ADD", cid, path, pod=(NAMESPACE, name))
+            if reply.code == 0 and reply.output is not None:
+                return path.rsplit("/", 1)[1], pod_ip(reply.output)
+            if (reply.output or {}).get("code") != 11 or time.monotonic() > deadline:
+                raise RuntimeError(f"CNI ADD {name}: {reply}")
+            time.sleep(0.3)
+
+
+@contextlib.contextmanager
+def cluster_lab(args: argparse.Namespace, name: str, announce: str, neutron: bool = False,
+                controller_settings: dict[str, str] | None = None,
+                agent_settings: dict[str, str] | None = None) -> Iterator[ClusterLab]:
+    """Lab ``name`` with 2 VMs and the test API server (and Neutron), the cluster
+    controller and an agent per VM as ``make demo`` runs them (with these settings
+    files), until every VM's network is available; ``announce`` is printed once the lab
+    is known not to be up already.  Afterwards the peers are stopped and, unless
+    ``--keep``, the pods deleted (CNI DEL, their namespaces) and the lab taken down."""
+    from ovn_underlay.lab import kube, netns
+    from ovn_underlay.lab.cluster import CLUSTER_ROUTER, CLUSTER_SUBNET
+    from ovn_underlay.lab.topology import Lab
+
+    lab = Lab(name, Path(args.rundir))
+    if lab.state_file.exists() or netns.listed(f"{name}-"):
+        raise RuntimeError(f"lab {name} is up already: take it down first (lab --name {name} "
+                           "down), or use another --lab")
+    print(announce, flush=True)
+    began = time.monotonic()
+    state = lab.up(2, neutron=neutron, kube=True)
+    up_s = time.monotonic() - began
+    cluster = None
+    try:
+        kube.install_cluster_mode(state)
+        if controller_settings:
+            _write_settings(lab.dir / "hv" / "cluster-controller" / "settings",
+                            controller_settings)
+        if agent_settings:
+            for vm in state.vms:
+                _write_settings(Path(vm.rundir) / "agent" / "settings", agent_settings)
+        kube.start_controller(state, lab.dir, CLUSTER_SUBNET, CLUSTER_ROUTER)
+        for vm in state.vms:
+            kube.start_agent(state, vm, CLUSTER_SUBNET)
+        lab.save(state)
+        for vm in state.vms:
+            kube.wait_network_available(state, vm, AGENT_TIMEOUT)
+        cluster = ClusterLab(state, began, up_s)
+        yield cluster
+    finally:
+        for peer in cluster.peers if cluster else []:
+            peer.stop()
+        for runtime, cid, path in [] if args.keep or not cluster else cluster.pods:
+            with contextlib.suppress(Exception):
+                runtime.delete(cid, path)
+            with contextlib.suppress(Exception):
+                netns.destroy(path.rsplit("/", 1)[1])
+        if not args.keep:
+            lab.down()
+
+
+def _write_settings(directory: Path, settings: dict[str, str]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for option, value in settings.items():
+        (directory / option).write_text(f"{value}\n")
+
+
 # -- (a) latency ----------------------------------------------------------------------------
 
 class ApiConnection:
@@ -444,175 +543,172 @@ def _slice(ip: str) -> dict[str, Any]:
             "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}]}
 
 
-def run_latency(args: argparse.Namespace) -> dict[str, Any]:
-    """Part (a): bring the lab up, measure, take it down."""
-    from ovn_underlay.control.ovn_lb import OvnLoadBalancers
-    from ovn_underlay.control.ovn_nb import OvnNbControlPlane
-    from ovn_underlay.control.services import Endpoint, ServicePort, ServiceState
-    from ovn_underlay.lab import kube, netns
-    from ovn_underlay.lab.cluster import CLUSTER_ROUTER, CLUSTER_SUBNET, CniRuntime, Node, pod_ip
-    from ovn_underlay.lab.topology import Lab
+class BenchService:
+    """The pods and the Service of both latency parts: a client on the first VM and
+    ``--backends`` backends spread over both (the first on the second VM), each backend
+    serving BACKEND on both ports; the selector-less Service SERVICE (UDP CTRL_PORT) and
+    its one EndpointSlice, naming the first backend.  ``made`` and ``since`` say how
+    long the pods took (printed)."""
 
-    lab = Lab(args.lab, Path(args.rundir))
-    if lab.state_file.exists() or netns.listed(f"{args.lab}-"):
-        raise RuntimeError(f"lab {args.lab} is up already: take it down first (lab --name "
-                           f"{args.lab} down), or use another --lab")
-    print(f"latency: lab {args.lab} with 2 VMs, the API server, the controller, 2 agents ...",
-          flush=True)
-    began = time.monotonic()
-    state = lab.up(2, kube=True)
-    peers: list[Peer] = []
-    pods: list[tuple[Any, str, str]] = []
-    plane = None
-    try:
-        kube.install_cluster_mode(state)
-        kube.start_controller(state, lab.dir, CLUSTER_SUBNET, CLUSTER_ROUTER)
-        for vm in state.vms:
-            kube.start_agent(state, vm, CLUSTER_SUBNET)
-        lab.save(state)
-        for vm in state.vms:
-            kube.wait_network_available(state, vm, AGENT_TIMEOUT)
-        nodes = [Node(state, vm) for vm in state.vms]
-        runtimes = [CniRuntime(node) for node in nodes]
-
-        def add_pod(index: int, name: str) -> tuple[str, str]:
-            node = nodes[index]
-            path = node.pod_netns(name)
-            cid = f"ctr-{name}"
-            pods.append((runtimes[index], cid, path))
-            return path.rsplit("/", 1)[1], pod_ip(runtimes[index].add(cid, path,
-                                                                      (NAMESPACE, name)))
-
-        client_ns, client_ip = add_pod(0, "client")
-        backends = []
+    def __init__(self, args: argparse.Namespace, cluster: ClusterLab, api: ApiConnection,
+                 made: str, since: float) -> None:
+        vms = cluster.state.vms
+        self.api = api
+        self.client_ns, self.client_ip = cluster.add_pod(0, "client")
+        self.backends: list[tuple[str, str, str]] = []
         for i in range(args.backends):
             where = 1 - i % 2
-            ns_name, ip = add_pod(where, f"be{i}")
-            backends.append((ns_name, ip, state.vms[where].name))
-        print(f"  lab up, pods made in {time.monotonic() - began:.0f} s: client {client_ip} "
-              f"on {state.vms[0].name}, backends "
-              f"{', '.join(f'{ip} ({vm})' for _, ip, vm in backends)}", flush=True)
-        servers = [Peer(ns_name, BACKEND, str(CTRL_PORT), str(REF_PORT))
-                   for ns_name, _, _ in backends]
-        peers += servers
-        api = ApiConnection(state)
+            ns_name, ip = cluster.add_pod(where, f"be{i}")
+            self.backends.append((ns_name, ip, vms[where].name))
+        print(f"  {made} in {time.monotonic() - since:.0f} s: client {self.client_ip} on "
+              f"{vms[0].name}, backends "
+              f"{', '.join(f'{ip} ({vm})' for _, ip, vm in self.backends)}", flush=True)
+        self.servers = [Peer(ns_name, BACKEND, str(CTRL_PORT), str(REF_PORT))
+                        for ns_name, _, _ in self.backends]
+        cluster.peers += self.servers
         service = api.call("POST", f"/api/v1/namespaces/{NAMESPACE}/services", {
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": SERVICE, "namespace": NAMESPACE},
             "spec": {"ports": [{"name": "udp", "protocol": "UDP", "port": CTRL_PORT,
                                 "targetPort": CTRL_PORT}]}})
-        vip = service["spec"]["clusterIP"]
-        current = api.call("POST", f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/"
-                           "endpointslices", _slice(backends[0][1]))
-        switches = {}
-        for vm in state.vms:
-            status = kube.request(state, "GET", f"{kube.UNDERLAY_NODES}/{vm.name}")["status"]
-            switches[vm.name] = status["switch"]
-        plane = OvnNbControlPlane(state.nb, timeout=10)
-        lbs = OvnLoadBalancers(plane)
+        self.vip: str = service["spec"]["clusterIP"]
+        self.slice = api.call("POST", f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/"
+                              "endpointslices", _slice(self.backends[0][1]))
 
-        def ref_state(index: int) -> ServiceState:
-            _, ip, vm_name = backends[index]
-            return ServiceState("bench", "ref", (REF_VIP,), (ServicePort(
-                "udp", REF_PORT, "udp", (Endpoint(ip, REF_PORT, vm_name),)),))
-
-        lbs.sync([ref_state(0)], switches, complete=False)
-        client = Peer(client_ns, CLIENT, str(args.interval_ms / 1000), vip, str(CTRL_PORT),
-                      REF_VIP, str(REF_PORT))
-        peers.append(client)
-        warm = time.monotonic()
+    def warm_up(self) -> None:
+        """Wait until the first backend gets datagrams on both ports (the client sends)."""
         for port in (CTRL_PORT, REF_PORT):
-            _first_after(servers[0], port, None, WARM_WAIT)
-        print(f"  both VIPs reach {backends[0][1]} ({time.monotonic() - warm:.1f} s after the "
-              "client started)", flush=True)
-        log = Path(state.daemons["cluster-controller"]).with_suffix(".log")
-        controller_pid = int(Path(state.daemons["cluster-controller"]).read_text())
+            _first_after(self.servers[0], port, None, WARM_WAIT)
 
-        def via_controller(index: int) -> float:
-            nonlocal current
-            body = dict(current)
-            body["endpoints"] = _slice(backends[index][1])["endpoints"]
-            current = api.call("PUT", f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/"
-                               f"endpointslices/{SERVICE}-1", body)
-            return time.monotonic()
+    def point(self, index: int) -> float:
+        """Rewrite the slice (PUT, as a user would) to name backend ``index``; when the
+        answer came."""
+        body = dict(self.slice)
+        body["endpoints"] = _slice(self.backends[index][1])["endpoints"]
+        self.slice = self.api.call("PUT", f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/"
+                                   f"endpointslices/{SERVICE}-1", body)
+        return time.monotonic()
 
-        def via_ovn(index: int) -> float:
-            lbs.sync([ref_state(index)], switches, complete=False)
-            return time.monotonic()
 
-        paths: dict[str, tuple[int, Callable[[int], float]]] = {
-            "controller": (CTRL_PORT, via_controller), "ovn": (REF_PORT, via_ovn)}
-        where = {"controller": 0, "ovn": 0}
+class ChangeCosts:
+    """What a run of latency changes costs, from now to :meth:`done`: the client's
+    datagrams and the backends' on either port, CPU by process and the controller's,
+    the controller's incremental syncs (its log)."""
 
-        def changes(phase: str) -> dict[str, Any]:
-            """``args.changes`` changes per path, alternating; their samples and costs."""
-            mark = log.stat().st_size
-            cpu0 = benchlib.cpu_by_process()
-            ctrl_cpu0 = proc_cpu(controller_pid)
-            sent0 = int(client.ask("sent x").split()[1])
-            got0 = [_received(s) for s in servers]
-            samples: dict[str, list[dict[str, Any]]] = {"controller": [], "ovn": []}
-            print(f"  {phase}: {args.changes} changes per path, alternating; the client "
-                  f"sends every {args.interval_ms:g} ms to {vip}:{CTRL_PORT} and "
-                  f"{REF_VIP}:{REF_PORT} ...", flush=True)
-            for k in range(args.changes):
-                order = ("controller", "ovn") if k % 2 == 0 else ("ovn", "controller")
-                for name in order:
-                    port, change = paths[name]
-                    old, new = where[name], (where[name] + 1) % len(backends)
-                    servers[new].ask(f"arm {port}")
-                    started = time.monotonic()
-                    answered = change(new)
-                    try:
-                        first = _first_after(servers[new], port, name)
-                    except RuntimeError as exc:
-                        raise RuntimeError(f"{phase}, change {k + 1}: {exc}"
-                                           f"{_lab_problems(state)}") from None
-                    where[name] = new
-                    time.sleep(SETTLE + (k % 10) / 100)
-                    last = float(servers[old].ask(f"last {port}").split()[2])
-                    samples[name].append({"backend": new,
-                                          "same_node": backends[new][2] == state.vms[0].name,
-                                          "write_ms": (answered - started) * 1000,
-                                          "first_ms": (first - answered) * 1000,
-                                          "old_last_ms": (last - answered) * 1000})
-            time.sleep(0.5)  # the last datagrams in flight
-            sent = int(client.ask("sent x").split()[1]) - sent0
-            after = [_received(s) for s in servers]
-            got = [sum(a[j] - b[j] for a, b in zip(after, got0, strict=True)) for j in (0, 1)]
-            cpu = benchlib.cpu_delta(cpu0, benchlib.cpu_by_process())
-            syncs = [m for m in SYNC_LINE.finditer(_read_from(log, mark))
-                     if m.group(1) == "incremental"]
-            return {"samples": samples, "controller_sync_ms": [int(m.group(4)) for m in syncs],
-                    "controller_transactions": sum(int(m.group(3)) for m in syncs),
-                    "controller_cpu_s": proc_cpu(controller_pid) - ctrl_cpu0,
-                    "datagrams_sent_per_vip": sent,
-                    "datagrams_received": {"controller": got[0], "ovn": got[1]},
-                    "cpu_s": {k: v for k, v in cpu.items() if v >= 0.2}}
+    def __init__(self, cluster: ClusterLab, client: Peer, servers: list[Peer]) -> None:
+        self.log, self.controller_pid = cluster.log, cluster.controller_pid
+        self.client, self.servers = client, servers
+        self.mark = self.log.stat().st_size
+        self.cpu0 = benchlib.cpu_by_process()
+        self.ctrl_cpu0 = proc_cpu(self.controller_pid)
+        self.sent0 = int(client.ask("sent x").split()[1])
+        self.got0 = [_received(s) for s in servers]
 
-        phases = {"idle": changes("idle")}
-        if args.loaded:
-            took = _load_background(api, state.nb, args.loaded, args.endpoints)
-            print(f"  {args.loaded} more Services x {args.endpoints} endpoints programmed by "
-                  f"the controller in {took:.1f} s", flush=True)
-            phases["loaded"] = changes(f"with {args.loaded} other Services")
-        lbs.delete(["bench/ref"])
-        return {"vip": vip, "client": client_ip,
-                "backends": [{"ip": ip, "node": vm} for _, ip, vm in backends],
-                "phases": phases}
-    finally:
-        for peer in peers:
-            peer.stop()
-        if plane is not None:
+    def done(self, ref: str, writes: str) -> dict[str, Any]:
+        """The costs (the reference path's datagrams under ``ref``, the controller's
+        transactions under ``writes``), once the last datagrams in flight have come."""
+        time.sleep(0.5)
+        sent = int(self.client.ask("sent x").split()[1]) - self.sent0
+        after = [_received(s) for s in self.servers]
+        got = [sum(a[j] - b[j] for a, b in zip(after, self.got0, strict=True)) for j in (0, 1)]
+        cpu = benchlib.cpu_delta(self.cpu0, benchlib.cpu_by_process())
+        syncs = [m for m in SYNC_LINE.finditer(_read_from(self.log, self.mark))
+                 if m.group(1) == "incremental"]
+        return {"controller_sync_ms": [int(m.group(4)) for m in syncs],
+                writes: sum(int(m.group(3)) for m in syncs),
+                "controller_cpu_s": proc_cpu(self.controller_pid) - self.ctrl_cpu0,
+                "datagrams_sent_per_vip": sent,
+                "datagrams_received": {"controller": got[0], ref: got[1]},
+                "cpu_s": {k: v for k, v in cpu.items() if v >= 0.2}}
+
+
+def run_latency(args: argparse.Namespace) -> dict[str, Any]:
+    """Part (a): bring the lab up, measure, take it down."""
+    from ovn_underlay.control.ovn_lb import OvnLoadBalancers
+    from ovn_underlay.control.ovn_nb import OvnNbControlPlane
+
+    with cluster_lab(args, args.lab, f"latency: lab {args.lab} with 2 VMs, the API server, "
+                     "the controller, 2 agents ...") as cluster:
+        plane = OvnNbControlPlane(cluster.state.nb, timeout=10)
+        try:
+            return _ovn_latency(args, cluster, OvnLoadBalancers(plane))
+        finally:
             with contextlib.suppress(Exception):
                 plane.close()
-        for runtime, cid, path in [] if args.keep else pods:
-            with contextlib.suppress(Exception):
-                runtime.delete(cid, path)
-            with contextlib.suppress(Exception):
-                netns.destroy(path.rsplit("/", 1)[1])
-        if not args.keep:
-            lab.down()
+
+
+def _ovn_latency(args: argparse.Namespace, cluster: ClusterLab, lbs: Any) -> dict[str, Any]:
+    """EndpointSlice rewrites through the controller, alternating with the bench's own
+    writes of a load balancer of its own with ``lbs`` (OVN alone)."""
+    from ovn_underlay.control.services import Endpoint, ServicePort, ServiceState
+
+    state = cluster.state
+    api = ApiConnection(state)
+    bench = BenchService(args, cluster, api, "lab up, pods made", cluster.began)
+    backends, servers = bench.backends, bench.servers
+
+    def ref_state(index: int) -> ServiceState:
+        _, ip, vm_name = backends[index]
+        return ServiceState("bench", "ref", (REF_VIP,), (ServicePort(
+            "udp", REF_PORT, "udp", (Endpoint(ip, REF_PORT, vm_name),)),))
+
+    lbs.sync([ref_state(0)], cluster.switches, complete=False)
+    client = Peer(bench.client_ns, CLIENT, str(args.interval_ms / 1000), bench.vip,
+                  str(CTRL_PORT), REF_VIP, str(REF_PORT))
+    cluster.peers.append(client)
+    warm = time.monotonic()
+    bench.warm_up()
+    print(f"  both VIPs reach {backends[0][1]} ({time.monotonic() - warm:.1f} s after the "
+          "client started)", flush=True)
+
+    def via_ovn(index: int) -> float:
+        lbs.sync([ref_state(index)], cluster.switches, complete=False)
+        return time.monotonic()
+
+    paths: dict[str, tuple[int, Callable[[int], float]]] = {
+        "controller": (CTRL_PORT, bench.point), "ovn": (REF_PORT, via_ovn)}
+    where = {"controller": 0, "ovn": 0}
+
+    def changes(phase: str) -> dict[str, Any]:
+        """``args.changes`` changes per path, alternating; their samples and costs."""
+        costs = ChangeCosts(cluster, client, servers)
+        samples: dict[str, list[dict[str, Any]]] = {"controller": [], "ovn": []}
+        print(f"  {phase}: {args.changes} changes per path, alternating; the client "
+              f"sends every {args.interval_ms:g} ms to {bench.vip}:{CTRL_PORT} and "
+              f"{REF_VIP}:{REF_PORT} ...", flush=True)
+        for k in range(args.changes):
+            order = ("controller", "ovn") if k % 2 == 0 else ("ovn", "controller")
+            for name in order:
+                port, change = paths[name]
+                old, new = where[name], (where[name] + 1) % len(backends)
+                servers[new].ask(f"arm {port}")
+                started = time.monotonic()
+                answered = change(new)
+                try:
+                    first = _first_after(servers[new], port, name)
+                except RuntimeError as exc:
+                    raise RuntimeError(f"{phase}, change {k + 1}: {exc}"
+                                       f"{_lab_problems(state)}") from None
+                where[name] = new
+                time.sleep(SETTLE + (k % 10) / 100)
+                last = float(servers[old].ask(f"last {port}").split()[2])
+                samples[name].append({"backend": new,
+                                      "same_node": backends[new][2] == state.vms[0].name,
+                                      "write_ms": (answered - started) * 1000,
+                                      "first_ms": (first - answered) * 1000,
+                                      "old_last_ms": (last - answered) * 1000})
+        return {"samples": samples, **costs.done("ovn", "controller_transactions")}
+
+    phases = {"idle": changes("idle")}
+    if args.loaded:
+        took = _load_background(api, state.nb, args.loaded, args.endpoints)
+        print(f"  {args.loaded} more Services x {args.endpoints} endpoints programmed by "
+              f"the controller in {took:.1f} s", flush=True)
+        phases["loaded"] = changes(f"with {args.loaded} other Services")
+    lbs.delete(["bench/ref"])
+    return {"vip": bench.vip, "client": bench.client_ip,
+            "backends": [{"ip": ip, "node": vm} for _, ip, vm in backends],
+            "phases": phases}
 
 
 def _lab_problems(state: Any) -> str:
@@ -646,25 +742,32 @@ def _load_background(api: ApiConnection, nb: str, count: int, endpoints: int) ->
         watch.wait(lambda rows: True, 10)
         started = time.monotonic()
         for i in range(count):
-            api.call("POST", f"/api/v1/namespaces/{NAMESPACE}/services", {
-                "metadata": {"name": f"bg{i}"},
-                "spec": {"ports": [{"name": "http", "protocol": "TCP", "port": 80,
-                                    "targetPort": 8080}]}})
-            api.call("POST", f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/"
-                     "endpointslices", {
-                         "metadata": {"name": f"bg{i}-1",
-                                      "labels": {"kubernetes.io/service-name": f"bg{i}"}},
-                         "addressType": "IPv4",
-                         "ports": [{"name": "http", "protocol": "TCP", "port": 8080}],
-                         "endpoints": [{"addresses": [_address(i * endpoints + e)],
-                                        "conditions": {"ready": True}}
-                                       for e in range(endpoints)]})
+            for method, path, body in _service_jobs(f"bg{i}", [
+                    (_address(i * endpoints + e), None) for e in range(endpoints)]):
+                api.call(method, path, body)
         done = watch.wait(_complete(count, endpoints), CONVERGE_WAIT)
         if done < 0:
             raise RuntimeError(f"the controller did not program {count} background Services")
         return done - started
     finally:
         watch.close()
+
+
+def _service_jobs(name: str, endpoints: Iterable[tuple[str, str | None]]
+                  ) -> list[tuple[str, str, Any]]:
+    """A selector-less Service ``name`` (TCP 80 to 8080) and its one EndpointSlice of
+    ``endpoints`` (address, node name or None), ready: the two API requests, in order."""
+    return [("POST", f"/api/v1/namespaces/{NAMESPACE}/services", {
+                "metadata": {"name": name},
+                "spec": {"ports": [{"name": "http", "protocol": "TCP", "port": 80,
+                                    "targetPort": 8080}]}}),
+            ("POST", f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/endpointslices", {
+                "metadata": {"name": f"{name}-1",
+                             "labels": {"kubernetes.io/service-name": name}},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "protocol": "TCP", "port": 8080}],
+                "endpoints": [{"addresses": [ip], **({"nodeName": node} if node else {}),
+                               "conditions": {"ready": True}} for ip, node in endpoints]})]
 
 
 def _address(n: int) -> str:
@@ -983,22 +1086,9 @@ def scale_controller(args: argparse.Namespace) -> dict[str, Any]:
         ctrl0 = proc_cpu(controller.pid)
         api0 = proc_cpu(api.pid)
         cpu0 = case.ovn.cpu()
-        jobs = []
+        jobs: list[tuple[str, str, Any]] = []
         for i in range(args.services):
-            jobs.append(("POST", f"/api/v1/namespaces/{NAMESPACE}/services", {
-                "metadata": {"name": f"s{i}"},
-                "spec": {"ports": [{"name": "http", "protocol": "TCP", "port": 80,
-                                    "targetPort": 8080}]}}))
-            jobs.append(("POST", f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/"
-                         "endpointslices", {
-                             "metadata": {"name": f"s{i}-1", "labels": {
-                                 "kubernetes.io/service-name": f"s{i}"}},
-                             "addressType": "IPv4",
-                             "ports": [{"name": "http", "protocol": "TCP", "port": 8080}],
-                             "endpoints": [{"addresses": [ip], "nodeName": node,
-                                            "conditions": {"ready": True}}
-                                           for ip, node in case.topo.endpoints(
-                                               i, args.endpoints)]}))
+            jobs += _service_jobs(f"s{i}", case.topo.endpoints(i, args.endpoints))
         t0 = time.monotonic()
         posted = _parallel(port, jobs)
         rows_at = watch.wait(_complete(args.services, args.endpoints), CONVERGE_WAIT)
@@ -1149,9 +1239,9 @@ def _install(port: int, crd: Path, namespace: str) -> None:
 def _parallel(port: int, jobs: list[tuple[str, str, Any]]) -> float:
     """Send ``jobs`` over POSTERS keep-alive connections (in order on each); the time the
     last answer came."""
-    failures: list[str] = []
 
-    def run(chunk: list[tuple[str, str, Any]]) -> None:
+    def run(chunk: list[tuple[str, str, Any]]) -> list[str]:
+        failures = []
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         for method, path, body in chunk:
             conn.request(method, path, body=json.dumps(body).encode(),
@@ -1161,12 +1251,20 @@ def _parallel(port: int, jobs: list[tuple[str, str, Any]]) -> float:
             if reply.status >= 300:
                 failures.append(f"{method} {path}: HTTP {reply.status} {text[:300]!r}")
         conn.close()
+        return failures
 
-    # consecutive pairs (a Service and its slice) stay on one connection, in order
+    return _spread(jobs, run)
+
+
+def _spread(jobs: list[tuple[str, str, Any]],
+            send: Callable[[list[tuple[str, str, Any]]], list[str]]) -> float:
+    """``jobs`` shared out over POSTERS connections at once, ``send`` sending one's share
+    (consecutive pairs, a Service and its slice, stay on one, in order) and saying what
+    failed; the time the last answer came."""
     pairs = [jobs[i:i + 2] for i in range(0, len(jobs), 2)]
     chunks = [[job for pair in pairs[i::POSTERS] for job in pair] for i in range(POSTERS)]
     with ThreadPoolExecutor(POSTERS) as pool:
-        list(pool.map(run, [c for c in chunks if c]))
+        failures = [f for said in pool.map(send, [c for c in chunks if c]) for f in said]
     if failures:
         raise RuntimeError(f"{len(failures)} API requests failed, e.g. {failures[0]}")
     return time.monotonic()
@@ -1261,9 +1359,9 @@ def _octavia_server_kind(state: Any) -> str:
 def _lab_parallel(state: Any, jobs: list[tuple[str, str, Any]]) -> float:
     """Send ``jobs`` to the lab's API server over POSTERS keep-alive connections (a
     Service and its slice in order on one); the time the last answer came."""
-    failures: list[str] = []
 
-    def run(chunk: list[tuple[str, str, Any]]) -> None:
+    def run(chunk: list[tuple[str, str, Any]]) -> list[str]:
+        failures = []
         api = ApiConnection(state)
         for method, path, body in chunk:
             try:
@@ -1271,140 +1369,57 @@ def _lab_parallel(state: Any, jobs: list[tuple[str, str, Any]]) -> float:
             except RuntimeError as exc:
                 failures.append(str(exc))
         api.conn.close()
+        return failures
 
-    pairs = [jobs[i:i + 2] for i in range(0, len(jobs), 2)]
-    chunks = [[job for pair in pairs[i::POSTERS] for job in pair] for i in range(POSTERS)]
-    with ThreadPoolExecutor(POSTERS) as pool:
-        list(pool.map(run, [c for c in chunks if c]))
-    if failures:
-        raise RuntimeError(f"{len(failures)} API requests failed, e.g. {failures[0]}")
-    return time.monotonic()
-
-
-def _write_settings(directory: Path, settings: dict[str, str]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for option, value in settings.items():
-        (directory / option).write_text(f"{value}\n")
+    return _spread(jobs, run)
 
 
 def run_octavia(args: argparse.Namespace) -> dict[str, Any]:
     """Part (c): a Neutron + Octavia kube lab; the latency through Octavia and the
     N x M burst, as asked by --parts; then the lab goes down."""
-    from ovn_underlay.lab import kube, netns
     from ovn_underlay.lab import octavia as lab_octavia
-    from ovn_underlay.lab.cluster import CLUSTER_ROUTER, CLUSTER_SUBNET, CniRuntime, Node, pod_ip
     from ovn_underlay.lab.neutron import call as neutron_call
     from ovn_underlay.lab.neutron import missing_tools as neutron_missing
-    from ovn_underlay.lab.topology import Lab
 
     missing = neutron_missing() + lab_octavia.missing_tools()
     if missing:
         raise RuntimeError(f"Neutron/Octavia lab programs missing: {', '.join(missing)} "
                            "(make deps)")
     name = f"{args.lab}o"
-    lab = Lab(name, Path(args.rundir))
-    if lab.state_file.exists() or netns.listed(f"{name}-"):
-        raise RuntimeError(f"lab {name} is up already: take it down first (lab --name {name} "
-                           "down), or use another --lab")
-    print(f"octavia: lab {name} (Neutron, Octavia, the API server) with 2 VMs, the "
-          "controller, 2 agents ...", flush=True)
-    began = time.monotonic()
-    state = lab.up(2, neutron=True, kube=True)
-    peers: list[Peer] = []
-    pods: list[tuple[Any, str, str]] = []
-    out: dict[str, Any] = {"octavia_api_server": _octavia_server_kind(state)}
-    try:
-        up_s = time.monotonic() - began
-        kube.install_cluster_mode(state)
-        _write_settings(lab.dir / "hv" / "cluster-controller" / "settings",
-                        OCTAVIA_CONTROLLER_SETTINGS)
-        for vm in state.vms:
-            _write_settings(Path(vm.rundir) / "agent" / "settings", OCTAVIA_AGENT_SETTINGS)
-        kube.start_controller(state, lab.dir, CLUSTER_SUBNET, CLUSTER_ROUTER)
-        for vm in state.vms:
-            kube.start_agent(state, vm, CLUSTER_SUBNET)
-        lab.save(state)
-        for vm in state.vms:
-            kube.wait_network_available(state, vm, AGENT_TIMEOUT)
-        nodes = [Node(state, vm) for vm in state.vms]
-        runtimes = [CniRuntime(node) for node in nodes]
-
-        def add_pod(index: int, pod: str) -> tuple[str, str]:
-            node = nodes[index]
-            path = node.pod_netns(pod)
-            cid = f"ctr-{pod}"
-            deadline = time.monotonic() + AGENT_TIMEOUT
-            while True:  # 11: the agent's daemon is not serving yet
-                reply = runtimes[index].call("ADD", cid, path, pod=(NAMESPACE, pod))
-                if reply.code == 0 and reply.output is not None:
-                    break
-                if (reply.output or {}).get("code") != 11 or time.monotonic() > deadline:
-                    raise RuntimeError(f"CNI ADD {pod}: {reply}")
-                time.sleep(0.3)
-            pods.append((runtimes[index], cid, path))
-            return path.rsplit("/", 1)[1], pod_ip(reply.output)
-
-        switches = {vm.name: kube.request(state, "GET", f"{kube.UNDERLAY_NODES}/{vm.name}")[
-            "status"]["switch"] for vm in state.vms}
-        log = lab.dir / "hv" / "cluster-controller" / "cluster-controller.log"
-        controller_pid = int(Path(state.daemons["cluster-controller"]).read_text())
+    with cluster_lab(args, name, f"octavia: lab {name} (Neutron, Octavia, the API server) "
+                     "with 2 VMs, the controller, 2 agents ...", neutron=True,
+                     controller_settings=OCTAVIA_CONTROLLER_SETTINGS,
+                     agent_settings=OCTAVIA_AGENT_SETTINGS) as cluster:
+        state, switches, log = cluster.state, cluster.switches, cluster.log
+        out: dict[str, Any] = {"octavia_api_server": _octavia_server_kind(state)}
         api = ApiConnection(state)
         octavia = OctaviaHttp(state)
-        out.update(lab_up_s=up_s, nodes_ready_s=time.monotonic() - began - up_s)
+        out.update(lab_up_s=cluster.up_s,
+                   nodes_ready_s=time.monotonic() - cluster.began - cluster.up_s)
         if "latency" in args.parts:
-            out["latency"] = _octavia_latency(args, state, api, octavia, add_pod, peers, log,
-                                              controller_pid)
+            out["latency"] = _octavia_latency(args, cluster, api, octavia)
         if "scale" in args.parts:
             subnets = neutron_call(state, lambda conn: {
                 str(net.name): [str(s.cidr) for s in conn.network.subnets(
                     network_id=net.id, ip_version=4)]
                 for net in conn.network.networks() if net.name in switches.values()})
-            out["scale"] = _octavia_scale(args, state, octavia, log, controller_pid,
+            out["scale"] = _octavia_scale(args, state, octavia, log, cluster.controller_pid,
                                           [subnets[switches[vm.name]][0] for vm in state.vms],
                                           [vm.name for vm in state.vms])
         out["controller_errors"] = [line for line in log.read_text(errors="replace").splitlines()
                                     if " ERROR " in line or "Traceback" in line][:10]
         return out
-    finally:
-        for peer in peers:
-            peer.stop()
-        for runtime, cid, path in [] if args.keep else pods:
-            with contextlib.suppress(Exception):
-                runtime.delete(cid, path)
-            with contextlib.suppress(Exception):
-                netns.destroy(path.rsplit("/", 1)[1])
-        if not args.keep:
-            lab.down()
 
 
-def _octavia_latency(args: argparse.Namespace, state: Any, api: ApiConnection,
-                     octavia: OctaviaHttp, add_pod: Callable[[int, str], tuple[str, str]],
-                     peers: list[Peer], log: Path, controller_pid: int) -> dict[str, Any]:
+def _octavia_latency(args: argparse.Namespace, cluster: ClusterLab, api: ApiConnection,
+                     octavia: OctaviaHttp) -> dict[str, Any]:
     """EndpointSlice rewrites through the controller to Octavia, alternating with the
     bench's own member updates of a load balancer of its own (Octavia alone)."""
     from ovn_underlay.lab import octavia as lab_octavia
 
-    began = time.monotonic()
-    client_ns, client_ip = add_pod(0, "client")
-    backends = []
-    for i in range(args.backends):
-        where = 1 - i % 2
-        ns_name, ip = add_pod(where, f"be{i}")
-        backends.append((ns_name, ip, state.vms[where].name))
-    print(f"  pods made in {time.monotonic() - began:.0f} s: client {client_ip} on "
-          f"{state.vms[0].name}, backends {', '.join(f'{ip} ({vm})' for _, ip, vm in backends)}",
-          flush=True)
-    servers = [Peer(ns_name, BACKEND, str(CTRL_PORT), str(REF_PORT))
-               for ns_name, _, _ in backends]
-    peers += servers
-    service = api.call("POST", f"/api/v1/namespaces/{NAMESPACE}/services", {
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": SERVICE, "namespace": NAMESPACE},
-        "spec": {"ports": [{"name": "udp", "protocol": "UDP", "port": CTRL_PORT,
-                            "targetPort": CTRL_PORT}]}})
-    vip = service["spec"]["clusterIP"]
-    current = api.call("POST", f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/"
-                       "endpointslices", _slice(backends[0][1]))
+    state = cluster.state
+    bench = BenchService(args, cluster, api, "pods made", time.monotonic())
+    backends, servers, vip = bench.backends, bench.servers, bench.vip
     subnet = state.octavia["service_subnet"]
 
     def member(index: int) -> dict[str, Any]:
@@ -1421,12 +1436,11 @@ def _octavia_latency(args: argparse.Namespace, state: Any, api: ApiConnection,
     octavia.wait_active(ref_lb)
     ref_pool = next(str(p["id"]) for p in octavia.call(
         "GET", f"/lbaas/pools?loadbalancer_id={ref_lb}")["pools"])
-    client = Peer(client_ns, OCTAVIA_CLIENT, str(args.octavia_interval_ms / 1000), vip,
+    client = Peer(bench.client_ns, OCTAVIA_CLIENT, str(args.octavia_interval_ms / 1000), vip,
                   str(CTRL_PORT), ref_vip, str(REF_PORT))
-    peers.append(client)
+    cluster.peers.append(client)
     warm = time.monotonic()
-    for port in (CTRL_PORT, REF_PORT):
-        _first_after(servers[0], port, None, WARM_WAIT)
+    bench.warm_up()
     ctrl_lb = next(str(lb["id"]) for lb in octavia.call(
         "GET", "/lbaas/loadbalancers?tags=ovn-underlay")["loadbalancers"]
         if lb["name"] == f"ovn-underlay:{NAMESPACE}/{SERVICE}")
@@ -1435,27 +1449,15 @@ def _octavia_latency(args: argparse.Namespace, state: Any, api: ApiConnection,
           f"{backends[0][1]} ({time.monotonic() - warm:.1f} s after the client started)",
           flush=True)
 
-    def via_controller(index: int) -> float:
-        nonlocal current
-        body = dict(current)
-        body["endpoints"] = _slice(backends[index][1])["endpoints"]
-        current = api.call("PUT", f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/"
-                           f"endpointslices/{SERVICE}-1", body)
-        return time.monotonic()
-
     def via_octavia(index: int) -> float:
         octavia.call("PUT", f"/lbaas/pools/{ref_pool}/members", {"members": [member(index)]})
         return time.monotonic()
 
     paths: dict[str, tuple[int, str, Callable[[int], float]]] = {
-        "controller": (CTRL_PORT, ctrl_lb, via_controller),
+        "controller": (CTRL_PORT, ctrl_lb, bench.point),
         "octavia": (REF_PORT, ref_lb, via_octavia)}
     where = {"controller": 0, "octavia": 0}
-    mark = log.stat().st_size
-    cpu0 = benchlib.cpu_by_process()
-    ctrl_cpu0 = proc_cpu(controller_pid)
-    sent0 = int(client.ask("sent x").split()[1])
-    got0 = [_received(s) for s in servers]
+    costs = ChangeCosts(cluster, client, servers)
     samples: dict[str, list[dict[str, Any]]] = {"controller": [], "octavia": []}
     print(f"  {args.octavia_changes} changes per path, alternating, each once the load "
           f"balancer is ACTIVE; the client sends every {args.octavia_interval_ms:g} ms to "
@@ -1483,22 +1485,11 @@ def _octavia_latency(args: argparse.Namespace, state: Any, api: ApiConnection,
                                   "first_ms": (first - started) * 1000,
                                   "active_ms": (active - started) * 1000,
                                   "old_last_ms": (last - started) * 1000})
-    time.sleep(0.5)
-    sent = int(client.ask("sent x").split()[1]) - sent0
-    after = [_received(s) for s in servers]
-    got = [sum(a[j] - b[j] for a, b in zip(after, got0, strict=True)) for j in (0, 1)]
-    cpu = benchlib.cpu_delta(cpu0, benchlib.cpu_by_process())
-    syncs = [m for m in SYNC_LINE.finditer(_read_from(log, mark))
-             if m.group(1) == "incremental"]
+    spent = costs.done("octavia", "controller_octavia_writes")
     client.stop()
-    return {"vip": vip, "ref_vip": ref_vip, "client": client_ip,
+    return {"vip": vip, "ref_vip": ref_vip, "client": bench.client_ip,
             "backends": [{"ip": ip, "node": vm} for _, ip, vm in backends],
-            "samples": samples, "controller_sync_ms": [int(m.group(4)) for m in syncs],
-            "controller_octavia_writes": sum(int(m.group(3)) for m in syncs),
-            "controller_cpu_s": proc_cpu(controller_pid) - ctrl_cpu0,
-            "datagrams_sent_per_vip": sent,
-            "datagrams_received": {"controller": got[0], "octavia": got[1]},
-            "cpu_s": {k: v for k, v in cpu.items() if v >= 0.2}}
+            "samples": samples, **spent}
 
 
 def _octavia_scale(args: argparse.Namespace, state: Any, octavia: OctaviaHttp, log: Path,
@@ -1520,22 +1511,9 @@ def _octavia_scale(args: argparse.Namespace, state: Any, octavia: OctaviaHttp, l
 
     wait_idle(controller_pid, 60)
     mark = log.stat().st_size
-    jobs = []
+    jobs: list[tuple[str, str, Any]] = []
     for i in range(count):
-        jobs.append(("POST", f"/api/v1/namespaces/{NAMESPACE}/services", {
-            "metadata": {"name": f"oc{i}"},
-            "spec": {"ports": [{"name": "http", "protocol": "TCP", "port": 80,
-                                "targetPort": 8080}]}}))
-        jobs.append(("POST", f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/"
-                     "endpointslices", {
-                         "metadata": {"name": f"oc{i}-1", "labels": {
-                             "kubernetes.io/service-name": f"oc{i}"}},
-                         "addressType": "IPv4",
-                         "ports": [{"name": "http", "protocol": "TCP", "port": 8080}],
-                         "endpoints": [{"addresses": [ip], "nodeName": node,
-                                        "conditions": {"ready": True}}
-                                       for ip, node in (endpoint(i * per + e)
-                                                        for e in range(per))]}))
+        jobs += _service_jobs(f"oc{i}", [endpoint(i * per + e) for e in range(per)])
     watch = LbWatch(state.nb)
     watch.wait(lambda rows: True, 10)
     ctrl0 = proc_cpu(controller_pid)
@@ -1637,6 +1615,21 @@ def _pct(samples: list[float]) -> dict[str, float]:
             "max": max(samples), "min": min(samples)}
 
 
+def _latency_row(run: dict[str, Any], name: str, figures: tuple[str, ...]) -> dict[str, Any]:
+    """Path ``name``'s row of a latency run: the percentiles of each of ``figures``, of
+    the first datagram with the backend on the client's node and on the other, and the
+    share of the client's datagrams no backend received."""
+    samples = run["samples"][name]
+    row: dict[str, Any] = {fig: _pct([s[fig] for s in samples]) for fig in figures}
+    for same in (True, False):
+        chosen = [s["first_ms"] for s in samples if s["same_node"] == same]
+        if chosen:
+            row["first_ms_" + ("same_node" if same else "other_node")] = _pct(chosen)
+    sent = run["datagrams_sent_per_vip"]
+    row["lost"] = 1 - run["datagrams_received"][name] / sent if sent else 0.0
+    return row
+
+
 def report_latency(args: argparse.Namespace, run: dict[str, Any]) -> dict[str, Any]:
     """Print part (a)'s table; its figures."""
     tables: dict[str, Any] = {}
@@ -1648,15 +1641,8 @@ def report_latency(args: argparse.Namespace, run: dict[str, Any]) -> dict[str, A
     for phase, part in run["phases"].items():
         table: dict[str, Any] = {}
         where = "" if phase == "idle" else f", +{args.loaded} Services"
-        for name, samples in part["samples"].items():
-            row = {fig: _pct([s[fig] for s in samples])
-                   for fig in ("write_ms", "first_ms", "old_last_ms")}
-            for same in (True, False):
-                chosen = [s["first_ms"] for s in samples if s["same_node"] == same]
-                if chosen:
-                    row["first_ms_" + ("same_node" if same else "other_node")] = _pct(chosen)
-            sent = part["datagrams_sent_per_vip"]
-            row["lost"] = 1 - part["datagrams_received"][name] / sent if sent else 0.0
+        for name in part["samples"]:
+            row = _latency_row(part, name, ("write_ms", "first_ms", "old_last_ms"))
             table[name] = row
             print(f"{labels[name] + where:38s} {row['write_ms']['p50']:6.1f} "
                   f"{row['first_ms']['p50']:9.1f} {row['first_ms']['p99']:6.1f} "
@@ -1783,16 +1769,8 @@ def report_octavia(args: argparse.Namespace, run: dict[str, Any],
                      ("OVN: NB write alone (ref)", idle["ovn"])]
         for name, label in (("controller", "Octavia: EndpointSlice -> controller"),
                             ("octavia", "Octavia: API alone (ref)")):
-            samples = lat["samples"][name]
-            row = {fig: _pct([s[fig] for s in samples])
-                   for fig in ("write_ms", "first_ms", "active_ms", "old_last_ms")}
-            for same in (True, False):
-                chosen = [s["first_ms"] for s in samples if s["same_node"] == same]
-                if chosen:
-                    row["first_ms_" + ("same_node" if same else "other_node")] = _pct(chosen)
-            sent = lat["datagrams_sent_per_vip"]
-            row["lost"] = 1 - lat["datagrams_received"][name] / sent if sent else 0.0
-            row["changes"] = len(samples)
+            row = _latency_row(lat, name, ("write_ms", "first_ms", "active_ms", "old_last_ms"))
+            row["changes"] = len(lat["samples"][name])
             table.setdefault("latency", {})[name] = row
             rows.append((label, row))
         for label, row in rows:
