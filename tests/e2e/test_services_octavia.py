@@ -4,8 +4,9 @@ A Neutron lab with Octavia and the test API server (``lab up --neutron --kube``:
 server's Service range is the lab's Service range, inside the Neutron subnet
 ``services``), the real controller as :func:`ovn_underlay.lab.kube.start_controller`
 runs it on such a lab (``--backend neutron --service-subnet services --service-cidr
-198.18.128.0/20``, an openrc with Neutron's and Octavia's endpoints), agents on both VMs,
-pods plumbed through each node's installed CNI binary, selector-less Services with
+198.18.128.0/20``, an openrc with Neutron's and Octavia's endpoints), agents on vm1 and
+vm2 (vm3's Node is registered, and its agent started, only by the node test), pods
+plumbed through each node's installed CNI binary, selector-less Services with
 EndpointSlices the test writes, as a user writes them (the harness of
 :mod:`tests.e2e.test_services_convergence`).  Each backend answers a TCP connection with
 its name; clients open a new connection per request.
@@ -17,17 +18,22 @@ goes and its ClusterIP stops answering; a pod reaching its own Service lands on 
 range on every pool port, also on a pod whose annotation names a group without any
 ingress rule); a controller restart (SIGTERM, start) with a client sending
 every 30 ms fails no request and leaves the same Octavia load balancers (ids) and
-members, the new term's complete sync writing nothing.  The repair of a load balancer
-forced into ERROR is the backend's own test.  Figures are printed (``pytest -s``).
+members, the new term's complete sync writing nothing.  A node added after the Services
+exist: its new switch holds every Service's OVN row, and pods on it reach them.  The
+repair of a load balancer forced into ERROR is the backend's own test.  Figures are
+printed (``pytest -s``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import threading
 import time
-from collections.abc import Iterator
+import urllib.error
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +85,57 @@ def nb_lbs(cluster: Cluster) -> str:
                          ("Logical_Router", "name,load_balancer")))
 
 
+def networks_holding(cluster: Cluster, lb_id: str) -> set[str]:
+    """The Neutron networks (names) whose switches hold every OVN row the provider wrote for
+    load balancer ``lb_id`` (named by its id, one per protocol; none: no network)."""
+    nb = cluster.state.nb
+    rows = set(nbctl(nb, "--bare", "--columns=_uuid", "find", "Load_Balancer",
+                     f"name={lb_id}").split())
+    switches = json.loads(nbctl(nb, "--format=json", "--columns=load_balancer,external_ids",
+                                "list", "Logical_Switch"))["data"]
+    held = set()
+    for lbs, ext in switches:
+        refs = {ref[1] for ref in lbs[1]} if lbs[0] == "set" else {lbs[1]}
+        if rows and rows <= refs:
+            held.add(str(dict(ext[1]).get("neutron:network_name", "?")))
+    return held
+
+
+def on_router(cluster: Cluster, network: str) -> bool:
+    """Whether Neutron network ``network``'s switch has its port on a router in the NB (the
+    router port names the switch in ``external_ids:neutron:network_name``)."""
+    nb = cluster.state.nb
+    switch = nbctl(nb, "--bare", "--columns=name", "find", "Logical_Switch",
+                   f'external_ids:"neutron:network_name"={network}').strip()
+    return bool(switch) and bool(nbctl(
+        nb, "--bare", "--columns=_uuid", "find", "Logical_Router_Port",
+        f'external_ids:"neutron:network_name"={switch}').strip())
+
+
+class FirstSeen(threading.Thread):
+    """Tries each of ``checks`` every 50 ms from its start until each was true once, or
+    :meth:`stop`: ``seen`` has when (epoch seconds) each first was."""
+
+    def __init__(self, checks: dict[str, Callable[[], bool]]) -> None:
+        super().__init__(daemon=True)
+        self.checks = checks
+        self.seen: dict[str, float] = {}
+        self._stop_asked = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_asked.is_set() and len(self.seen) < len(self.checks):
+            for name, check in self.checks.items():
+                if name not in self.seen and check():
+                    self.seen[name] = time.time()
+            self._stop_asked.wait(0.05)
+
+    def stop(self) -> dict[str, float]:
+        """Stop trying; ``seen``."""
+        self._stop_asked.set()
+        self.join(10)
+        return self.seen
+
+
 def members(cluster: Cluster, name: str) -> set[str]:
     """The member addresses of Service ``name``'s load balancer (empty: none)."""
     lb = octavia_lbs(cluster).get(f"{NAMESPACE}/{name}")
@@ -103,6 +160,10 @@ def programmed(cluster: Cluster, name: str, backends: list[Pod]) -> None:
 
 
 IPV4 = re.compile(r"\d+\.\d+\.\d+\.\d+")
+COMPLETE_OVER_3 = re.compile(r"complete sync of .* over 3 switch\(es\): (\d+) row\(s\) "
+                             r"created, (\d+) updated, (\d+) deleted in (\d+) transaction")
+"""The controller's complete syncs once vm3's switch is there: (created, updated, deleted,
+writes)."""
 
 
 def set_endpoints(cluster: Cluster, name: str, ready: list[Pod], not_ready: list[Pod]) -> None:
@@ -131,8 +192,9 @@ def write_settings(directory: Path, settings: dict[str, str]) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(lab_rundir: Path) -> Iterator[Cluster]:
-    """The Neutron + Octavia lab, the controller, agents on vm1 and vm2, pods a1 a2 c1
-    (vm1) and b1 c2 (vm2), a1 a2 b1 serving; Service ``web`` (a1, a2, b1) programmed."""
+    """The Neutron + Octavia lab of three VMs (vm3's Node deleted before the controller
+    starts), the controller, agents on vm1 and vm2, pods a1 a2 c1 (vm1) and b1 c2 (vm2),
+    a1 a2 b1 serving; Service ``web`` (a1, a2, b1) programmed."""
     skip_unless_lab_possible()
     missing = lab_neutron.missing_tools() + lab_octavia.missing_tools()
     if missing:
@@ -141,19 +203,20 @@ def cluster(lab_rundir: Path) -> Iterator[Cluster]:
     lab = Lab(f"so{os.getpid() % 1000}", lab_rundir)
     lab.down()
     started = time.monotonic()
-    state = lab.up(2, neutron=True, kube=True)
-    made = Cluster(lab, state, {vm.name: Node(state, vm) for vm in state.vms})
+    state = lab.up(3, neutron=True, kube=True)
+    made = Cluster(lab, state, {vm.name: Node(state, vm) for vm in state.vms[:2]})
     try:
         up = time.monotonic() - started
+        lab_kube.request(state, "DELETE", "/api/v1/nodes/vm3")
         lab_kube.install_cluster_mode(state)
         write_settings(lab.dir / "hv" / "cluster-controller" / "settings", CONTROLLER_SETTINGS)
         for vm in state.vms:
             write_settings(Path(vm.rundir) / "agent" / "settings", AGENT_SETTINGS)
         made.start_controller()
-        for vm in state.vms:
+        for vm in state.vms[:2]:
             lab_kube.start_agent(state, vm, CLUSTER_SUBNET)
         lab.save(state)
-        for vm in state.vms:
+        for vm in state.vms[:2]:
             lab_kube.wait_network_available(state, vm, READY_WITHIN * 2)
         nodes = time.monotonic() - started - up
         for vm, name in (("vm1", "a1"), ("vm1", "a2"), ("vm2", "b1"), ("vm1", "c1"),
@@ -164,8 +227,8 @@ def cluster(lab_rundir: Path) -> Iterator[Cluster]:
         t0 = time.monotonic()
         made.service("web", [made.pods[n] for n in ("a1", "a2", "b1")])
         programmed(made, "web", [made.pods[n] for n in ("a1", "a2", "b1")])
-        print(f"\nlab up (Neutron, Octavia, API server) in {up:.1f} s, both nodes' networks "
-              f"in {nodes:.1f} s, Service web's load balancer with 3 members "
+        print(f"\nlab up (Neutron, Octavia, API server, 3 VMs) in {up:.1f} s, vm1's and "
+              f"vm2's networks in {nodes:.1f} s, Service web's load balancer with 3 members "
               f"{time.monotonic() - t0:.1f} s after its creation")
         yield made
     finally:
@@ -344,3 +407,88 @@ def test_a_controller_restart_fails_no_request_and_keeps_the_load_balancers(
     assert after == before
     assert done.complete[1:4] == (0, 0, 0), done.complete
     assert set(traffic.hits()) == {"a1", "a2", "b1"}
+
+
+def test_a_node_added_after_the_services_gets_their_rows_and_reaches_them(
+        cluster: Cluster) -> None:
+    """vm3's Node registers (its agent starts) after ``web`` and ``solo`` (b1 alone) are
+    programmed: the controller makes its network ``node-vm3`` on the cluster router, whose
+    switch then holds every one of our load balancers' OVN rows, with nothing written to
+    Octavia (the controller's complete sync over the three switches writes nothing: the
+    provider's driver agent associates the router's load balancers with a switch when its
+    router port is made); a pod on vm3 reaches every ready backend of both Services, and
+    pods on vm1 and vm2 still do.  A pod on vm3 made a backend of ``web`` gets a member and
+    is reached from vm1, and the rows stay on vm3's switch through that member's addition
+    and removal.  Printed: when the rows were on vm3's switch and when the first request
+    from vm3 through ``web``'s ClusterIP succeeded, counted from vm3's NetworkUnavailable
+    turning False."""
+    state = cluster.state
+    vm3 = state.vms[2]
+    switch = f"node-{vm3.name}"
+    a1, a2, b1 = (cluster.pods[n] for n in ("a1", "a2", "b1"))
+    cluster.service("solo", [b1])
+    programmed(cluster, "solo", [b1])
+    ids = {key: lb["id"] for key, lb in octavia_lbs(cluster).items()}
+    assert {f"{NAMESPACE}/web", f"{NAMESPACE}/solo"} <= ids.keys(), ids
+
+    def on_vm3() -> bool:
+        return all(switch in networks_holding(cluster, lb) for lb in ids.values())
+    assert not on_vm3()
+    offset = cluster.log_size()
+    watch = FirstSeen({"router port": lambda: on_router(cluster, switch), "rows": on_vm3})
+    watch.start()
+    registered = time.time()
+    try:
+        lab_kube.request(state, "POST", "/api/v1/nodes", lab_kube.node_object(vm3))
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 409, exc  # a rerun of this test alone
+    lab_kube.start_agent(state, vm3, CLUSTER_SUBNET)
+    cluster.lab.save(state)
+    cluster.nodes[vm3.name] = Node(state, vm3)
+    lab_kube.wait_network_available(state, vm3, READY_WITHIN * 2)
+    available = time.time()
+    try:
+        eventually(lambda: len(watch.seen) == 2, PROGRAMMED_WITHIN,
+                   lambda: f"vm3's router port, then our rows {ids} on its switch: "
+                   f"{nb_lbs(cluster)}")
+        seen = watch.stop()
+        c3 = cluster.plumb(vm3.name, "c3")
+        plumbed = time.time()
+        from_vm3 = cluster.traffic(c3, "web")
+        from_vm3.warm({"a1", "a2", "b1"})
+        first = min(o.at for o in from_vm3.outcomes() if o.ok)
+        from_vm3.stop()
+        failed_first = sum(not o.ok for o in from_vm3.outcomes() if o.at < first)
+        spread = {}
+        for client in ("c3", "c1", "c2"):
+            got = cluster.requests(cluster.pods[client], "web", HITS)
+            assert all(o.ok for o in got), got
+            spread[client] = {n: sum(o.what == n for o in got) for n in ("a1", "a2", "b1")}
+            assert all(spread[client].values()), spread
+            solo = cluster.requests(cluster.pods[client], "solo", 3)
+            assert [o.what for o in solo] == ["b1"] * 3 and all(o.ok for o in solo), solo
+        syncs = eventually(lambda: COMPLETE_OVER_3.findall(cluster.log_since(offset)),
+                           PROGRAMMED_WITHIN, "a complete sync over the three switches")
+        assert all(sync == ("0", "0", "0", "0") for sync in syncs), syncs
+        print(f"\nvm3's router port in the NB {seen['router port'] - registered:.1f} s "
+              f"after its Node registered, our {len(ids)} rows on its switch "
+              f"{max(0.0, seen['rows'] - seen['router port']):.2f} s after that (the "
+              f"provider's driver agent); vm3's network available {available - registered:.1f} s "
+              f"after the Node registered, and from then: c3 plumbed after "
+              f"{plumbed - available:.2f} s, the first request from c3 through web's "
+              f"ClusterIP answered after {first - available:.2f} s ({failed_first} failed "
+              f"before it); hits per backend, {HITS} requests from each: {spread}")
+
+        v3 = cluster.plumb(vm3.name, "v3")
+        cluster.serve(v3)
+        set_endpoints(cluster, "web", [a1, a2, b1, v3], [])
+        programmed(cluster, "web", [a1, a2, b1, v3])
+        assert on_vm3(), nb_lbs(cluster)
+        got = cluster.requests(cluster.pods["c1"], "web", HITS)
+        assert all(o.ok for o in got) and "v3" in {o.what for o in got}, got
+    finally:
+        watch.stop()
+        set_endpoints(cluster, "web", [a1, a2, b1], [])
+        programmed(cluster, "web", [a1, a2, b1])
+        delete_service(cluster, "solo")
+    assert switch in networks_holding(cluster, ids[f"{NAMESPACE}/web"]), nb_lbs(cluster)
