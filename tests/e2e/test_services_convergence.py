@@ -43,7 +43,7 @@ from ovn_underlay.controller.main import ControllerConfig
 from ovn_underlay.lab import kube as lab_kube
 from ovn_underlay.lab.cluster import CLUSTER_ROUTER, CLUSTER_SUBNET, CniRuntime, Node, pod_ip
 from ovn_underlay.lab.daemons import alive, netns_argv, read_live_pid
-from ovn_underlay.lab.topology import Lab, LabState
+from ovn_underlay.lab.topology import Lab, LabState, VmInfo
 from tests.conftest import skip_unless_lab_possible
 from tests.e2e.services_convergence_support import Outcome, read_outcomes
 from tests.functional.test_ovn_nb import as_list, dump
@@ -459,6 +459,18 @@ def test_a_dropped_watch_is_followed_by_a_complete_sync_and_no_request_fails(
     assert {"a1", "a2", "a3"} <= set(traffic.hits())
 
 
+def join_node(cluster: Cluster, vm: VmInfo, timeout: float) -> None:
+    """``vm``'s Node registered (one there already, from a rerun of a test alone, is
+    fine), its agent started, and its NetworkUnavailable=False waited for."""
+    try:
+        lab_kube.request(cluster.state, "POST", "/api/v1/nodes", lab_kube.node_object(vm))
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 409, exc
+    lab_kube.start_agent(cluster.state, vm, CLUSTER_SUBNET)
+    cluster.lab.save(cluster.state)
+    lab_kube.wait_network_available(cluster.state, vm, timeout)
+
+
 def test_a_node_added_after_the_services_gets_them_and_serves_them(
         cluster: Cluster) -> None:
     """vm3's Node registers (and its agent starts) after the Services are programmed: its
@@ -477,13 +489,7 @@ def test_a_node_added_after_the_services_gets_them_and_serves_them(
     before = cluster.rows()
     offset = cluster.log_size()
     started = time.monotonic()
-    try:
-        lab_kube.request(state, "POST", "/api/v1/nodes", lab_kube.node_object(vm3))
-    except urllib.error.HTTPError as exc:
-        assert exc.code == 409, exc  # a rerun of this test alone
-    lab_kube.start_agent(state, vm3, CLUSTER_SUBNET)
-    cluster.lab.save(state)
-    lab_kube.wait_network_available(state, vm3, READY_WITHIN)
+    join_node(cluster, vm3, READY_WITHIN)
     ready = time.monotonic() - started
     group = [g["_uuid"] for g in before["groups"] if g["name"] == GROUP]
     assert len(group) == 1

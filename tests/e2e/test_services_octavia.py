@@ -32,7 +32,6 @@ import re
 import signal
 import threading
 import time
-import urllib.error
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,7 @@ from tests.e2e.test_services_convergence import (
     Cluster,
     Pod,
     eventually,
+    join_node,
     restart,
     sync_lines,
 )
@@ -437,14 +437,8 @@ def test_a_node_added_after_the_services_gets_their_rows_and_reaches_them(
     watch = FirstSeen({"router port": lambda: on_router(cluster, switch), "rows": on_vm3})
     watch.start()
     registered = time.time()
-    try:
-        lab_kube.request(state, "POST", "/api/v1/nodes", lab_kube.node_object(vm3))
-    except urllib.error.HTTPError as exc:
-        assert exc.code == 409, exc  # a rerun of this test alone
-    lab_kube.start_agent(state, vm3, CLUSTER_SUBNET)
-    cluster.lab.save(state)
+    join_node(cluster, vm3, READY_WITHIN * 2)
     cluster.nodes[vm3.name] = Node(state, vm3)
-    lab_kube.wait_network_available(state, vm3, READY_WITHIN * 2)
     available = time.time()
     try:
         eventually(lambda: len(watch.seen) == 2, PROGRAMMED_WITHIN,
