@@ -17,6 +17,7 @@ import pytest
 from ovn_underlay.dataplane.ovs import Ovs, OvsError, OvsUnavailable
 from ovn_underlay.lab import daemons
 from tests.conftest import needs_netns
+from tests.waiting import eventually
 
 
 def vsctl(conn: str, *args: str) -> str:
@@ -137,8 +138,9 @@ def test_ports_with_looks_at_interface_and_port(ovs: Ovs, db: str) -> None:
     ovs.add_access_port("br-int", "oulc", 7, {"other": "c"})
     vsctl(db, "add-port", "br-int", "byhand", "--", "set", "Port", "byhand",
           "external_ids:owner=hand")
-    assert [(p.name, p.external_ids["owner"]) for p in ovs.ports_with("owner")] == [
-        ("byhand", "hand"), ("oula", "a"), ("oulb", "b")]
+    eventually(lambda: [(p.name, p.external_ids["owner"]) for p in ovs.ports_with("owner")]
+               == [("byhand", "hand"), ("oula", "a"), ("oulb", "b")],
+               what="another client's port in the replica")
     assert ovs.ports_with("nobody") == []
 
 
@@ -162,7 +164,8 @@ def test_config(ovs: Ovs, db: str) -> None:
     assert ovs.get_config() == {"ovn-remote": "tcp:192.0.2.1:6642",
                                 "ovn-encap-ip": "192.0.2.5"}
     vsctl(db, "set", "Open_vSwitch", ".", "external_ids:system-id=node1")
-    assert ovs.get_config()["system-id"] == "node1"
+    eventually(lambda: ovs.get_config().get("system-id") == "node1",
+               what="another client's write in the replica")  # it follows, not at once
 
 
 def test_two_databases_stay_apart(ovsdb_factory: Any) -> None:
