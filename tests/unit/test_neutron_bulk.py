@@ -101,3 +101,56 @@ def test_a_failed_request_stops_the_batch_after_the_requests_under_way() -> None
         control_with(network)._create_ports(profile_view(), plan(64))
     assert network.in_flight == 0  # nothing is still being created when the error comes out
     assert len(network.bodies) == 2  # the two requests not yet sent were dropped
+
+
+class RacedRouters:
+    """A network proxy where this client's router create lost a race: another client's
+    de-duplication deleted the router while the POST was still being answered (neutron-
+    server then answers 404 for it), and the kept router is the other client's."""
+
+    def __init__(self, survivors: list[SimpleNamespace]) -> None:
+        self.survivors = survivors
+        self.created = False
+        self.deleted: list[str] = []
+
+    def create_router(self, **attrs: Any) -> SimpleNamespace:
+        from openstack.exceptions import NotFoundException
+
+        self.created = True
+        raise NotFoundException("Router 8b8c96f6 could not be found")
+
+    def routers(self, name: str) -> list[SimpleNamespace]:
+        """None before the create (the other client's router came during ours)."""
+        return [r for r in self.survivors if r.name == name] if self.created else []
+
+    def find_router(self, name_or_id: str) -> None:
+        return None
+
+    def networks(self, name: str) -> list[SimpleNamespace]:
+        return []
+
+    def delete_router(self, router: Any, ignore_missing: bool) -> None:
+        self.deleted.append(router.id)
+
+
+def raced_plane(network: RacedRouters) -> neutron.NeutronControlPlane:
+    control = neutron.NeutronControlPlane(Credentials("test", vif_id=PARENT))
+    control._connection = SimpleNamespace(network=network)  # type: ignore[assignment]
+    return control
+
+
+def test_a_router_create_that_lost_the_race_uses_the_router_kept() -> None:
+    kept = SimpleNamespace(id="theirs", name="cluster", description=neutron.mark(
+        "cluster-router"), created_at="2026-12-01T18:00:00Z", external_gateway_info=None)
+    network = RacedRouters([kept])
+    raced_plane(network).ensure_router("cluster")
+    assert network.created and network.deleted == []
+
+
+@pytest.mark.parametrize("survivors", [[], [SimpleNamespace(
+    id="foreign", name="cluster", description="made by hand", created_at="",
+    external_gateway_info=None)]])
+def test_a_failed_router_create_without_one_of_ours_to_use_is_an_error(
+        survivors: list[SimpleNamespace]) -> None:
+    with pytest.raises(ControlPlaneError, match="create router cluster failed"):
+        raced_plane(RacedRouters(survivors)).ensure_router("cluster")

@@ -352,9 +352,21 @@ class NeutronControlPlane(ControlPlane):
         there are several, all marked by ovn-underlay, keeps the oldest (created_at,
         then id: every creator chooses the same one) and deletes the others, which have
         no interface yet; Conflict when one of them is not ovn-underlay's or is in use.
+        A create that fails while exactly one router of that name marked ``kind`` exists
+        lost that race (another creator deleted this one's router while neutron-server
+        was still answering its POST, with a 404): that router is used, as not this
+        call's (an undo never deletes it).
         """
-        made = self._call(f"create router {name}", lambda: self.conn.network.create_router(
-            name=name, description=mark(kind)))
+        try:
+            made = self._call(f"create router {name}", lambda: self.conn.network.create_router(
+                name=name, description=mark(kind)))
+        except ControlPlaneError:
+            survivors = self._routers_named(name)
+            if len(survivors) == 1 and marked(survivors[0].description, kind):
+                LOG.info("router %s: another client created it at the same time and kept "
+                         "its own (%s); using that one", name, survivors[0].id)
+                return survivors[0], False
+            raise
         routers = self._routers_named(name)
         if len(routers) <= 1:
             return made, True
