@@ -69,6 +69,19 @@ def skip_unless_lab_possible() -> None:
         pytest.skip(f"lab programs missing: {', '.join(missing)} (make deps installs them)")
 
 
+def skip_unless_octavia_possible() -> None:
+    """Skip (with the reason) where the lab cannot run, or Neutron's or Octavia's
+    programs lack."""
+    from ovn_underlay.lab import neutron as lab_neutron
+    from ovn_underlay.lab import octavia as lab_octavia
+
+    skip_unless_lab_possible()
+    missing = lab_neutron.missing_tools() + lab_octavia.missing_tools()
+    if missing:
+        pytest.skip(f"Neutron/Octavia lab programs missing: {', '.join(missing)} (make deps "
+                    "installs them)")
+
+
 def cluster_mode_lab(rundir: Path, prefix: str, vms: int) -> Iterator[LabState]:
     """A lab of ``vms`` VMs named ``<prefix><pid>`` with the test API server, the
     UnderlayNode CRD and the controller's namespace (lab.kube.install_cluster_mode);

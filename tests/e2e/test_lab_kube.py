@@ -17,7 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import skip_unless_containerd_possible, skip_unless_lab_possible
+from tests.conftest import (
+    skip_unless_containerd_possible,
+    skip_unless_lab_possible,
+    skip_unless_octavia_possible,
+)
 from tests.e2e.test_lab import CLI, all_pids, assert_gone, cli, status
 
 LIST_NODES = """\
@@ -131,12 +135,7 @@ def test_demo_neutron_the_kubernetes_way_spreads_its_service_through_octavia(
     """``make demo-neutron``: the same 52 checks on Neutron, the Service an Octavia load
     balancer made by the controller, whose row the OVN provider writes."""
     skip_unless_containerd_possible()
-    from ovn_underlay.lab import neutron as lab_neutron
-    from ovn_underlay.lab import octavia as lab_octavia
-
-    missing = lab_neutron.missing_tools() + lab_octavia.missing_tools()
-    if missing:
-        pytest.skip(f"Neutron/Octavia lab programs missing: {', '.join(missing)}")
+    skip_unless_octavia_possible()
     rundir, name = fresh
     demo = subprocess.run([*CLI, "lab", "--name", name, "--rundir", str(rundir), "demo",
                            "--neutron", "--kube"], capture_output=True, text=True,

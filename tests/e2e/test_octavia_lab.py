@@ -25,7 +25,7 @@ from ovn_underlay.lab import kube as lab_kube
 from ovn_underlay.lab import neutron as lab_neutron
 from ovn_underlay.lab import octavia as lab_octavia
 from ovn_underlay.lab.topology import Lab, LabState, nbctl
-from tests.conftest import skip_unless_lab_possible
+from tests.conftest import skip_unless_octavia_possible
 from tests.e2e.test_lab import cli, status
 
 ROUTER = "cluster"
@@ -44,11 +44,7 @@ def octavia_pids(st: dict[str, Any]) -> list[int]:
 
 @pytest.fixture(scope="module")
 def octavia_lab(lab_rundir: Path) -> Iterator[tuple[Path, LabState]]:
-    skip_unless_lab_possible()
-    missing = lab_neutron.missing_tools() + lab_octavia.missing_tools()
-    if missing:
-        pytest.skip(f"Neutron/Octavia lab programs missing: {', '.join(missing)} (make deps "
-                    "installs them)")
+    skip_unless_octavia_possible()
     name = f"o{os.getpid() % 10000}"
     cli(lab_rundir, name, "down")
     started = time.monotonic()

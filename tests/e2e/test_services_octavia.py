@@ -46,7 +46,7 @@ from ovn_underlay.lab.cluster import CLUSTER_ROUTER, CLUSTER_SUBNET, Node
 from ovn_underlay.lab.topology import Lab, nbctl
 from ovn_underlay.names import EXT_PREFIX
 from ovn_underlay.pods.security_groups import ALLOWED_ANNOTATION, ANNOTATION
-from tests.conftest import skip_unless_lab_possible
+from tests.conftest import skip_unless_octavia_possible
 from tests.e2e.test_services_convergence import (
     NAMESPACE,
     READY_WITHIN,
@@ -194,11 +194,7 @@ def cluster(lab_rundir: Path) -> Iterator[Cluster]:
     """The Neutron + Octavia lab of three VMs (vm3's Node deleted before the controller
     starts), the controller, agents on vm1 and vm2, pods a1 a2 c1 (vm1) and b1 c2 (vm2),
     a1 a2 b1 serving; Service ``web`` (a1, a2, b1) programmed."""
-    skip_unless_lab_possible()
-    missing = lab_neutron.missing_tools() + lab_octavia.missing_tools()
-    if missing:
-        pytest.skip(f"Neutron/Octavia lab programs missing: {', '.join(missing)} (make deps "
-                    "installs them)")
+    skip_unless_octavia_possible()
     lab = Lab(f"so{os.getpid() % 1000}", lab_rundir)
     lab.down()
     started = time.monotonic()
