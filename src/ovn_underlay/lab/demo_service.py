@@ -25,8 +25,9 @@ import json
 import sys
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ovn_underlay.lab import kube, octavia, probe
 from ovn_underlay.lab.daemons import run
@@ -69,6 +70,20 @@ for _ in range(count):
     except OSError:
         print("-", flush=True)
 """
+
+
+_T = TypeVar("_T")
+
+
+def _until(read: Callable[[], _T], done: Callable[[_T], bool], deadline: float,
+           poll: float = 0.05) -> tuple[_T, bool]:
+    """``read()`` every ``poll`` s until ``done`` holds for its value or ``deadline`` (a
+    ``time.monotonic()``) passed: (the last value, whether it was done)."""
+    while not done(value := read()):
+        if time.monotonic() > deadline:
+            return value, False
+        time.sleep(poll)
+    return value, True
 
 
 def _say(text: str) -> None:
@@ -220,12 +235,13 @@ class DemoService:
              f"app=demo, port {PORT} -> targetPort {TARGET_PORT}; the API server allocated "
              f"ClusterIP {self.cluster_ip}")
         want = sorted(ip for _, ip in self.backends.values())
-        while (ready := _ready_endpoints(slices := _slices(self.state))) != want:
-            if time.monotonic() > deadline:
-                _say(f"  EndpointSlice: ready endpoints {ready}, not {want}, after "
-                     f"{PROGRAM_TIMEOUT:.0f}s: FAILED")
-                return False
-            time.sleep(0.05)
+        slices, done = _until(lambda: _slices(self.state),
+                              lambda found: _ready_endpoints(found) == want, deadline)
+        ready = _ready_endpoints(slices)
+        if not done:
+            _say(f"  EndpointSlice: ready endpoints {ready}, not {want}, after "
+                 f"{PROGRAM_TIMEOUT:.0f}s: FAILED")
+            return False
         _say(f"  EndpointSlice {', '.join(s['metadata']['name'] for s in slices)} (the API "
              f"server's EndpointSlice controller): {len(ready)} ready endpoints after "
              f"{time.monotonic() - t0:.1f}s")
@@ -235,11 +251,11 @@ class DemoService:
                 return False
         elif not self._show_rows(want, deadline, t0):
             return False
-        while gets(client.netns, self.cluster_ip, timeout=1.0) == ["-"]:
-            if time.monotonic() > deadline:
-                _say(f"  http://{vip}/ does not answer {client.label} after "
-                     f"{PROGRAM_TIMEOUT:.0f}s: FAILED")
-                return False
+        if not _until(lambda: gets(client.netns, self.cluster_ip, timeout=1.0),
+                      lambda answers: answers != ["-"], deadline, poll=0)[1]:
+            _say(f"  http://{vip}/ does not answer {client.label} after "
+                 f"{PROGRAM_TIMEOUT:.0f}s: FAILED")
+            return False
         _say(f"  http://{vip}/ answers {client.label} after {time.monotonic() - t0:.1f}s")
         return True
 
@@ -247,26 +263,26 @@ class DemoService:
         """Wait for the Octavia load balancer with ``want`` as members, ACTIVE; say it
         and the OVN row its provider wrote."""
         members = sorted(f"{ip}:{TARGET_PORT}" for ip in want)
-        while not ((lb := _octavia_lb(self.state)) and lb["members"] == members
-                   and lb["status"] == "ACTIVE"):
-            if time.monotonic() > deadline:
-                _say(f"  Octavia: no ACTIVE load balancer {OCTAVIA_NAME} with members "
-                     f"{', '.join(members)} after {PROGRAM_TIMEOUT:.0f}s ({lb}): FAILED (see "
-                     "the controller's log)")
-                return False
-            time.sleep(0.1)
+        lb, done = _until(lambda: _octavia_lb(self.state), lambda found: bool(
+            found and found["members"] == members and found["status"] == "ACTIVE"),
+            deadline, poll=0.1)
+        if not done or lb is None:
+            _say(f"  Octavia: no ACTIVE load balancer {OCTAVIA_NAME} with members "
+                 f"{', '.join(members)} after {PROGRAM_TIMEOUT:.0f}s ({lb}): FAILED (see "
+                 "the controller's log)")
+            return False
         self.lb_id = str(lb["id"])
         _say(f"  Octavia load balancer {OCTAVIA_NAME} (made by the controller, provider "
              f"ovn): ACTIVE, VIP {self.cluster_ip}, listener TCP {PORT}, {len(members)} "
              f"members, after {time.monotonic() - t0:.1f}s")
         vip = f"{self.cluster_ip}:{PORT}"
-        while sorted((row := _provider_row(self.state, self.lb_id))[0].get(
-                vip, "").split(",")) != members:
-            if time.monotonic() > deadline:
-                _say(f"  OVN Load_Balancer {self.lb_id}: {row[0]} after "
-                     f"{PROGRAM_TIMEOUT:.0f}s, not {vip} -> {members}: FAILED")
-                return False
-            time.sleep(0.05)
+        row, done = _until(lambda: _provider_row(self.state, self.lb_id),
+                           lambda found: sorted(found[0].get(vip, "").split(",")) == members,
+                           deadline)
+        if not done:
+            _say(f"  OVN Load_Balancer {self.lb_id}: {row[0]} after "
+                 f"{PROGRAM_TIMEOUT:.0f}s, not {vip} -> {members}: FAILED")
+            return False
         _say(f"  OVN Load_Balancer {self.lb_id} (written by Octavia's OVN provider): {vip} "
              f"-> {len(members)} backends, on switches of networks {', '.join(row[1])}")
         return True
@@ -275,13 +291,13 @@ class DemoService:
         """Wait for the controller's OVN row with ``want`` as backends; say it."""
         vip = f"{self.cluster_ip}:{PORT}"
         backends = ",".join(sorted(f"{ip}:{TARGET_PORT}" for ip in want))
-        while not (rows := [r for r in _rows(self.state)
-                            if sorted(r["vips"].get(vip, "").split(",")) == backends.split(",")]):
-            if time.monotonic() > deadline:
-                _say(f"  OVN Load_Balancer: no row with {vip} -> {backends} after "
-                     f"{PROGRAM_TIMEOUT:.0f}s: FAILED (see the controller's log)")
-                return False
-            time.sleep(0.05)
+        rows, done = _until(lambda: [
+            r for r in _rows(self.state)
+            if sorted(r["vips"].get(vip, "").split(",")) == backends.split(",")], bool, deadline)
+        if not done:
+            _say(f"  OVN Load_Balancer: no row with {vip} -> {backends} after "
+                 f"{PROGRAM_TIMEOUT:.0f}s: FAILED (see the controller's log)")
+            return False
         group, switches = _switches_with_group(self.state, rows[0]["uuid"])
         _say(f"  OVN Load_Balancer {rows[0]['name']} (written by the controller): {vip} -> "
              f"{len(want)} backends, in group {group or '-'} on switches "
@@ -319,22 +335,19 @@ class DemoService:
         deadline = t0 + GONE_TIMEOUT
         kube.request(self.state, "DELETE", f"/api/v1/namespaces/{NAMESPACE}/services/{NAME}")
         self.created = False
-        while self._rows_left():
-            if time.monotonic() > deadline:
-                _say(f"teardown: Service {NAMESPACE}/{NAME} deleted, its "
-                     f"{'load balancer' if self.state.octavia else 'OVN rows'} still there "
-                     f"after {GONE_TIMEOUT:.0f}s: FAILED")
-                return False
-            time.sleep(0.05)
+        if not _until(self._rows_left, lambda left: not left, deadline)[1]:
+            _say(f"teardown: Service {NAMESPACE}/{NAME} deleted, its "
+                 f"{'load balancer' if self.state.octavia else 'OVN rows'} still there "
+                 f"after {GONE_TIMEOUT:.0f}s: FAILED")
+            return False
         rows_gone = time.monotonic() - t0
         silent = ""
         if client is not None and self.cluster_ip:
-            while gets(client.netns, self.cluster_ip, timeout=0.5) != ["-"]:
-                if time.monotonic() > deadline:
-                    _say(f"teardown: Service {NAMESPACE}/{NAME} deleted, rows gone, but "
-                         f"{self.cluster_ip}:{PORT} still answers {client.label}: FAILED")
-                    return False
-                time.sleep(0.05)
+            if not _until(lambda: gets(client.netns, self.cluster_ip, timeout=0.5),
+                          lambda answers: answers == ["-"], deadline)[1]:
+                _say(f"teardown: Service {NAMESPACE}/{NAME} deleted, rows gone, but "
+                     f"{self.cluster_ip}:{PORT} still answers {client.label}: FAILED")
+                return False
             silent = (f", {self.cluster_ip}:{PORT} silent for {client.label} (no answer "
                       f"within 0.5s) {time.monotonic() - t0:.1f}s after the delete")
         what = ("its Octavia load balancer and the provider's OVN row removed"
