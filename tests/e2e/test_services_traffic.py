@@ -22,7 +22,6 @@ from ovn_underlay.dataplane.nsenter import run_in_netns
 from ovn_underlay.lab import external, netns
 from ovn_underlay.lab.cluster import CLUSTER_ROUTER, CLUSTER_SUBNET
 from ovn_underlay.lab.daemons import run
-from ovn_underlay.lab.kubeapi.api import Config
 from ovn_underlay.lab.topology import nbctl
 from tests.e2e.services_lab import (
     ECHO_PORT,
@@ -187,7 +186,8 @@ def test_an_address_of_the_service_range_no_service_holds_stays_inside(
     Service's, say) must not follow the default route out, SNATed: the router drops the
     Service range.  Tested with the external host holding that address and listening."""
     state = svc_lab.state
-    unused = str(ip_network(Config.service_cluster_ip_range)[-2])
+    service_range = state.kube["service_range"]
+    unused = str(ip_network(service_range)[-2])
     external.attach(state, CLUSTER_ROUTER, [CLUSTER_SUBNET])
     ext = netns.path(external.namespace(state.name))
     run(["ip", "-n", external.namespace(state.name), "addr", "replace", f"{unused}/32",
@@ -200,7 +200,7 @@ def test_an_address_of_the_service_range_no_service_holds_stays_inside(
         assert outcomes == ["timeout", "timeout"], outcomes
         policies = nbctl(state.nb, "--columns=priority,match,action,external_ids", "list",
                          "Logical_Router_Policy")
-        assert f'"ip4.dst == {Config.service_cluster_ip_range}"' in policies, policies
+        assert f'"ip4.dst == {service_range}"' in policies, policies
     finally:
         server.close()
 

@@ -128,17 +128,21 @@ def kubeconfig(url: str, lab: str) -> str:
 def up(state: LabState, lab_dir: Path, service_range: str = "") -> None:
     """The management bridge (unless Neutron made it) and the API server, ready.
 
-    ``service_range``: its ``--service-cluster-ip-range`` (default: the API server's).
+    ``service_range``: its ``--service-cluster-ip-range`` (default: the API server's),
+    recorded as ``state.kube["service_range"]`` for the controller and the agents.
     """
+    from ovn_underlay.lab.kubeapi.api import Config
+
     workdir = lab_dir / "hv" / "kubeapi"
     if not state.neutron:
         add_mgmt_bridge(state)
     log = workdir / "kubeapi.log"
-    ranges = ["--service-cluster-ip-range", service_range] if service_range else []
+    service_range = service_range or Config.service_cluster_ip_range
     pidfile = _spawn("kubeapi", [sys.executable, "-m", "ovn_underlay.lab.kubeapi", "--listen",
                                  f"{hv_mgmt_ip()}:{API_PORT}", "--advertise-address",
                                  hv_mgmt_ip(), "--request-log",
-                                 str(workdir / "requests.log"), *ranges], workdir,
+                                 str(workdir / "requests.log"), "--service-cluster-ip-range",
+                                 service_range], workdir,
                      state.hv_netns)
     state.daemons["kubeapi"] = str(pidfile)
     pid = int(pidfile.read_text())
@@ -158,7 +162,7 @@ def up(state: LabState, lab_dir: Path, service_range: str = "") -> None:
     config = workdir / "kubeconfig"
     config.write_text(kubeconfig(api_url(), state.name))
     state.kube.update(url=api_url(), kubeconfig=str(config), log=str(log),
-                      request_log=str(workdir / "requests.log"))
+                      request_log=str(workdir / "requests.log"), service_range=service_range)
 
 
 def _now() -> str:
@@ -216,20 +220,18 @@ def start_controller(state: LabState, lab_dir: Path, cluster_subnet: str, router
                      name: str = "cluster-controller") -> Path:
     """``ovn-k8s-underlay controller`` in the hypervisor, with the lab's control plane.
 
-    NB lab: the NB address and ``--service-cidr`` (the test API server's default
-    Service range, the router drops it); Neutron lab: the admin openrc the lab wrote, with Octavia's
-    endpoint when the lab runs Octavia, and then ``--service-subnet`` (the lab's Service
-    subnet, :data:`ovn_underlay.lab.octavia.SERVICE_NETWORK_NAME`) and ``--service-cidr``
-    (its Service range): Services through Octavia.  Metrics on a free port of the
+    ``--service-cidr``, the test API server's Service range.  NB lab: the NB address
+    (the router drops the range); Neutron lab: the admin openrc the lab wrote, with
+    Octavia's endpoint when the lab runs Octavia, and then ``--service-subnet`` (the
+    lab's Service subnet, :data:`ovn_underlay.lab.octavia.SERVICE_NETWORK_NAME`, which
+    holds that range): Services through Octavia.  Metrics on a free port of the
     hypervisor's loopback (two controllers may run at once; the log says where).
     Returns its pid file (recorded in the lab's state as ``name``; not ``controller``,
     the hypervisor's ovn-controller's).
     """
-    from ovn_underlay.lab.kubeapi.api import Config
-
     workdir = lab_dir / "hv" / name
     backend = ["--backend", "ovn", "--nb", state.nb,
-               "--service-cidr", Config.service_cluster_ip_range]
+               "--service-cidr", state.kube["service_range"]]
     if state.neutron:
         workdir.mkdir(parents=True, exist_ok=True)
         openrc = workdir / "openrc"
@@ -243,7 +245,7 @@ def start_controller(state: LabState, lab_dir: Path, cluster_subnet: str, router
             from ovn_underlay.lab.octavia import SERVICE_NETWORK_NAME
 
             backend += ["--service-subnet", SERVICE_NETWORK_NAME,
-                        "--service-cidr", state.octavia["service_range"]]
+                        "--service-cidr", state.kube["service_range"]]
     pidfile = _spawn(name, _cli("controller", "--config-dir", str(workdir / "settings"),
                                 "--kubeconfig", state.kube["kubeconfig"], *backend,
                                 "--cluster-subnet", cluster_subnet, "--router", router,
@@ -258,11 +260,10 @@ def start_controller(state: LabState, lab_dir: Path, cluster_subnet: str, router
 def start_agent(state: LabState, vm: VmInfo, cluster_subnet: str) -> Path:
     """``ovn-k8s-underlay agent`` in ``vm``: its directories as options, no control plane.
 
-    The Service range routed from its management port is the test API server's default
+    The Service range routed from its management port is the test API server's
     ``--service-cluster-ip-range``.  Returns its pid file (recorded as the VM's ``agent``).
     """
     from ovn_underlay.lab.cluster import Node
-    from ovn_underlay.lab.kubeapi.api import Config
 
     node = Node(state, vm)
     workdir = Path(vm.rundir) / "agent"
@@ -272,7 +273,7 @@ def start_agent(state: LabState, vm: VmInfo, cluster_subnet: str) -> Path:
                                    "--kubeconfig", state.kube["kubeconfig"],
                                    "--state-dir", str(node.state_dir),
                                    "--cluster-subnet", cluster_subnet,
-                                   "--service-cidr", Config.service_cluster_ip_range,
+                                   "--service-cidr", state.kube["service_range"],
                                    "--daemon-socket", str(Path(vm.rundir) / "run" / "cni.sock"),
                                    "--metrics-address", "off",
                                    "--cni-bin-dir", str(node.cni_bin_dir),
